@@ -1,0 +1,37 @@
+# Two commands do all the set-up (see README.md):
+#   make reproduce   run every notebook (smoke profile, embedded dataset, offline)
+#   make test        unit tests + nbval on the committed notebooks
+# Both create or refresh the virtual environment in .venv when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= smoke
+DATASET ?= glyphs
+DEVICE ?= auto
+
+.PHONY: reproduce full test unit venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,notebooks]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+reproduce: $(STAMP)
+	$(PY) -m metagan_lib.reproduce --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE)
+
+full: $(STAMP)
+	$(PY) -m metagan_lib.reproduce --profile full --dataset $(DATASET) --device $(DEVICE)
+
+test: $(STAMP)
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		--sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -p no:cacheprovider
+
+clean:
+	rm -rf runs results/smoke .pytest_cache

@@ -1,0 +1,101 @@
+"""GAN losses as small pure functions of discriminator **logits** ``l`` (``D(x) = sigmoid(l)``).
+
+Writing ``log D = log sigmoid(l) = -softplus(-l)`` and ``log(1 - D) = -softplus(l)`` keeps every
+loss finite for any logit (a probability of exactly 0 or 1 never appears). All losses return a
+scalar: the mean over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Critic = Callable[[torch.Tensor], torch.Tensor]
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Minimax discriminator loss ``L_D = -[log D(x) + log(1 - D(G(z)))]``.
+
+    ``= softplus(-l_real) + softplus(l_fake)``; minimising it maximises ``V(D, G)``.
+    """
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss_saturating(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Saturating generator loss ``L_G = log(1 - D(G(z))) = -softplus(l_fake)``.
+
+    The generator's side of the minimax game; its gradient vanishes when ``D(G(z)) -> 0``,
+    i.e. exactly when the generator is bad and needs it most.
+    """
+    return -F.softplus(fake_logits).mean()
+
+
+def generator_loss_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss ``L_G = -log D(G(z)) = softplus(-l_fake)``."""
+    return F.softplus(-fake_logits).mean()
+
+
+def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """WGAN critic loss ``E[f(G(z))] - E[f(x)]`` (the critic maximises ``E[f(x)] - E[f(G(z))]``)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """WGAN generator loss ``-E[f(G(z))]``."""
+    return -fake_scores.mean()
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss ``E[max(0, 1 - l_real)] + E[max(0, 1 + l_fake)]``."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge generator loss ``-E[l_fake]``."""
+    return -fake_logits.mean()
+
+
+def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP penalty ``E[(||grad_x f(x_hat)||_2 - 1)^2]`` with ``x_hat = mix * real + (1 - mix) * fake``.
+
+    Args:
+        critic: images ``[B, 1, H, W]`` -> scores ``[B]``.
+        real, fake: ``[B, 1, H, W]``.
+        mix: ``[B]`` interpolation weights in [0, 1] (drawn by the caller from its own generator).
+    """
+    weights = mix.view(-1, *([1] * (real.ndim - 1)))
+    interpolated = (weights * real + (1.0 - weights) * fake.detach()).requires_grad_(True)
+    scores = critic(interpolated)
+    (grads,) = torch.autograd.grad(scores.sum(), interpolated, create_graph=True)
+    return (grads.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
+
+
+def r1_penalty(critic: Critic, real: torch.Tensor) -> torch.Tensor:
+    """R1 penalty ``E[||grad_x D(x)||_2^2]`` on real images (Mescheder et al. 2018).
+
+    The trainer adds ``gamma / 2`` times this to the discriminator loss.
+    """
+    real = real.detach().requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(real).sum(), real, create_graph=True)
+    return grads.flatten(1).pow(2).sum(dim=1).mean()
+
+
+def optimal_discriminator(p_data: torch.Tensor, p_model: torch.Tensor) -> torch.Tensor:
+    """``D*(x) = p_data(x) / (p_data(x) + p_g(x))``, the best response to a fixed generator."""
+    return p_data / (p_data + p_model)
+
+
+def jensen_shannon(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:
+    """Jensen-Shannon divergence of two densities tabulated on a grid with spacing ``dx``."""
+    m = 0.5 * (p + q)
+    kl = lambda a, b: torch.where(a > 0, a * (a / b).log(), torch.zeros_like(a)).sum() * dx  # noqa: E731
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def value_function(d: torch.Tensor, p_data: torch.Tensor, p_model: torch.Tensor, dx: float) -> torch.Tensor:
+    """``V(D, G) = E_data[log D] + E_g[log(1 - D)]`` on a grid (densities and ``D`` tabulated)."""
+    tiny = torch.finfo(d.dtype).tiny  # D rounds to exactly 0 or 1 where one density is ~1e-40
+    term = lambda a, b: torch.where(a > 0, a * b.clamp_min(tiny).log(), torch.zeros_like(a))  # noqa: E731
+    return (term(p_data, d) + term(p_model, 1.0 - d)).sum() * dx

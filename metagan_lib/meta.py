@@ -1,0 +1,371 @@
+"""Meta-learned GANs with ``torch.func``: MAML (second and first order), Reptile and Meta-SGD.
+
+Parameters are explicit dicts of tensors and the networks are called with
+``torch.func.functional_call``, so one inner loop serves three uses: a Python loop over tasks
+(the reference), ``vmap`` over a batch of tasks (the fast path) and adaptation at test time.
+
+**The inner game.** A task is one class, given by its K support images. One inner step is a
+discriminator step then a generator step, each plain gradient descent
+``theta' = theta - alpha * grad_theta J(theta, D_i)`` on the non-saturating GAN losses, with the
+support images as the real data and fresh noise for the fakes. All noise is drawn before the
+step and passed in, so ``vmap`` needs no randomness of its own and the loop and the vmap path
+see the same numbers.
+
+**The outer objective** (MAML, Meta-SGD): the adapted networks' losses on the task's *query*
+images (held-out images of the same class): ``L_D = -[log D'(x_q) + log(1 - D'(G'(z)))]`` updates
+the discriminator's initialisation, ``L_G = -log D'(G'(z))`` the generator's. With
+``first_order=True`` the inner gradients are treated as constants (FOMAML), which drops the
+second-derivative terms. Meta-SGD learns one inner learning rate per parameter entry as well.
+**Reptile** (as in FIGR) adapts with more inner steps and moves the initialisation towards the
+adapted weights: ``theta <- theta + epsilon * mean_i (theta'_i - theta)``; it needs no query set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from .data import check_image_batch
+from .losses import discriminator_loss, generator_loss_nonsaturating
+from .models import build_gan
+
+Params = dict[str, torch.Tensor]
+LearningRate = float | Params
+MethodName = Literal["maml", "reptile", "meta-sgd"]
+METHODS = ("maml", "reptile", "meta-sgd")
+
+
+def sgd_step(params: Params, loss_fn: Callable[[Params], torch.Tensor], lr: LearningRate, first_order: bool = False) -> Params:
+    """One differentiable step ``theta - lr * grad loss_fn(theta)``.
+
+    ``lr`` is a float or a dict of per-entry learning rates (Meta-SGD). With ``first_order`` the
+    gradient is detached, so nothing is differentiated through it later.
+    """
+    grads = grad(loss_fn)(params)
+    if first_order:
+        grads = {k: g.detach() for k, g in grads.items()}
+    return {k: p - (lr[k] if isinstance(lr, dict) else lr) * grads[k] for k, p in params.items()}
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Settings of a meta-GAN.
+
+    Attributes:
+        method: ``"maml"``, ``"reptile"`` or ``"meta-sgd"``.
+        first_order: MAML/Meta-SGD only: drop the second-order terms.
+        z_dim, width: generator latent size and channel width (``conv`` networks).
+        inner_steps: D+G steps of adaptation during meta-training.
+        inner_lr: ``alpha`` (the initial value for Meta-SGD's learned rates).
+        meta_lr: Adam learning rate of the outer loop (MAML, Meta-SGD); Reptile's ``epsilon``.
+        tasks: tasks per meta-batch.
+        shots, queries: support and query images per task.
+        fake_batch: generated images per inner and outer loss.
+    """
+
+    method: MethodName = "maml"
+    first_order: bool = False
+    z_dim: int = 32
+    width: int = 16
+    inner_steps: int = 2
+    inner_lr: float = 0.05
+    meta_lr: float = 1e-3
+    tasks: int = 8
+    shots: int = 5
+    queries: int = 10
+    fake_batch: int = 16
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown meta-learning method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.inner_steps < 1:
+            raise ValueError(f"inner_steps must be at least 1; got {self.inner_steps}.")
+
+    def replace(self, **changes) -> "MetaConfig":
+        return MetaConfig(**{**asdict(self), **changes})
+
+
+@dataclass
+class MetaGAN:
+    """A meta-GAN: the two networks' architectures, their meta-parameters and inner learning rates.
+
+    ``g_params``/``d_params`` are leaf tensors (the initialisation that is meta-learned);
+    ``g_lr``/``d_lr`` are floats, or for Meta-SGD dicts of learnable per-entry rates.
+    """
+
+    config: MetaConfig
+    generator: nn.Module
+    discriminator: nn.Module
+    g_params: Params
+    d_params: Params
+    g_lr: LearningRate
+    d_lr: LearningRate
+    step: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.g_params.values())).device
+
+    def trainable(self) -> list[torch.Tensor]:
+        """Everything the outer loop updates (parameters, and Meta-SGD's learning rates)."""
+        tensors = list(self.g_params.values()) + list(self.d_params.values())
+        for lr in (self.g_lr, self.d_lr):
+            if isinstance(lr, dict):
+                tensors += list(lr.values())
+        return tensors
+
+
+def _leaf_copy(params: Params, device: torch.device | str) -> Params:
+    return {k: v.detach().to(device).clone().requires_grad_(True) for k, v in params.items()}
+
+
+def new_meta_gan(config: MetaConfig, device: torch.device | str = "cpu", seed: int = 0,
+                 generator: nn.Module | None = None, discriminator: nn.Module | None = None) -> MetaGAN:
+    """A meta-GAN with fresh ``conv`` networks from ``seed`` (or the given modules' weights)."""
+    if generator is None or discriminator is None:
+        generator, discriminator = build_gan("conv", config.z_dim, config.width, seed=seed)
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    g_params = _leaf_copy(dict(generator.named_parameters()), device)
+    d_params = _leaf_copy(dict(discriminator.named_parameters()), device)
+    if config.method == "meta-sgd":
+        g_lr = {k: torch.full_like(v, config.inner_lr).requires_grad_(True) for k, v in g_params.items()}
+        d_lr = {k: torch.full_like(v, config.inner_lr).requires_grad_(True) for k, v in d_params.items()}
+    else:
+        g_lr = d_lr = config.inner_lr
+    return MetaGAN(config, generator, discriminator, g_params, d_params, g_lr, d_lr)
+
+
+# ----------------------------------------------------------------------------------------------
+# One task: adaptation and the outer losses (pure functions; vmap-able)
+# ----------------------------------------------------------------------------------------------
+
+
+def inner_adapt(meta: MetaGAN, g_params: Params, d_params: Params, support: torch.Tensor, noise: torch.Tensor,
+                first_order: bool) -> tuple[Params, Params]:
+    """Adapt both players to one task.
+
+    Args:
+        support: the task's real images ``[K, 1, 28, 28]`` in [-1, 1].
+        noise: ``[steps, 2, B, z_dim]``: for each inner step, the D step's and the G step's noise.
+        first_order: detach the inner gradients.
+
+    Returns:
+        Adapted ``(g_params, d_params)``.
+    """
+    G = lambda p, z: functional_call(meta.generator, p, (z,))  # noqa: E731
+    D = lambda p, x: functional_call(meta.discriminator, p, (x,))  # noqa: E731
+    for step in range(noise.shape[0]):
+        fake = G(g_params, noise[step, 0])
+        d_params = sgd_step(d_params, lambda p: discriminator_loss(D(p, support), D(p, fake)), meta.d_lr, first_order)
+        frozen_d = d_params
+        g_params = sgd_step(g_params, lambda p: generator_loss_nonsaturating(D(frozen_d, G(p, noise[step, 1]))), meta.g_lr, first_order)
+    return g_params, d_params
+
+
+def task_outer_losses(meta: MetaGAN, g_params: Params, d_params: Params, support: torch.Tensor, query: torch.Tensor,
+                      inner_noise: torch.Tensor, outer_noise: torch.Tensor, first_order: bool) -> torch.Tensor:
+    """MAML's outer losses of one task: ``[L_D, L_G]`` of the adapted networks on the query images."""
+    g_adapted, d_adapted = inner_adapt(meta, g_params, d_params, support, inner_noise, first_order)
+    fake = functional_call(meta.generator, g_adapted, (outer_noise,))
+    fake_logits = functional_call(meta.discriminator, d_adapted, (fake,))
+    real_logits = functional_call(meta.discriminator, d_adapted, (query,))
+    return torch.stack([discriminator_loss(real_logits, fake_logits), generator_loss_nonsaturating(fake_logits)])
+
+
+def batched_outer_losses(meta: MetaGAN, support: torch.Tensor, query: torch.Tensor, inner_noise: torch.Tensor,
+                         outer_noise: torch.Tensor, vectorised: bool = True) -> torch.Tensor:
+    """Outer losses ``[T, 2]`` for ``T`` tasks (support ``[T, K, ...]``, query ``[T, Q, ...]``).
+
+    ``vectorised=True`` runs all tasks at once with ``vmap``; ``False`` loops over tasks (the reference).
+    """
+    first_order = meta.config.first_order
+
+    def one_task(s, q, n_in, n_out):
+        return task_outer_losses(meta, meta.g_params, meta.d_params, s, q, n_in, n_out, first_order)
+
+    if vectorised:
+        return vmap(one_task)(support, query, inner_noise, outer_noise)
+    return torch.stack([one_task(*args) for args in zip(support, query, inner_noise, outer_noise)])
+
+
+def batched_adapt(meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tensor, vectorised: bool = True) -> tuple[Params, Params]:
+    """Adapt to ``T`` tasks without tracking meta-gradients; parameters gain a leading task axis ``[T, ...]``."""
+    def one_task(s, n):
+        return inner_adapt(meta, meta.g_params, meta.d_params, s, n, first_order=True)
+
+    with torch.no_grad():
+        if vectorised:
+            return vmap(one_task)(support, inner_noise)
+        results = [one_task(s, n) for s, n in zip(support, inner_noise)]
+    stack = lambda dicts: {k: torch.stack([d[k] for d in dicts]) for k in dicts[0]}  # noqa: E731
+    return stack([r[0] for r in results]), stack([r[1] for r in results])
+
+
+# ----------------------------------------------------------------------------------------------
+# Meta-training
+# ----------------------------------------------------------------------------------------------
+
+
+def draw_noise(generator: torch.Generator, tasks: int, steps: int, batch: int, z_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inner noise ``[T, steps, 2, B, z]`` and outer noise ``[T, B, z]``."""
+    inner = torch.randn(tasks, steps, 2, batch, z_dim, generator=generator, device=device)
+    outer = torch.randn(tasks, batch, z_dim, generator=generator, device=device)
+    return inner, outer
+
+
+def meta_gradients(meta: MetaGAN, losses: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients for :meth:`MetaGAN.trainable`: ``mean L_D`` for D's parameters and rates, ``mean L_G`` for G's."""
+    d_loss, g_loss = losses[:, 0].mean(), losses[:, 1].mean()
+    g_tensors = list(meta.g_params.values()) + (list(meta.g_lr.values()) if isinstance(meta.g_lr, dict) else [])
+    d_tensors = list(meta.d_params.values()) + (list(meta.d_lr.values()) if isinstance(meta.d_lr, dict) else [])
+    g_grads = torch.autograd.grad(g_loss, g_tensors, retain_graph=True, allow_unused=True)
+    d_grads = torch.autograd.grad(d_loss, d_tensors, allow_unused=True)
+    by_id = {id(t): g for t, g in zip(g_tensors + d_tensors, list(g_grads) + list(d_grads))}
+    return [by_id[id(t)] if by_id[id(t)] is not None else torch.zeros_like(t) for t in meta.trainable()]
+
+
+class MetaTrainer:
+    """Runs meta-steps of one :class:`MetaGAN` on episodes from a :class:`~metagan_lib.tasks.TaskSampler`.
+
+    Holds the outer optimiser (Adam for MAML/Meta-SGD; none for Reptile) and the noise generator.
+    """
+
+    def __init__(self, meta: MetaGAN, sampler, seed: int = 0, vectorised: bool = True):
+        self.meta, self.sampler, self.vectorised = meta, sampler, vectorised
+        self.noise = torch.Generator(device=meta.device).manual_seed(seed + 1)
+        self.optimizer = None if meta.config.method == "reptile" else torch.optim.Adam(meta.trainable(), lr=meta.config.meta_lr, betas=(0.5, 0.999))
+        for key in ("step", "d_loss", "g_loss"):
+            meta.history.setdefault(key, [])
+
+    def step(self) -> tuple[float, float]:
+        """One meta-step on a fresh batch of 1-way tasks; returns (mean L_D, mean L_G)."""
+        meta, cfg = self.meta, self.meta.config
+        queries = 0 if cfg.method == "reptile" else cfg.queries
+        episode = self.sampler.sample(cfg.tasks, ways=1, shots=cfg.shots, queries=queries)
+        support = episode.support[:, 0]
+        inner, outer = draw_noise(self.noise, cfg.tasks, cfg.inner_steps, cfg.fake_batch, cfg.z_dim, meta.device)
+        if cfg.method == "reptile":
+            d_value, g_value = reptile_step(meta, support, inner, outer, self.vectorised)
+        else:
+            losses = batched_outer_losses(meta, support, episode.query[:, 0], inner, outer, self.vectorised)
+            grads = meta_gradients(meta, losses)
+            self.optimizer.zero_grad(set_to_none=True)
+            for tensor, g in zip(meta.trainable(), grads):
+                tensor.grad = g
+            self.optimizer.step()
+            if isinstance(meta.g_lr, dict):  # learned rates stay non-negative
+                with torch.no_grad():
+                    for lr in list(meta.g_lr.values()) + list(meta.d_lr.values()):
+                        lr.clamp_(min=0.0)
+            d_value, g_value = losses[:, 0].mean().item(), losses[:, 1].mean().item()
+        meta.step += 1
+        meta.history["step"].append(meta.step)
+        meta.history["d_loss"].append(d_value)
+        meta.history["g_loss"].append(g_value)
+        return d_value, g_value
+
+    def train(self, steps: int, progress: bool = True, description: str = "meta-training") -> MetaGAN:
+        bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
+        for index in bar:
+            d_value, g_value = self.step()
+            if progress and index % 10 == 0:
+                bar.set_postfix(d=f"{d_value:.3f}", g=f"{g_value:.3f}")
+        return self.meta
+
+
+def reptile_step(meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tensor, outer_noise: torch.Tensor,
+                 vectorised: bool = True) -> tuple[float, float]:
+    """``theta <- theta + epsilon * mean_i (theta'_i - theta)`` for both players.
+
+    Returns the adapted networks' mean (L_D, L_G) on the support images (for monitoring).
+    """
+    g_adapted, d_adapted = batched_adapt(meta, support, inner_noise, vectorised)
+    epsilon = meta.config.meta_lr
+    with torch.no_grad():
+        for params, adapted in ((meta.g_params, g_adapted), (meta.d_params, d_adapted)):
+            for k, p in params.items():
+                p.add_(epsilon * (adapted[k].mean(dim=0) - p))
+        fake = vmap(lambda g, z: functional_call(meta.generator, g, (z,)))(g_adapted, outer_noise)
+        fake_logits = vmap(lambda d, x: functional_call(meta.discriminator, d, (x,)))(d_adapted, fake)
+        real_logits = vmap(lambda d, x: functional_call(meta.discriminator, d, (x,)))(d_adapted, support)
+    return discriminator_loss(real_logits, fake_logits).item(), generator_loss_nonsaturating(fake_logits).item()
+
+
+# ----------------------------------------------------------------------------------------------
+# Test time: adapt to K shots of a new class, then sample
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptedGAN:
+    """Generator and discriminator parameters adapted to one class."""
+
+    g_params: Params
+    d_params: Params
+    steps: int
+
+
+def adapt(meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0, fake_batch: int | None = None) -> AdaptedGAN:
+    """Adapt the meta-initialisation to ``support_images`` (``[K, 1, 28, 28]`` in [-1, 1]) with ``steps`` inner steps."""
+    check_image_batch(support_images, "support images")
+    batch = fake_batch or meta.config.fake_batch
+    device = meta.device
+    noise = torch.randn(steps, 2, batch, meta.config.z_dim, generator=torch.Generator(device=device).manual_seed(seed), device=device)
+    with torch.no_grad():
+        g_params, d_params = inner_adapt(meta, meta.g_params, meta.d_params, support_images.to(device), noise, first_order=True)
+    return AdaptedGAN({k: v.detach() for k, v in g_params.items()}, {k: v.detach() for k, v in d_params.items()}, steps)
+
+
+def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` images ``[n, 1, 28, 28]`` from the adapted generator (the meta-initialisation when ``adapted`` is ``None``)."""
+    params = meta.g_params if adapted is None else adapted.g_params
+    z = torch.randn(n, meta.config.z_dim, generator=torch.Generator(device=meta.device).manual_seed(seed), device=meta.device)
+    with torch.no_grad():
+        return functional_call(meta.generator, params, (z,))
+
+
+def save_meta(meta: MetaGAN, path) -> None:
+    """Write a meta-GAN (config, meta-parameters, rates, history) to ``path``."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    detach = lambda x: {k: v.detach().cpu() for k, v in x.items()} if isinstance(x, dict) else x  # noqa: E731
+    payload = {"config": asdict(meta.config), "g_params": detach(meta.g_params), "d_params": detach(meta.d_params),
+               "g_lr": detach(meta.g_lr), "d_lr": detach(meta.d_lr), "step": meta.step, "history": meta.history}
+    torch.save(payload, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
+    """Read a meta-GAN written by :func:`save_meta`."""
+    payload = torch.load(path, map_location=device, weights_only=False)
+    meta = new_meta_gan(MetaConfig(**payload["config"]), device)
+    meta.g_params, meta.d_params = _leaf_copy(payload["g_params"], device), _leaf_copy(payload["d_params"], device)
+    for name in ("g_lr", "d_lr"):
+        value = payload[name]
+        setattr(meta, name, _leaf_copy(value, device) if isinstance(value, dict) else value)
+    meta.step, meta.history = payload["step"], payload["history"]
+    return meta
+
+
+def train_or_load_meta(path, config: MetaConfig, sampler, meta_steps: int, *, seed: int = 0,
+                       device: torch.device | str = "cpu", progress: bool = True, description: str = "meta-training") -> MetaGAN:
+    """Load the meta-GAN cached at ``path`` if it has this config and step count, else meta-train it and save it there."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists():
+        meta = load_meta(path, device)
+        if meta.config == config and meta.step == meta_steps:
+            return meta
+    meta = new_meta_gan(config, device, seed=seed)
+    MetaTrainer(meta, sampler, seed=seed).train(meta_steps, progress=progress, description=description)
+    save_meta(meta, path)
+    return meta

@@ -1,0 +1,127 @@
+"""Generators and discriminators for 28x28 grayscale images.
+
+All four modules are plain ``nn.Module`` s with parameters only (no buffers), so they can be
+called functionally with an explicit parameter dict::
+
+    params = dict(model.named_parameters())
+    out = torch.func.functional_call(model, params, (z,))
+
+which is what the meta-learning loops do. **No BatchNorm**: its running statistics are
+buffers that an inner loop would update in place, they leak information across the tasks of a
+meta-batch, and they break ``vmap`` over tasks. The generators use GroupNorm (statistics per
+image, no state); the discriminators use no normalisation, which WGAN-GP and R1 also assume
+(their penalties are per-sample gradients, which batch statistics would mix).
+
+Discriminators return **logits** ``[B]`` (no sigmoid): the losses apply ``log sigmoid``
+themselves, which is numerically stable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .data import IMAGE_SIZE
+
+
+class MLPGenerator(nn.Module):
+    """``z [B, z_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1] (the original GAN's MLP)."""
+
+    def __init__(self, z_dim: int = 64, hidden: int = 256):
+        super().__init__()
+        self.z_dim = z_dim
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 2 * hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(2 * hidden, IMAGE_SIZE * IMAGE_SIZE),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+class MLPDiscriminator(nn.Module):
+    """images ``[B, 1, 28, 28]`` -> logits ``[B]``."""
+
+    def __init__(self, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(IMAGE_SIZE * IMAGE_SIZE, 2 * hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(2 * hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN-style: ``z [B, z_dim]`` -> 7x7 -> 14x14 -> 28x28 images in [-1, 1].
+
+    GroupNorm instead of BatchNorm (see the module docstring).
+    """
+
+    def __init__(self, z_dim: int = 64, width: int = 32, groups: int = 8):
+        super().__init__()
+        self.z_dim = z_dim
+        self.width = width
+        self.project = nn.Linear(z_dim, 2 * width * 7 * 7)
+        self.net = nn.Sequential(
+            nn.GroupNorm(groups, 2 * width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
+            nn.GroupNorm(groups, width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).view(-1, 2 * self.width, 7, 7))
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN-style: images ``[B, 1, 28, 28]`` -> 14x14 -> 7x7 -> logits ``[B]``; no normalisation."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 7 * 7, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+ARCHITECTURES = {
+    "mlp": (MLPGenerator, MLPDiscriminator),
+    "conv": (ConvGenerator, ConvDiscriminator),
+}
+
+
+def build_gan(architecture: str = "conv", z_dim: int = 64, width: int = 32, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """A fresh (generator, discriminator) pair, initialised from ``seed``."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    gen_cls, disc_cls = ARCHITECTURES[architecture]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if architecture == "mlp":
+            return gen_cls(z_dim=z_dim, hidden=8 * width), disc_cls(hidden=8 * width)
+        return gen_cls(z_dim=z_dim, width=width), disc_cls(width=width)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,36 @@
+"""Where data and caches live: one setting, the ``METAGAN_DATA`` environment variable.
+
+``METAGAN_DATA`` names the folder that holds the raw datasets, one sub-folder each
+(``omniglot/``, ``mnist/``). Unset, it defaults to ``~/.cache/metagan/data`` (or
+``$XDG_CACHE_HOME/metagan/data``). Processed tensors (the rendered glyphs, resized Omniglot)
+and trained artefacts are cached under ``~/.cache/metagan`` (``$XDG_CACHE_HOME/metagan``), so
+``METAGAN_DATA`` may point at a read-only folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_ENV_VAR = "METAGAN_DATA"
+
+
+def cache_dir() -> Path:
+    """Folder for processed datasets and trained artefacts (created on demand)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "metagan"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir() -> Path:
+    """Folder searched for raw datasets: ``$METAGAN_DATA``, else ``<cache_dir>/data``."""
+    configured = os.environ.get(DATA_ENV_VAR)
+    if configured:
+        return Path(configured).expanduser()
+    return cache_dir() / "data"
+
+
+def repo_root() -> Path:
+    """The repository checkout this package was imported from (notebooks/, figures/ live here)."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,98 @@
+"""Figures shared by the notebooks: image grids, loss curves, saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .tasks import to_unit
+
+
+def use_png_inline() -> None:
+    """Show inline figures as PNG (nbval never compares PNG outputs; it would compare SVG)."""
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+    except ImportError:  # outside Jupyter
+        pass
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile ``[B, 1, H, W]`` images in [-1, 1] into one ``[rows*(H+pad), nrow*(W+pad)]`` array in [0, 1]."""
+    images = to_unit(images.detach().float().cpu())[:, 0]
+    count, height, width = images.shape
+    rows = (count + nrow - 1) // nrow
+    grid = np.ones((rows * (height + pad) + pad, nrow * (width + pad) + pad), dtype=np.float32) * 0.5
+    for index in range(count):
+        r, c = divmod(index, nrow)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        grid[top : top + height, left : left + width] = images[index].numpy()
+    return grid
+
+
+def show_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
+    """Draw a grid of images on ``ax`` (a new figure when ``None``)."""
+    if ax is None:
+        rows = (len(images) + nrow - 1) // nrow
+        _, ax = plt.subplots(figsize=(nrow * 0.6, rows * 0.6 + 0.4))
+    ax.imshow(image_grid(images, nrow), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over ``window`` values (shorter at the start)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return values
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (cumulative[1:] - cumulative[starts]) / (np.arange(1, len(values) + 1) - starts)
+
+
+def plot_histories(histories: Mapping[str, Mapping[str, Sequence[float]]], keys: Sequence[str] = ("d_loss", "g_loss"), window: int = 50) -> plt.Figure:
+    """One panel per key, one smoothed curve per run."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, history in histories.items():
+            ax.plot(history["step"], moving_average(history[key], window), label=name)
+        ax.set_xlabel("generator step")
+        ax.set_title(f"{key} (moving average over {window})", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, folder: Path, name: str) -> Path:
+    """Save ``fig`` as ``folder/name.png`` (no timestamp metadata, so reruns give equal files)."""
+    path = Path(folder) / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def show_adaptation(meta, shots: torch.Tensor, steps: Sequence[int] = (0, 1, 5, 20), samples: int = 5, seed: int = 0) -> plt.Figure:
+    """For each task in ``shots`` (``[T, K, 1, 28, 28]``): the K shots, then samples after each number of adaptation steps.
+
+    Step 0 is the meta-initialisation itself. Uses :func:`metagan_lib.meta.adapt` and :func:`metagan_lib.meta.sample`.
+    """
+    from .meta import adapt, sample
+
+    tasks = len(shots)
+    columns = 1 + len(steps)
+    fig, axes = plt.subplots(tasks, columns, figsize=(2.0 * columns, 0.3 + 0.5 * tasks), squeeze=False)
+    for row in range(tasks):
+        show_grid(shots[row], nrow=len(shots[row]), title="K shots" if row == 0 else None, ax=axes[row][0])
+        for col, k in enumerate(steps, 1):
+            adapted = adapt(meta, shots[row], steps=k, seed=seed) if k > 0 else None
+            show_grid(sample(meta, adapted, samples, seed=seed + row), nrow=samples,
+                      title=(f"after {k} steps" if k else "meta-init") if row == 0 else None, ax=axes[row][col])
+    fig.tight_layout()
+    return fig

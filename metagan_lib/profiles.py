@@ -1,0 +1,86 @@
+"""Run profiles, defined once here and read by every notebook.
+
+``smoke`` cuts iteration counts so that every notebook runs on a 2-core CPU in CI within its
+budget; ``full`` gives the real figures. The two never differ in shapes, image size, N-way or
+K-shot, so a notebook's hardware-independent checked outputs are the same in both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+from .paths import cache_dir, repo_root
+
+PROFILE_NAMES = ("smoke", "full")
+PROFILE_ENV_VAR = "METAGAN_PROFILE"
+
+_SETTINGS: dict[str, dict[str, dict]] = {
+    "01": {
+        "smoke": {"gan_steps": 40, "batch_size": 64, "sample_every": 20},
+        "full": {"gan_steps": 4000, "batch_size": 64, "sample_every": 1000},
+    },
+    "02": {
+        "smoke": {"steps": 20, "batch_size": 64, "sample_every": 10},
+        "full": {"steps": 3000, "batch_size": 64, "sample_every": 500},
+    },
+    "03": {
+        "smoke": {"meta_steps": 100, "tasks": 25, "shots": 10, "test_tasks": 100},
+        "full": {"meta_steps": 8000, "tasks": 25, "shots": 10, "test_tasks": 500},
+    },
+    "04": {
+        "smoke": {"meta_steps": 6, "tasks": 8, "shots": 5, "show_tasks": 4},
+        "full": {"meta_steps": 800, "tasks": 8, "shots": 5, "show_tasks": 4},
+    },
+    "05": {
+        "smoke": {"reptile_steps": 6, "meta_sgd_steps": 4, "tasks": 8, "shots": 5, "show_tasks": 3},
+        "full": {"reptile_steps": 1000, "meta_sgd_steps": 600, "tasks": 8, "shots": 5, "show_tasks": 3},
+    },
+}
+
+
+def check_profile(profile: str) -> str:
+    """Return ``profile`` if it is known, else raise a ``ValueError`` naming the choices."""
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}.")
+    return profile
+
+
+def resolve_profile(profile: str) -> str:
+    """The profile to use: ``$METAGAN_PROFILE`` when set (CI and nbval force ``smoke`` this way
+    on notebooks committed with a ``full`` run's outputs), else ``profile``."""
+    return check_profile(os.environ.get(PROFILE_ENV_VAR) or profile)
+
+
+def settings(notebook: str, profile: str) -> SimpleNamespace:
+    """The settings of notebook ``notebook`` (e.g. ``"01"``) under ``profile``."""
+    check_profile(profile)
+    if notebook not in _SETTINGS:
+        raise ValueError(f"No settings for notebook {notebook!r}; known: {', '.join(sorted(_SETTINGS))}.")
+    return SimpleNamespace(profile=profile, **_SETTINGS[notebook][profile])
+
+
+def figure_dir(profile: str) -> Path:
+    """``figures/`` for the full profile (what the README shows), ``runs/<profile>/figures`` otherwise."""
+    check_profile(profile)
+    root = repo_root()
+    path = root / "figures" if profile == "full" else root / "runs" / profile / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir(profile: str) -> Path:
+    """``results/<profile>/`` in the repository."""
+    path = repo_root() / "results" / check_profile(profile)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def artifact_path(profile: str, dataset: str, seed: int, name: str) -> Path:
+    """Cache file for a trained artefact, keyed by profile, dataset and seed."""
+    from . import __version__
+
+    path = cache_dir() / "artifacts" / f"v{__version__}" / check_profile(profile) / dataset / f"seed{seed}" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

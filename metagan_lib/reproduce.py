@@ -1,0 +1,121 @@
+"""Execute the numbered notebooks in order with papermill.
+
+    python -m metagan_lib.reproduce --profile smoke|full [--dataset glyphs|omniglot|mnist]
+                                    [--device auto|cpu|cuda] [--only 01 [02 ...]]
+
+Each ``notebooks/NN_*.ipynb`` runs with ``profile``, ``dataset`` and ``device`` injected into
+its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/``. The run
+stops at the first failing notebook, naming it and the failing cell, and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data import DATASET_NAMES
+from .paths import repo_root
+from .profiles import PROFILE_NAMES, check_profile
+from .runtime import DEVICE_CHOICES
+
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook and the cell."""
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    seconds: float
+    status: str
+
+
+def find_notebooks(folder: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """``NN_*.ipynb`` in ``folder`` (default ``notebooks/``), sorted; ``only`` keeps the listed numbers."""
+    folder = folder or repo_root() / "notebooks"
+    notebooks = sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+    if only:
+        wanted = {o.zfill(2) for o in only}
+        unknown = wanted - {p.name[:2] for p in notebooks}
+        if unknown:
+            raise ValueError(f"No notebook numbered {', '.join(sorted(unknown))} in {folder}; have {', '.join(p.name for p in notebooks)}.")
+        notebooks = [p for p in notebooks if p.name[:2] in wanted]
+    return notebooks
+
+
+def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "python3") -> float:
+    """Execute one notebook with papermill; return seconds taken. Raises :class:`NotebookFailed`."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters=parameters, kernel_name=kernel,
+            cwd=str(notebook.parent), progress_bar=False, log_output=False,
+        )
+    except PapermillExecutionError as error:
+        raise NotebookFailed(
+            f"{notebook.name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
+            f"{error.ename}: {error.evalue}. Executed copy with the traceback: {output}"
+        ) from None
+    return time.perf_counter() - start
+
+
+def reproduce(profile: str, dataset: str = "glyphs", device: str = "auto", only: list[str] | None = None,
+              output_root: Path | None = None) -> list[NotebookResult]:
+    """Run the notebooks; return one result per notebook that ran (stopping at the first failure)."""
+    check_profile(profile)
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}.")
+    if device not in DEVICE_CHOICES:
+        raise ValueError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+    notebooks = find_notebooks(only=only)
+    out_dir = output_root or repo_root() / "runs" / profile
+    results: list[NotebookResult] = []
+    parameters = {"profile": profile, "dataset": dataset, "device": device}
+    for index, notebook in enumerate(notebooks, 1):
+        print(f"[{index}/{len(notebooks)}] {notebook.name} (profile={profile}, dataset={dataset}, device={device}) ...", flush=True)
+        try:
+            seconds = run_notebook(notebook, out_dir / notebook.name, parameters)
+        except NotebookFailed:
+            results.append(NotebookResult(notebook.name, float("nan"), "FAILED"))
+            print(format_summary(results))
+            raise
+        results.append(NotebookResult(notebook.name, seconds, "ok"))
+        print(f"    done in {seconds:.1f} s", flush=True)
+    return results
+
+
+def format_summary(results: list[NotebookResult]) -> str:
+    lines = ["| notebook | seconds | status |", "|---|---:|---|"]
+    lines += [f"| {r.notebook} | {r.seconds:.1f} | {r.status} |" for r in results]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m metagan_lib.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILE_NAMES)}")
+    parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(DATASET_NAMES)} (default glyphs)")
+    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} (default auto)")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
+    args = parser.parse_args(argv)
+    results: list[NotebookResult] = []
+    try:
+        results = reproduce(args.profile, args.dataset, args.device, args.only)
+    except (ValueError, NotebookFailed) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ValueError) else 1
+    print(format_summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The plain GAN trainer: alternating D and G steps with optional stabilisers.
+
+One function, :func:`train_gan`, serves every plain-GAN use in the notebooks (the MLP GAN, the
+convolutional GAN and its stabilised variants, pretraining on seen classes, fine-tuning on K
+shots, training from scratch on K shots). All randomness (real batches, noise, augmentation,
+penalty mixing) comes from one explicit generator seeded by ``seed``, so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import losses
+from .augment import diff_augment
+from .data import check_image_batch
+from .models import build_gan
+from .tasks import to_signed
+
+LossName = Literal["nonsaturating", "saturating", "wgan-gp", "hinge"]
+LOSS_NAMES = ("nonsaturating", "saturating", "wgan-gp", "hinge")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Everything that defines a GAN run besides the data and the seed.
+
+    Attributes:
+        architecture: ``"mlp"`` or ``"conv"`` (see :mod:`metagan_lib.models`).
+        z_dim, width: latent size and channel width of the networks.
+        loss: ``"nonsaturating"``, ``"saturating"``, ``"wgan-gp"`` or ``"hinge"``.
+        steps: generator updates.
+        batch_size: images per D and per G step.
+        d_steps: discriminator updates per generator update.
+        lr_g, lr_d, betas: Adam settings.
+        gp_weight: weight of the WGAN-GP gradient penalty (``loss="wgan-gp"`` only).
+        r1_gamma: R1 penalty ``gamma / 2 * E||grad D(x)||^2`` on real images; 0 disables.
+        grad_clip: maximum gradient norm for both networks; ``None`` disables.
+        ema_decay: decay of the exponential moving average of generator weights; ``None`` disables.
+        augment: apply differentiable augmentation (translation + cutout) to real and fake images.
+        sample_every: steps between sample grids kept in the history; 0 keeps only the last.
+    """
+
+    architecture: str = "conv"
+    z_dim: int = 64
+    width: int = 32
+    loss: LossName = "nonsaturating"
+    steps: int = 1000
+    batch_size: int = 64
+    d_steps: int = 1
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    gp_weight: float = 10.0
+    r1_gamma: float = 0.0
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    augment: bool = False
+    sample_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSS_NAMES:
+            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1); got {self.ema_decay}.")
+
+    def replace(self, **changes) -> "GANConfig":
+        return GANConfig(**{**asdict(self), **changes})
+
+
+@dataclass
+class GANRun:
+    """A trained (or training) GAN: networks, EMA copy, loss history and sample snapshots."""
+
+    config: GANConfig
+    generator: nn.Module
+    discriminator: nn.Module
+    ema_generator: nn.Module | None
+    step: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The EMA generator when there is one, else the raw generator."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` images ``[n, 1, 28, 28]`` in [-1, 1] from fixed noise (same ``seed`` -> same noise)."""
+        gen = self.sampling_generator
+        device = next(gen.parameters()).device
+        z = torch.randn(n, gen.z_dim, generator=torch.Generator(device=device).manual_seed(seed), device=device)
+        return gen(z)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model``, parameter by parameter."""
+    for ema_p, p in zip(ema.parameters(), model.parameters()):
+        ema_p.lerp_(p, 1.0 - decay)
+
+
+def new_run(config: GANConfig, device: torch.device | str = "cpu", seed: int = 0) -> GANRun:
+    """Fresh networks for ``config`` on ``device``, initialised from ``seed``."""
+    generator, discriminator = build_gan(config.architecture, config.z_dim, config.width, seed=seed)
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    ema = copy.deepcopy(generator) if config.ema_decay is not None else None
+    return GANRun(config=config, generator=generator, discriminator=discriminator, ema_generator=ema)
+
+
+def _discriminator_objective(run: GANRun, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    cfg, disc = run.config, run.discriminator
+    real_logits, fake_logits = disc(real), disc(fake)
+    if cfg.loss in ("nonsaturating", "saturating"):
+        loss = losses.discriminator_loss(real_logits, fake_logits)
+    elif cfg.loss == "hinge":
+        loss = losses.hinge_discriminator_loss(real_logits, fake_logits)
+    else:
+        loss = losses.wasserstein_critic_loss(real_logits, fake_logits)
+        mix = torch.rand(len(real), generator=rng, device=real.device)
+        loss = loss + cfg.gp_weight * losses.gradient_penalty(disc, real, fake, mix)
+    if cfg.r1_gamma > 0:
+        loss = loss + 0.5 * cfg.r1_gamma * losses.r1_penalty(disc, real)
+    return loss, {"d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item()}
+
+
+def _generator_objective(cfg: GANConfig, fake_logits: torch.Tensor) -> torch.Tensor:
+    if cfg.loss == "nonsaturating":
+        return losses.generator_loss_nonsaturating(fake_logits)
+    if cfg.loss == "saturating":
+        return losses.generator_loss_saturating(fake_logits)
+    if cfg.loss == "hinge":
+        return losses.hinge_generator_loss(fake_logits)
+    return losses.wasserstein_generator_loss(fake_logits)
+
+
+def train_gan(
+    images: torch.Tensor,
+    config: GANConfig,
+    *,
+    run: GANRun | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    description: str = "GAN",
+) -> GANRun:
+    """Train a GAN on ``images`` (``uint8`` or float in [-1, 1], ``[N, 1, 28, 28]``).
+
+    Args:
+        images: the training images; moved to the device once.
+        config: the run's settings (``config.steps`` generator updates are made).
+        run: continue (fine-tune) this run's networks; a fresh run is built when ``None``.
+        seed: seeds the network initialisation (fresh runs) and all sampling.
+        device: where to train; defaults to the run's device, else CPU.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The run, with ``history`` holding per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake``
+        (mean logits) and ``snapshots`` holding ``(step, samples [16, 1, 28, 28])``.
+    """
+    check_image_batch(images, "training images")
+    if run is None:
+        run = new_run(config, device or "cpu", seed)
+    else:
+        run.config = config
+        if config.ema_decay is not None and run.ema_generator is None:
+            run.ema_generator = copy.deepcopy(run.generator)
+    device = next(run.generator.parameters()).device
+    data = images.to(device)
+    data = to_signed(data) if data.dtype == torch.uint8 else data.float()
+    rng = torch.Generator(device=device).manual_seed(seed + 1)
+    fixed_z = torch.randn(16, run.generator.z_dim, generator=rng, device=device)
+    opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)
+    opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=config.lr_d, betas=config.betas)
+    augment = (lambda x: diff_augment(x, rng)) if config.augment else (lambda x: x)
+    batch = min(config.batch_size, len(data))
+
+    def noise() -> torch.Tensor:
+        return torch.randn(batch, run.generator.z_dim, generator=rng, device=device)
+
+    def step_with_clip(optimizer: torch.optim.Optimizer, module: nn.Module) -> None:
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+        optimizer.step()
+
+    history = run.history
+    for key in ("step", "d_loss", "g_loss", "d_real", "d_fake"):
+        history.setdefault(key, [])
+    bar = tqdm(range(config.steps), desc=description, disable=not progress, leave=False)
+    for _ in bar:
+        for _ in range(config.d_steps):
+            real = data[torch.randint(len(data), (batch,), generator=rng, device=device)]
+            with torch.no_grad():
+                fake = run.generator(noise())
+            d_loss, stats = _discriminator_objective(run, augment(real), augment(fake), rng)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            step_with_clip(opt_d, run.discriminator)
+        fake_logits = run.discriminator(augment(run.generator(noise())))
+        g_loss = _generator_objective(config, fake_logits)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        step_with_clip(opt_g, run.generator)
+        if run.ema_generator is not None:
+            update_ema(run.ema_generator, run.generator, config.ema_decay)
+        run.step += 1
+        history["step"].append(run.step)
+        history["d_loss"].append(d_loss.item())
+        history["g_loss"].append(g_loss.item())
+        history["d_real"].append(stats["d_real"])
+        history["d_fake"].append(stats["d_fake"])
+        if config.sample_every and run.step % config.sample_every == 0:
+            with torch.no_grad():
+                run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
+        if progress and run.step % 25 == 0:
+            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
+    with torch.no_grad():
+        if not run.snapshots or run.snapshots[-1][0] != run.step:
+            run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
+    return run
+
+
+def save_run(run: GANRun, path: str | Path) -> Path:
+    """Write a run (config, weights, EMA weights, history, snapshots) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "config": asdict(run.config),
+        "generator": run.generator.state_dict(),
+        "discriminator": run.discriminator.state_dict(),
+        "ema_generator": run.ema_generator.state_dict() if run.ema_generator is not None else None,
+        "step": run.step,
+        "history": run.history,
+        "snapshots": run.snapshots,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu") -> GANRun:
+    """Read a run written by :func:`save_run` onto ``device``."""
+    payload = torch.load(Path(path), map_location=device, weights_only=False)
+    config_dict = payload["config"]
+    config_dict["betas"] = tuple(config_dict["betas"])
+    config = GANConfig(**config_dict)
+    run = new_run(config, device)
+    run.generator.load_state_dict(payload["generator"])
+    run.discriminator.load_state_dict(payload["discriminator"])
+    if payload["ema_generator"] is not None:
+        if run.ema_generator is None:
+            run.ema_generator = copy.deepcopy(run.generator)
+        run.ema_generator.load_state_dict(payload["ema_generator"])
+    run.step, run.history, run.snapshots = payload["step"], payload["history"], payload["snapshots"]
+    return run
+
+
+def train_or_load(
+    path: str | Path,
+    images: torch.Tensor,
+    config: GANConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    description: str = "GAN",
+) -> GANRun:
+    """Load the run cached at ``path`` if its config matches ``config``, else train it and save it there."""
+    path = Path(path)
+    if path.exists():
+        run = load_run(path, device)
+        if run.config == config:
+            return run
+    run = train_gan(images, config, seed=seed, device=device, progress=progress, description=description)
+    save_run(run, path)
+    return run

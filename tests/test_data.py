@@ -1,0 +1,106 @@
+import torch
+import pytest
+
+from metagan_lib import data as data_module
+from metagan_lib.data import DatasetError, build_glyphs, check_image_batch, load_dataset
+
+from conftest import shared_data_folder
+
+
+def assert_well_formed(dataset, min_classes, min_per_class):
+    images, labels = dataset.images, dataset.labels
+    assert images.dtype == torch.uint8 and images.ndim == 4
+    assert tuple(images.shape[1:]) == (1, 28, 28)
+    assert labels.dtype == torch.int64 and labels.shape == (len(images),)
+    assert int(labels.min()) == 0 and int(labels.max()) == dataset.num_classes - 1
+    assert dataset.num_classes >= min_classes
+    assert int(dataset.class_counts().min()) >= min_per_class
+    # ink is bright on a dark background, the full range is used
+    assert int(images.max()) == 255 and int(images.min()) == 0
+    assert images.float().mean() < 100
+    seen, unseen = set(dataset.seen_classes.tolist()), set(dataset.unseen_classes.tolist())
+    assert seen and unseen and not seen & unseen
+    assert seen | unseen == set(range(dataset.num_classes))
+
+
+def test_glyphs_shapes_labels_and_split(glyphs):
+    assert_well_formed(glyphs, min_classes=500, min_per_class=10)
+    assert len(glyphs.class_names) == len(set(glyphs.class_names)) == glyphs.num_classes
+
+
+def test_glyph_instances_of_a_class_differ(glyphs):
+    first_class = glyphs.images[glyphs.labels == 0].float()
+    assert len(first_class) >= 10
+    pairwise = (first_class[:, None] - first_class[None]).abs().flatten(2).mean(-1)
+    off_diagonal = pairwise[~torch.eye(len(first_class), dtype=torch.bool)]
+    assert float(off_diagonal.min()) > 1.0  # no two instances are the same image
+
+
+def test_glyph_rendering_is_deterministic_for_a_seed():
+    a = build_glyphs(seed=3, max_classes=12, instances_per_class=5)
+    b = build_glyphs(seed=3, max_classes=12, instances_per_class=5)
+    c = build_glyphs(seed=4, max_classes=12, instances_per_class=5)
+    assert torch.equal(a["images"], b["images"]) and a["class_names"] == b["class_names"]
+    assert not torch.equal(a["images"], c["images"])
+
+
+def test_glyphs_skip_accented_variants_and_blanks(glyphs):
+    characters = {name.split(" ", 1)[1] for name in glyphs.class_names}
+    assert "A" in characters or "a" in characters
+    for variant in ("é", "Å", "ﬁ", " ", "\u00a0"):  # accented, ligature, blanks
+        assert variant not in characters
+
+
+def test_glyph_cache_reloads_identical_tensors(glyphs):
+    again = load_dataset("glyphs")
+    assert torch.equal(again.images, glyphs.images) and torch.equal(again.unseen_classes, glyphs.unseen_classes)
+
+
+def test_omniglot_small_sets_from_data_folder(monkeypatch):
+    folder = shared_data_folder("omniglot")
+    omniglot = load_dataset("omniglot", download=False)
+    assert_well_formed(omniglot, min_classes=242, min_per_class=20)
+    assert len(omniglot.images) == 4840 and omniglot.num_classes == 242
+    alphabets = lambda classes: {omniglot.class_names[c].split("/")[0] for c in classes.tolist()}  # noqa: E731
+    assert alphabets(omniglot.unseen_classes) == set(data_module.OMNIGLOT_SMALL_UNSEEN_ALPHABETS)
+    assert not alphabets(omniglot.seen_classes) & alphabets(omniglot.unseen_classes)
+    assert str(folder) in omniglot.source
+
+
+def test_mnist_test_split_alone_loads():
+    shared_data_folder("mnist")
+    mnist = load_dataset("mnist", download=False)
+    assert_well_formed(mnist, min_classes=10, min_per_class=800)
+    assert len(mnist.images) == 10000
+    assert mnist.unseen_classes.tolist() == [5, 6, 7, 8, 9]
+
+
+def test_unknown_dataset_name_is_a_clear_error():
+    with pytest.raises(DatasetError, match="Unknown dataset 'cifar'.*glyphs, omniglot, mnist"):
+        load_dataset("cifar")
+
+
+@pytest.mark.parametrize("name", ["omniglot", "mnist"])
+def test_missing_data_offline_names_dataset_folder_and_fixes(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("METAGAN_DATA", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    import torchvision.datasets as tv
+
+    monkeypatch.setattr(tv, "Omniglot", no_network)
+    monkeypatch.setattr(tv, "MNIST", no_network)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(name)
+    message = str(caught.value)
+    assert repr(name) in message and str(tmp_path / name) in message
+    assert "connect to the internet" in message and "METAGAN_DATA" in message
+    assert "name resolution" in message  # the download's own failure is reported
+    with pytest.raises(DatasetError, match="download disabled"):
+        load_dataset(name, download=False)
+
+
+def test_wrong_image_size_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"\[batch, 1, 28, 28\].*got \[4, 1, 32, 32\]"):
+        check_image_batch(torch.zeros(4, 1, 32, 32))

@@ -1,0 +1,199 @@
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metagan_lib import meta as M
+from metagan_lib.losses import discriminator_loss
+from metagan_lib.tasks import TaskSampler
+
+
+class TinyGenerator(nn.Module):
+    z_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z).view(-1, 1, 2, 2)
+
+
+class TinyDiscriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
+def tiny_problem(method="maml", first_order=False, tasks=3, steps=2, seed=0):
+    torch.manual_seed(seed)
+    config = M.MetaConfig(method=method, first_order=first_order, z_dim=3, inner_steps=steps, inner_lr=0.3, tasks=tasks, shots=4, queries=5, fake_batch=6)
+    meta = M.new_meta_gan(config, generator=TinyGenerator().double(), discriminator=TinyDiscriminator().double())
+    g = torch.Generator().manual_seed(seed + 1)
+    support = torch.rand(tasks, 4, 1, 2, 2, generator=g, dtype=torch.float64) * 2 - 1
+    query = torch.rand(tasks, 5, 1, 2, 2, generator=g, dtype=torch.float64) * 2 - 1
+    inner = torch.randn(tasks, steps, 2, 6, 3, generator=g, dtype=torch.float64)
+    outer = torch.randn(tasks, 6, 3, generator=g, dtype=torch.float64)
+    return meta, support, query, inner, outer
+
+
+def flat_grads(meta, losses):
+    return torch.cat([g.flatten() for g in M.meta_gradients(meta, losses)])
+
+
+@pytest.mark.parametrize("method,first_order", [("maml", False), ("maml", True), ("meta-sgd", False)])
+def test_vmap_path_equals_loop_path_on_the_real_networks(glyphs, method, first_order):
+    config = M.MetaConfig(method=method, first_order=first_order, tasks=3, shots=2, queries=3, fake_batch=4, inner_steps=2)
+    meta = M.new_meta_gan(config, seed=0)
+    episode = TaskSampler(glyphs, glyphs.seen_classes, seed=0).sample(3, 1, 2, 3)
+    inner, outer = M.draw_noise(torch.Generator().manual_seed(0), 3, 2, 4, config.z_dim, torch.device("cpu"))
+    args = (episode.support[:, 0], episode.query[:, 0], inner, outer)
+    vectorised = M.batched_outer_losses(meta, *args, vectorised=True)
+    looped = M.batched_outer_losses(meta, *args, vectorised=False)
+    # float32: the two paths sum in different orders; 1e-5 relative is the tolerance
+    assert torch.allclose(vectorised, looped, rtol=1e-5, atol=1e-6)
+    gv, gl = flat_grads(meta, vectorised), flat_grads(meta, looped)
+    assert torch.allclose(gv, gl, rtol=1e-4, atol=1e-5 * gl.abs().max().item())
+
+
+def test_reptile_adaptation_vmap_equals_loop(glyphs):
+    meta = M.new_meta_gan(M.MetaConfig(method="reptile", inner_steps=3, fake_batch=4), seed=0)
+    support = TaskSampler(glyphs, glyphs.seen_classes, seed=1).sample(3, 1, 2).support[:, 0]
+    inner, _ = M.draw_noise(torch.Generator().manual_seed(0), 3, 3, 4, meta.config.z_dim, torch.device("cpu"))
+    for a, b in zip(M.batched_adapt(meta, support, inner, True), M.batched_adapt(meta, support, inner, False)):
+        for k in a:
+            assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
+
+
+def test_second_order_meta_gradient_matches_finite_differences():
+    meta, support, query, inner, outer = tiny_problem("maml", first_order=False)
+    losses = M.batched_outer_losses(meta, support, query, inner, outer, vectorised=True)
+    analytic = M.meta_gradients(meta, losses)
+    tensors = meta.trainable()
+    g_count = len(meta.g_params)
+    generator = torch.Generator().manual_seed(5)
+    for player, index, which in (("G", slice(0, g_count), 1), ("D", slice(g_count, None), 0)):
+        params = tensors[index]
+        for _ in range(3):
+            direction = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params]
+            h = 1e-6
+
+            def objective(sign):
+                with torch.no_grad():
+                    for p, v in zip(params, direction):
+                        p.add_(sign * h * v)
+                value = M.batched_outer_losses(meta, support, query, inner, outer, vectorised=False)[:, which].mean().item()
+                with torch.no_grad():
+                    for p, v in zip(params, direction):
+                        p.sub_(sign * h * v)
+                return value
+
+            numeric = (objective(+1) - objective(-1)) / (2 * h)
+            directional = sum((g * v).sum() for g, v in zip(analytic[index], direction)).item()
+            assert abs(numeric - directional) < 1e-6 * max(1.0, abs(numeric)), player
+
+
+def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_parameters():
+    meta, support, query, inner, outer = tiny_problem("maml", first_order=True, tasks=2)
+    losses = M.batched_outer_losses(meta, support, query, inner, outer, vectorised=False)
+    first_order = M.meta_gradients(meta, losses)
+    # explicit: adapt without any graph, then differentiate the outer losses w.r.t. the adapted parameters
+    expected_g = [torch.zeros_like(p) for p in meta.g_params.values()]
+    expected_d = [torch.zeros_like(p) for p in meta.d_params.values()]
+    for t in range(2):
+        g_ad, d_ad = M.inner_adapt(meta, meta.g_params, meta.d_params, support[t], inner[t], first_order=True)
+        g_ad = {k: v.detach().requires_grad_(True) for k, v in g_ad.items()}
+        d_ad = {k: v.detach().requires_grad_(True) for k, v in d_ad.items()}
+        fake_logits = functional_call(meta.discriminator, d_ad, (functional_call(meta.generator, g_ad, (outer[t],)),))
+        l_d = discriminator_loss(functional_call(meta.discriminator, d_ad, (query[t],)), fake_logits)
+        l_g = torch.nn.functional.softplus(-fake_logits).mean()
+        for acc, g in zip(expected_d, torch.autograd.grad(l_d, list(d_ad.values()), retain_graph=True)):
+            acc += g / 2
+        for acc, g in zip(expected_g, torch.autograd.grad(l_g, list(g_ad.values()))):
+            acc += g / 2
+    for got, want in zip(first_order, expected_g + expected_d):
+        assert torch.allclose(got, want, atol=1e-12)
+    second_order = M.meta_gradients(*(lambda m: (m, M.batched_outer_losses(m, support, query, inner, outer, False)))(
+        tiny_problem("maml", first_order=False, tasks=2)[0]))
+    assert max((a - b).abs().max().item() for a, b in zip(first_order, second_order)) > 1e-4
+
+
+def test_first_order_drops_exactly_the_hessian_term():
+    """One inner step on a regression loss: d/dtheta L_q(theta') = (I - alpha H_s) grad L_q(theta')."""
+    torch.manual_seed(0)
+    x_s, y_s, x_q, y_q = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    loss = lambda p, x, y: ((torch.tanh(x @ p["w"]) * p["a"] - y) ** 2).mean()  # noqa: E731
+    theta = {"w": torch.randn(3, dtype=torch.float64, requires_grad=True), "a": torch.tensor(1.3, dtype=torch.float64, requires_grad=True)}
+    alpha = 0.1
+
+    def outer_grad(first_order):
+        adapted = M.sgd_step(theta, lambda p: loss(p, x_s, y_s), alpha, first_order)
+        return torch.autograd.grad(loss(adapted, x_q, y_q), list(theta.values()))
+
+    second, first = outer_grad(False), outer_grad(True)
+    adapted = {k: v.detach() for k, v in M.sgd_step(theta, lambda p: loss(p, x_s, y_s), alpha).items()}
+    adapted = {k: v.requires_grad_(True) for k, v in adapted.items()}
+    g_q = torch.autograd.grad(loss(adapted, x_q, y_q), list(adapted.values()))
+    flat = lambda w, a: {"w": w, "a": a}  # noqa: E731
+    _, hvp = torch.autograd.functional.hvp(lambda w, a: loss(flat(w, a), x_s, y_s), tuple(v.detach() for v in theta.values()), g_q)
+    for s, f, h in zip(second, first, hvp):
+        assert torch.allclose(s - f, -alpha * h, atol=1e-12)
+    for f, g in zip(first, g_q):
+        assert torch.allclose(f, g, atol=1e-12)
+
+
+def test_reptile_update_matches_its_formula():
+    meta, support, _, inner, outer = tiny_problem("reptile", first_order=True)
+    before = {k: v.detach().clone() for k, v in {**meta.g_params, **{f"d.{k}": v for k, v in meta.d_params.items()}}.items()}
+    g_ad, d_ad = M.batched_adapt(meta, support, inner, vectorised=False)
+    M.reptile_step(meta, support, inner, outer, vectorised=True)
+    epsilon = meta.config.meta_lr
+    for k, p in meta.g_params.items():
+        assert torch.allclose(p, before[k] + epsilon * (g_ad[k].mean(0) - before[k]), atol=1e-12)
+    for k, p in meta.d_params.items():
+        assert torch.allclose(p, before[f"d.{k}"] + epsilon * (d_ad[k].mean(0) - before[f"d.{k}"]), atol=1e-12)
+
+
+def test_meta_sgd_learning_rates_receive_gradients_and_change(glyphs):
+    config = M.MetaConfig(method="meta-sgd", tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1)
+    meta = M.new_meta_gan(config, seed=0)
+    trainer = M.MetaTrainer(meta, TaskSampler(glyphs, glyphs.seen_classes, seed=0))
+    before = {k: v.detach().clone() for k, v in meta.g_lr.items()}
+    trainer.step()
+    changed = [k for k in before if not torch.equal(before[k], meta.g_lr[k])]
+    assert len(changed) == len(before)
+    meta2, support, query, inner, outer = tiny_problem("meta-sgd")
+    grads = M.meta_gradients(meta2, M.batched_outer_losses(meta2, support, query, inner, outer))
+    lr_grads = grads[len(meta2.g_params) + len(meta2.d_params):]
+    assert len(lr_grads) == len(meta2.g_params) + len(meta2.d_params)
+    assert all(g.abs().sum() > 0 for g in lr_grads)
+
+
+def test_adapt_and_sample_api(glyphs):
+    meta = M.new_meta_gan(M.MetaConfig(), seed=0)
+    shots = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 1, 5).support[0, 0]
+    adapted = M.adapt(meta, shots, steps=3, seed=0)
+    images = M.sample(meta, adapted, 7, seed=1)
+    assert images.shape == (7, 1, 28, 28) and images.abs().max() <= 1
+    assert not torch.equal(images, M.sample(meta, None, 7, seed=1))  # adaptation changed the generator
+    assert torch.equal(M.sample(meta, M.adapt(meta, shots, steps=3, seed=0), 7, seed=1), images)  # seeded
+    with pytest.raises(ValueError, match=r"support images must have shape \[batch, 1, 28, 28\]"):
+        M.adapt(meta, shots[:, :, :20], steps=1)
+    with pytest.raises(ValueError, match="Unknown meta-learning method 'maml2'"):
+        M.MetaConfig(method="maml2")
+
+
+def test_meta_training_is_reproducible_and_saves(glyphs, tmp_path):
+    config = M.MetaConfig(tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1, first_order=True)
+    runs = []
+    for _ in range(2):
+        meta = M.new_meta_gan(config, seed=0)
+        M.MetaTrainer(meta, TaskSampler(glyphs, glyphs.seen_classes, seed=0), seed=0).train(2, progress=False)
+        runs.append(meta)
+    assert runs[0].history == runs[1].history
+    M.save_meta(runs[0], tmp_path / "meta.pt")
+    loaded = M.load_meta(tmp_path / "meta.pt")
+    assert torch.equal(M.sample(loaded, None, 3), M.sample(runs[0], None, 3)) and loaded.step == 2

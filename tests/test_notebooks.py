@@ -1,0 +1,99 @@
+"""The notebooks' structure, the profiles and the papermill runner."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from metagan_lib import profiles
+from metagan_lib.reproduce import NotebookFailed, find_notebooks, main, run_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = find_notebooks()
+
+
+def test_notebooks_are_numbered_and_found():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == sorted(numbers) and numbers[:2] == ["01", "02"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_parameters_cell_with_the_runner_parameters(path):
+    notebook = nbformat.read(path, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    names = set(papermill.inspect_notebook(str(path)))
+    assert {"profile", "dataset", "device", "seed"} <= names  # papermill only warns on unknown names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_a_full_run_executed_in_order_without_errors(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), "re-run the notebook top to bottom (make full)"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and 'profile = "full"' in injected[0].source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_goals_and_ends_with_exercises(path):
+    notebook = nbformat.read(path, as_version=4)
+    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    assert "What you will learn" in markdown[0]
+    assert "## What to try next" in markdown[-1]
+    assert 2 <= len(re.findall(r"^\d\. ", markdown[-1].split("What to try next")[1], flags=re.M)) <= 4
+
+
+@pytest.mark.parametrize("notebook", sorted(profiles._SETTINGS))
+def test_profiles_differ_only_in_values(notebook):
+    smoke, full = profiles.settings(notebook, "smoke"), profiles.settings(notebook, "full")
+    assert vars(smoke).keys() == vars(full).keys()
+    for key in ("batch_size", "tasks", "shots"):  # shapes and N-way/K-shot never change with the profile
+        assert getattr(smoke, key, None) == getattr(full, key, None), key
+
+
+def test_unknown_profile_is_a_clear_error(capsys, monkeypatch):
+    with pytest.raises(ValueError, match="Unknown profile 'fast'; choose one of smoke, full"):
+        profiles.settings("01", "fast")
+    assert main(["--profile", "fast"]) == 2
+    assert "Unknown profile 'fast'" in capsys.readouterr().err
+    monkeypatch.setenv("METAGAN_PROFILE", "full")
+    assert profiles.resolve_profile("smoke") == "full"
+
+
+def test_runner_names_the_failing_notebook_and_cell(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"')
+    params.metadata["tags"] = ["parameters"]
+    notebook.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "07_broken.ipynb"
+    nbformat.write(notebook, path)
+    with pytest.raises(NotebookFailed, match=r"07_broken.ipynb failed in cell \d+ .*ValueError: boom"):
+        run_notebook(path, tmp_path / "out" / path.name, {"profile": "smoke"})
+
+
+def test_nbval_fails_when_a_checked_output_changes(tmp_path):
+    notebook = nbformat.read(ROOT / "notebooks" / "01_gan_from_formulas.ipynb", as_version=4)
+    checked = [c for c in notebook.cells if c.cell_type == "code" and c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert len(checked) >= 3
+    # keep only the set-up cells and the first checked cell, so the run is quick
+    first = notebook.cells.index(checked[0])
+    notebook.cells = [c for c in notebook.cells[: first + 1] if c.cell_type == "code"]
+    stream = next(o for o in notebook.cells[-1].outputs if o.output_type == "stream")
+    good = tmp_path / "good.ipynb"
+    nbformat.write(notebook, good)
+    stream["text"] = stream["text"].replace("V(D*, G)", "V(D*, G) changed", 1)
+    bad = tmp_path / "bad.ipynb"
+    nbformat.write(notebook, bad)
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider", "-q"]
+    assert subprocess.run(command + [str(good)], cwd=tmp_path, capture_output=True).returncode == 0
+    result = subprocess.run(command + [str(bad)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "changed" in result.stdout

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from metagan_lib.tasks import TaskSampler, to_signed, to_unit
+
+
+@pytest.fixture(scope="module")
+def sampler(glyphs):
+    return TaskSampler(glyphs, glyphs.unseen_classes, device="cpu", seed=0)
+
+
+def test_episode_shapes_range_and_classes(sampler, glyphs):
+    episode = sampler.sample(tasks=4, ways=5, shots=3, queries=2)
+    assert episode.support.shape == (4, 5, 3, 1, 28, 28)
+    assert episode.query.shape == (4, 5, 2, 1, 28, 28)
+    assert episode.classes.shape == (4, 5)
+    assert episode.support.min() >= -1 and episode.support.max() <= 1
+    assert set(episode.classes.flatten().tolist()) <= set(glyphs.unseen_classes.tolist())
+    for task in episode.classes:  # N distinct classes per task
+        assert len(set(task.tolist())) == 5
+
+
+def test_support_and_query_images_come_from_their_class_and_never_overlap(sampler, glyphs):
+    images, labels = glyphs.subset(glyphs.unseen_classes)
+    episode = sampler.sample(tasks=8, ways=5, shots=5, queries=10)
+    for t in range(8):
+        for n in range(5):
+            support, query = set(episode.support_index[t, n].tolist()), set(episode.query_index[t, n].tolist())
+            assert len(support) == 5 and len(query) == 10 and not support & query
+            assert set(labels[list(support | query)].tolist()) == {int(episode.classes[t, n])}
+    assert torch.equal(episode.support, to_signed(images[episode.support_index]))
+
+
+def test_sampling_is_seeded(glyphs):
+    a = TaskSampler(glyphs, glyphs.seen_classes, seed=7).sample(3, 5, 1, 1)
+    b = TaskSampler(glyphs, glyphs.seen_classes, seed=7).sample(3, 5, 1, 1)
+    c = TaskSampler(glyphs, glyphs.seen_classes, seed=8).sample(3, 5, 1, 1)
+    assert torch.equal(a.support, b.support) and torch.equal(a.classes, b.classes)
+    assert not torch.equal(a.classes, c.classes)
+
+
+def test_k_larger_than_a_class_holds_is_a_clear_error(sampler):
+    with pytest.raises(ValueError, match=r"K=15 shots \+ 10 query images = 25.*holds 20; lower K"):
+        sampler.sample(tasks=1, ways=5, shots=15, queries=10)
+    with pytest.raises(ValueError, match="lower the number of ways"):
+        sampler.sample(tasks=1, ways=10_000, shots=1)
+
+
+def test_value_conversions_round_trip():
+    raw = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    assert torch.allclose(to_unit(to_signed(raw)) * 255, raw.float(), atol=1e-4)

@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from metagan_lib.augment import cutout, diff_augment, translate
+from metagan_lib.tasks import to_signed
+from metagan_lib.train import GANConfig, load_run, new_run, save_run, train_gan, train_or_load, update_ema
+
+TINY = GANConfig(architecture="conv", width=8, z_dim=16, steps=30, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def images(glyphs):
+    return glyphs.subset(glyphs.seen_classes[:40])[0]
+
+
+def test_ema_arithmetic():
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in ema.parameters()]
+    update_ema(ema, model, decay=0.75)
+    for old, new, target in zip(before, ema.parameters(), model.parameters()):
+        assert torch.allclose(new, 0.75 * old + 0.25 * target)
+
+
+def test_augmentation_keeps_shape_range_and_gradient(images):
+    x = to_signed(images[:16]).requires_grad_(True)
+    generator = torch.Generator().manual_seed(0)
+    for op in (translate, cutout, diff_augment):
+        out = op(x, generator)
+        assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    diff_augment(x, generator).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # translation moves ink and keeps it when the shift is zero
+    same = translate(x.detach(), generator, max_fraction=0.0)
+    assert torch.equal(same, x.detach())
+    assert (cutout(x.detach(), generator) == -1).sum() > (x.detach() == -1).sum()
+
+
+def test_training_is_reproducible_for_a_seed(images):
+    a = train_gan(images, TINY, seed=3, progress=False)
+    b = train_gan(images, TINY, seed=3, progress=False)
+    c = train_gan(images, TINY, seed=4, progress=False)
+    for pa, pb in zip(a.generator.parameters(), b.generator.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.history["d_loss"] == b.history["d_loss"]
+    assert a.history["d_loss"] != c.history["d_loss"]
+
+
+def discriminator_error(run, real):
+    """Share of real images called fake plus noise images called real."""
+    noise = torch.rand(len(real), 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        return float(((run.discriminator(real) < 0).float().mean() + (run.discriminator(noise) > 0).float().mean()) / 2)
+
+
+def test_short_training_lowers_discriminator_error_on_real_vs_noise(images):
+    real = to_signed(images[:200])
+    untrained = new_run(TINY, seed=0)
+    trained = train_gan(images, TINY.replace(steps=60), seed=0, progress=False)
+    assert discriminator_error(untrained, real) >= 0.3
+    assert discriminator_error(trained, real) < 0.1
+
+
+@pytest.mark.parametrize("loss", ["saturating", "wgan-gp", "hinge"])
+def test_every_loss_and_stabiliser_trains_without_error(images, loss):
+    config = TINY.replace(loss=loss, steps=3, r1_gamma=1.0, ema_decay=0.9, augment=True, grad_clip=1.0, sample_every=1)
+    run = train_gan(images, config, progress=False)
+    assert run.step == 3 and len(run.snapshots) == 3
+    assert all(torch.isfinite(torch.tensor(run.history["d_loss"])))
+    assert run.ema_generator is not None
+
+
+def test_mlp_architecture_trains(images):
+    run = train_gan(images, TINY.replace(architecture="mlp", steps=2), progress=False)
+    assert run.sample(4).shape == (4, 1, 28, 28)
+
+
+def test_checkpoint_round_trip_and_cache(images, tmp_path):
+    config = TINY.replace(steps=2, ema_decay=0.9)
+    run = train_gan(images, config, progress=False)
+    path = save_run(run, tmp_path / "run.pt")
+    restored = load_run(path)
+    assert restored.config == config and restored.step == 2 and restored.history == run.history
+    assert torch.equal(restored.sample(5, seed=2), run.sample(5, seed=2))
+    cached = train_or_load(path, images, config, progress=False)
+    assert torch.equal(cached.sample(5, seed=2), run.sample(5, seed=2))
+    retrained = train_or_load(path, images, config.replace(steps=3), progress=False)
+    assert retrained.step == 3  # a different config is trained again, not loaded
+
+
+def test_bad_config_and_images_are_clear_errors(images):
+    with pytest.raises(ValueError, match="Unknown loss 'lsgan'"):
+        GANConfig(loss="lsgan")
+    with pytest.raises(ValueError, match="ema_decay must lie in"):
+        GANConfig(ema_decay=1.5)
+    with pytest.raises(ValueError, match=r"\[batch, 1, 28, 28\]"):
+        train_gan(torch.zeros(10, 3, 28, 28, dtype=torch.uint8), TINY)
