@@ -90,6 +90,22 @@ class MetaConfig:
         return MetaConfig(**{**asdict(self), **changes})
 
 
+def standard_configs(tasks: int = 8, shots: int = 5) -> dict[str, MetaConfig]:
+    """The meta-learners of notebooks 04-06, defined once: MAML, FOMAML, Reptile and Meta-SGD.
+
+    MAML-family: 2 inner steps, alpha = 0.05, Adam 2e-3 outer, 10 query images per task.
+    Reptile: 5 inner steps (it can afford more, having no second-order terms), epsilon = 0.1.
+    """
+    maml = MetaConfig(method="maml", first_order=False, inner_steps=2, inner_lr=0.05, meta_lr=2e-3,
+                      tasks=tasks, shots=shots, queries=10, fake_batch=16)
+    return {
+        "MAML": maml,
+        "FOMAML": maml.replace(first_order=True),
+        "Reptile": maml.replace(method="reptile", first_order=True, inner_steps=5, meta_lr=0.1),
+        "Meta-SGD": maml.replace(method="meta-sgd"),
+    }
+
+
 @dataclass
 class MetaGAN:
     """A meta-GAN: the two networks' architectures, their meta-parameters and inner learning rates.
@@ -320,6 +336,27 @@ def adapt(meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0
     with torch.no_grad():
         g_params, d_params = inner_adapt(meta, meta.g_params, meta.d_params, support_images.to(device), noise, first_order=True)
     return AdaptedGAN({k: v.detach() for k, v in g_params.items()}, {k: v.detach() for k, v in d_params.items()}, steps)
+
+
+def adapt_and_sample_many(meta: MetaGAN, support_images: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:
+    """Adapt to ``C`` classes at once (``vmap``) and sample: support ``[C, K, 1, 28, 28]`` -> images ``[C, n, 1, 28, 28]``.
+
+    Class ``c`` gets the same noise as ``adapt(meta, support_images[c], steps, seed + c)`` followed by
+    ``sample(meta, adapted, n, seed + c + 1)`` would give (tested).
+    """
+    device = meta.device
+    classes = len(support_images)
+    with torch.no_grad():
+        if steps > 0:
+            noise = torch.stack([torch.randn(steps, 2, meta.config.fake_batch, meta.config.z_dim,
+                                             generator=torch.Generator(device=device).manual_seed(seed + c), device=device)
+                                 for c in range(classes)])
+            g_params, _ = vmap(lambda s, z: inner_adapt(meta, meta.g_params, meta.d_params, s, z, first_order=True))(support_images.to(device), noise)
+        else:
+            g_params = {k: v.detach().expand(classes, *v.shape) for k, v in meta.g_params.items()}
+        z = torch.stack([torch.randn(n, meta.config.z_dim, generator=torch.Generator(device=device).manual_seed(seed + c + 1), device=device)
+                         for c in range(classes)])
+        return vmap(lambda p, zz: functional_call(meta.generator, p, (zz,)))(g_params, z)
 
 
 def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> torch.Tensor:

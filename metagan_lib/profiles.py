@@ -31,11 +31,19 @@ _SETTINGS: dict[str, dict[str, dict]] = {
     },
     "04": {
         "smoke": {"meta_steps": 6, "tasks": 8, "shots": 5, "show_tasks": 4},
-        "full": {"meta_steps": 800, "tasks": 8, "shots": 5, "show_tasks": 4},
+        "full": {"meta_steps": 500, "tasks": 8, "shots": 5, "show_tasks": 4},
     },
     "05": {
         "smoke": {"reptile_steps": 6, "meta_sgd_steps": 4, "tasks": 8, "shots": 5, "show_tasks": 3},
-        "full": {"reptile_steps": 1000, "meta_sgd_steps": 600, "tasks": 8, "shots": 5, "show_tasks": 3},
+        "full": {"reptile_steps": 600, "meta_sgd_steps": 400, "tasks": 8, "shots": 5, "show_tasks": 3},
+    },
+    "06": {
+        "smoke": {"seeds": [0, 1, 2], "classes": 5, "generated_per_class": 10, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 5],
+                  "default_shots": 5, "default_steps": 5, "downstream_episodes": 2, "feature_steps": 100, "pretrain_steps": 40,
+                  "fomaml_steps": 6, "tasks": 8, "shots": 5},
+        "full": {"seeds": [0, 1, 2, 3, 4], "classes": 20, "generated_per_class": 20, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 5, 20],
+                 "default_shots": 5, "default_steps": 20, "downstream_episodes": 10, "feature_steps": 2000, "pretrain_steps": 3000,
+                 "fomaml_steps": 500, "tasks": 8, "shots": 5},
     },
 }
 
@@ -61,11 +69,13 @@ def settings(notebook: str, profile: str) -> SimpleNamespace:
     return SimpleNamespace(profile=profile, **_SETTINGS[notebook][profile])
 
 
-def figure_dir(profile: str) -> Path:
-    """``figures/`` for the full profile (what the README shows), ``runs/<profile>/figures`` otherwise."""
+def figure_dir(profile: str, dataset: str = "glyphs") -> Path:
+    """``figures/`` for the full profile on the default dataset (what the README shows),
+    ``figures/<dataset>/`` for other datasets; ``runs/<profile>/figures[/<dataset>]`` for other profiles."""
     check_profile(profile)
     root = repo_root()
     path = root / "figures" if profile == "full" else root / "runs" / profile / "figures"
+    path = path if dataset == "glyphs" else path / dataset
     path.mkdir(parents=True, exist_ok=True)
     return path
 

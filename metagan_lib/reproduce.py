@@ -4,7 +4,8 @@
                                     [--device auto|cpu|cuda] [--only 01 [02 ...]]
 
 Each ``notebooks/NN_*.ipynb`` runs with ``profile``, ``dataset`` and ``device`` injected into
-its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/``. The run
+its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/`` (``runs/<profile>/<dataset>/`` for a dataset
+other than the default ``glyphs``). The run
 stops at the first failing notebook, naming it and the failing cell, and exits non-zero.
 """
 
@@ -79,6 +80,7 @@ def reproduce(profile: str, dataset: str = "glyphs", device: str = "auto", only:
         raise ValueError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
     notebooks = find_notebooks(only=only)
     out_dir = output_root or repo_root() / "runs" / profile
+    out_dir = out_dir if dataset == "glyphs" else out_dir / dataset
     results: list[NotebookResult] = []
     parameters = {"profile": profile, "dataset": dataset, "device": device}
     for index, notebook in enumerate(notebooks, 1):

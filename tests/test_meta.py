@@ -197,3 +197,14 @@ def test_meta_training_is_reproducible_and_saves(glyphs, tmp_path):
     M.save_meta(runs[0], tmp_path / "meta.pt")
     loaded = M.load_meta(tmp_path / "meta.pt")
     assert torch.equal(M.sample(loaded, None, 3), M.sample(runs[0], None, 3)) and loaded.step == 2
+
+
+def test_adapting_many_classes_at_once_equals_one_by_one(glyphs):
+    meta = M.new_meta_gan(M.standard_configs()["Meta-SGD"], seed=0)
+    support = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    many = M.adapt_and_sample_many(meta, support, steps=3, n=4, seed=10)
+    for c in range(3):
+        one = M.sample(meta, M.adapt(meta, support[c], steps=3, seed=10 + c), 4, seed=10 + c + 1)
+        assert torch.allclose(many[c], one, atol=1e-5)
+    unadapted = M.adapt_and_sample_many(meta, support, steps=0, n=4, seed=10)
+    assert torch.allclose(unadapted[1], M.sample(meta, None, 4, seed=12), atol=1e-6)

@@ -1,0 +1,221 @@
+"""Few-shot evaluation: a feature network trained on seen classes only, and the metrics.
+
+No downloaded weights: the feature space is a small convolutional classifier trained on the
+**seen** classes (cross-entropy); its L2-normalised penultimate layer embeds images, and its
+quality is reported as prototype-classifier accuracy on **unseen** classes.
+
+Metrics (all on features ``[n, d]``):
+
+* :func:`frechet_distance` between two sets (Gaussian fit), as FID does with Inception features;
+* :func:`precision_recall` with k-NN manifolds (Kynkäänniemi et al. 2019);
+* :func:`mean_pairwise_distance` (diversity);
+* :func:`class_fidelity`: share of generated images whose nearest class prototype is their own class;
+* :func:`memorisation_ratio`: distance of generated images to their nearest support shot over the same for held-out real images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import ImageDataset
+from .tasks import TaskSampler, to_signed
+
+
+class FeatureNet(nn.Module):
+    """Four conv blocks (3x3, GroupNorm, ReLU, 2x2 max-pool): ``[B, 1, 28, 28]`` -> features ``[B, dim]``, plus a classifier head."""
+
+    def __init__(self, num_classes: int, width: int = 32, dim: int = 128):
+        super().__init__()
+        blocks, channels = [], 1
+        for _ in range(3):
+            blocks += [nn.Conv2d(channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.ReLU(), nn.MaxPool2d(2)]
+            channels = width
+        self.body = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(width * 3 * 3, dim))
+        self.head = nn.Linear(dim, num_classes)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised features ``[B, dim]`` of images in [-1, 1]."""
+        return F.normalize(self.body(images), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.body(images)))
+
+
+def train_feature_net(dataset: ImageDataset, steps: int, *, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+                      device: torch.device | str = "cpu", progress: bool = True) -> FeatureNet:
+    """Train a :class:`FeatureNet` to classify the **seen** classes only (unseen images never enter)."""
+    images, labels = dataset.subset(dataset.seen_classes)
+    remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
+    remap[dataset.seen_classes] = torch.arange(len(dataset.seen_classes))
+    images, targets = images.to(device), remap[labels].to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FeatureNet(len(dataset.seen_classes)).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for _ in tqdm(range(steps), desc="feature network", disable=not progress, leave=False):
+        rows = torch.randint(len(images), (batch_size,), generator=generator, device=device)
+        batch = to_signed(images[rows])
+        shift = torch.randint(-2, 3, (2,), generator=generator, device=device).tolist()  # light augmentation
+        batch = torch.roll(batch, shifts=shift, dims=(2, 3))
+        loss = F.cross_entropy(net(batch), targets[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Features ``[N, dim]`` of images (``uint8`` or float in [-1, 1]), computed in batches."""
+    device = next(net.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size].to(device)
+        out.append(net.embed(to_signed(chunk) if chunk.dtype == torch.uint8 else chunk.float()))
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` of two feature sets ``[n, d]`` (float64 internally).
+
+    With centred data ``A``, ``B``: ``S_a = A^T A / (n_a - 1)``, and the non-zero eigenvalues of ``S_a S_b``
+    are the squared singular values of ``A B^T / sqrt((n_a - 1)(n_b - 1))``, so the trace of the matrix
+    square root is that matrix's nuclear norm: an SVD, stable even when ``n < d`` or a set has collapsed.
+    """
+    a, b = a.double(), b.double()
+    centred_a, centred_b = a - a.mean(0), b - b.mean(0)
+    scale_a, scale_b = max(len(a) - 1, 1), max(len(b) - 1, 1)
+    trace_root = torch.linalg.svdvals(centred_a @ centred_b.T).sum() / (scale_a * scale_b) ** 0.5
+    trace_a, trace_b = centred_a.pow(2).sum() / scale_a, centred_b.pow(2).sum() / scale_b
+    return float((a.mean(0) - b.mean(0)).pow(2).sum() + trace_a + trace_b - 2 * trace_root)
+
+
+def _kth_neighbour_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    distances = torch.cdist(x, x)
+    return distances.kthvalue(k + 1, dim=1).values  # k+1: the point itself is at distance 0
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019).
+
+    Precision: share of fake points inside the real manifold (the union of balls around each real
+    point reaching its k-th nearest real neighbour); recall: share of real points inside the fake manifold.
+    """
+    def coverage(reference: torch.Tensor, queries: torch.Tensor) -> float:
+        radii = _kth_neighbour_radius(reference, min(k, len(reference) - 1))
+        inside = torch.cdist(queries, reference) <= radii[None, :] * (1 + 1e-6)
+        return inside.any(dim=1).float().mean().item()
+
+    return coverage(real, fake), coverage(fake, real)
+
+
+def mean_pairwise_distance(x: torch.Tensor) -> float:
+    """Mean Euclidean distance over all pairs of distinct rows (diversity)."""
+    n = len(x)
+    if n < 2:
+        return 0.0
+    return float(torch.cdist(x, x).sum() / (n * (n - 1)))
+
+
+def class_fidelity(fake: torch.Tensor, fake_labels: torch.Tensor, prototypes: torch.Tensor) -> float:
+    """Share of generated features whose nearest prototype (``[C, d]``, row = label) is their own label."""
+    nearest = torch.cdist(fake, prototypes).argmin(dim=1)
+    return (nearest == fake_labels).float().mean().item()
+
+
+def memorisation_ratio(fake: torch.Tensor, real_held_out: torch.Tensor, shots: torch.Tensor) -> float:
+    """Median distance of generated images to their nearest support shot, over the same for held-out real images.
+
+    About 1: generated images are as far from the shots as new real instances are; near 0: copies of the shots.
+    """
+    fake_nn = torch.cdist(fake, shots).min(dim=1).values.median()
+    real_nn = torch.cdist(real_held_out, shots).min(dim=1).values.median()
+    return float(fake_nn / real_nn.clamp_min(1e-12))
+
+
+def prototype_accuracy(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
+                       ways: int) -> float:
+    """Nearest-prototype classification accuracy; labels in ``0..ways-1``."""
+    prototypes = torch.stack([support[support_labels == c].mean(0) for c in range(ways)])
+    return (torch.cdist(query, prototypes).argmin(1) == query_labels).float().mean().item()
+
+
+@torch.no_grad()
+def few_shot_accuracy(net: FeatureNet, dataset: ImageDataset, ways: int, shots: int, episodes: int, queries: int = 10,
+                      seed: int = 0) -> list[float]:
+    """Prototype-classifier accuracy of ``ways``-way ``shots``-shot episodes on **unseen** classes, one value per episode."""
+    device = next(net.parameters()).device
+    sampler = TaskSampler(dataset, dataset.unseen_classes, device=device, seed=seed)
+    episode = sampler.sample(episodes, ways, shots, queries)
+    labels_s = torch.arange(ways, device=device).repeat_interleave(shots)
+    labels_q = torch.arange(ways, device=device).repeat_interleave(queries)
+    accuracies = []
+    for t in range(episodes):
+        support = net.embed(episode.support[t].flatten(0, 1))
+        query = net.embed(episode.query[t].flatten(0, 1))
+        accuracies.append(prototype_accuracy(support, labels_s, query, labels_q, ways))
+    return accuracies
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------
+
+# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean of ``n`` values with the half-width of its 95% confidence interval (Student's t)."""
+
+    mean: float
+    half_width: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.half_width:.3f}"
+
+
+def mean_confidence_interval(values: list[float]) -> Estimate:
+    """Mean and 95% CI half-width ``t_{n-1} * s / sqrt(n)``; ``nan`` half-width for a single value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return Estimate(mean, float("nan"), n)
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.960
+    return Estimate(mean, t * math.sqrt(variance / n), n)
+
+
+def train_or_load_feature_net(path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu",
+                              progress: bool = True) -> FeatureNet:
+    """Load the feature network cached at ``path`` (if trained for ``steps`` on this dataset's seen classes), else train and save it."""
+    from pathlib import Path
+
+    path = Path(path)
+    shapes = [list(v.shape) for v in FeatureNet(len(dataset.seen_classes)).state_dict().values()]
+    key = {"steps": steps, "seen_classes": dataset.seen_classes.tolist(), "dataset": dataset.name, "shapes": shapes}
+    if path.exists():
+        payload = torch.load(path, map_location=device, weights_only=False)
+        if payload["key"] == key:
+            net = FeatureNet(len(dataset.seen_classes)).to(device)
+            net.load_state_dict(payload["state"])
+            return net.eval()
+    net = train_feature_net(dataset, steps, seed=seed, device=device, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "state": net.state_dict()}, path)
+    return net
