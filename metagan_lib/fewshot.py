@@ -26,6 +26,7 @@ from .augment import diff_augment
 from .data import ImageDataset
 from .meta import MetaGAN, adapt_and_sample_many
 from .tasks import TaskSampler
+from .train import GANConfig, GANRun, train_or_load
 
 METRICS = ("frechet_distance", "precision", "recall", "diversity", "class_fidelity", "memorisation")
 LOWER_IS_BETTER = {"frechet_distance"}
@@ -44,6 +45,13 @@ class Method:
     name: str
     kind: str = "adapt"
     meta: MetaGAN | None = None
+
+
+def pretrain_on_seen(dataset: ImageDataset, config: GANConfig, path: Path, *, seed: int = 0,
+                     device: torch.device | str = "cpu") -> GANRun:
+    """The fine-tuning baseline's starting point: one GAN trained (or loaded from ``path``) on the seen classes only."""
+    images, _ = dataset.subset(dataset.seen_classes)
+    return train_or_load(path, images, config, seed=seed, device=device, description="pretraining on seen classes")
 
 
 def generate(method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int, steps: int, seed: int) -> torch.Tensor:
