@@ -138,6 +138,17 @@ def _missing_data_error(name: str, folder: Path, expected: str, cause: Exception
     )
 
 
+def _try_download(download: bool, fetch: Callable[[], None]) -> Exception | None:
+    """Run ``fetch`` when downloads are allowed; return the error it raised (network errors come in many types)."""
+    if not download:
+        return None
+    try:
+        fetch()
+    except Exception as error:
+        return error
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # Shared image helpers
 # ----------------------------------------------------------------------------------------------
@@ -396,15 +407,13 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
     background, evaluation = full_root / "images_background", full_root / "images_evaluation"
     small = [folder / z for z in OMNIGLOT_SMALL_ZIPS]
     if not (background.is_dir() and evaluation.is_dir()) and not all(p.exists() for p in small):
-        cause = None
-        if download:
-            try:
-                from torchvision.datasets import Omniglot
+        def fetch() -> None:
+            from torchvision.datasets import Omniglot
 
-                Omniglot(str(folder), background=True, download=True)
-                Omniglot(str(folder), background=False, download=True)
-            except Exception as error:  # network errors come in many types
-                cause = error
+            Omniglot(str(folder), background=True, download=True)
+            Omniglot(str(folder), background=False, download=True)
+
+        cause = _try_download(download, fetch)
         if not (background.is_dir() and evaluation.is_dir()):
             raise _missing_data_error(
                 "omniglot", folder,
@@ -479,16 +488,14 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
 
     splits = available()
     if not splits:
-        cause = None
-        if download:
-            try:
-                from torchvision.datasets import MNIST
+        def fetch() -> None:
+            from torchvision.datasets import MNIST
 
-                MNIST(str(folder), train=True, download=True)
-                MNIST(str(folder), train=False, download=True)
-            except Exception as error:  # network errors come in many types
-                cause = error
-            splits = available()
+            MNIST(str(folder), train=True, download=True)
+            MNIST(str(folder), train=False, download=True)
+
+        cause = _try_download(download, fetch)
+        splits = available()
         if not splits:
             raise _missing_data_error(
                 "mnist", raw, "the IDX files of at least one split (e.g. t10k-images-idx3-ubyte[.gz] "
