@@ -28,7 +28,7 @@ from .meta import MetaGAN, adapt_and_sample_many
 from .tasks import TaskSampler
 from .train import GANConfig, GANRun, train_or_load
 
-METRICS = ("frechet_distance", "precision", "recall", "diversity", "class_fidelity", "memorisation")
+METRICS = ("frechet_distance", "precision", "recall", "diversity", "class_fidelity", "memorisation", "diverged")
 LOWER_IS_BETTER = {"frechet_distance"}
 MAX_HELD_OUT = 40  # held-out images per class (MNIST classes hold ~1000)
 
@@ -69,6 +69,14 @@ def generate(method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int,
     return adapt_and_sample_many(method.meta, shots, steps, n, seed=seed)
 
 
+def replace_diverged(images: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Images whose adaptation diverged (non-finite pixels) become blank (-1) and count against the method;
+    returns the images and the share that diverged."""
+    bad = ~torch.isfinite(images).flatten(-3).all(dim=-1)
+    blank = torch.full_like(images, -1.0)
+    return torch.where(bad[..., None, None, None], blank, images), bad.float().mean().item()
+
+
 def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, shots: int, steps: int, classes: int,
                   generated_per_class: int, seed: int) -> dict[str, dict[str, float]]:
     """All metrics of all methods on one seed's tasks: ``{method: {metric: value}}``."""
@@ -86,7 +94,7 @@ def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNe
     results = {}
     for method in methods:
         n = min(generated_per_class, ceiling.shape[1]) if method.kind == "ceiling" else generated_per_class
-        images = generate(method, support, ceiling, n, steps, seed * 1000)
+        images, diverged = replace_diverged(generate(method, support, ceiling, n, steps, seed * 1000))
         fake_features = [E.embed(net, x) for x in images]
         all_fake = torch.cat(fake_features)
         labels = torch.arange(ways, device=device).repeat_interleave(n)
@@ -98,6 +106,7 @@ def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNe
             "diversity": sum(E.mean_pairwise_distance(f) for f in fake_features) / ways,
             "class_fidelity": E.class_fidelity(all_fake, labels, prototypes),
             "memorisation": float(torch.tensor([E.memorisation_ratio(f, r, s) for f, r, s in zip(fake_features, reference_features, shot_features)]).median()),
+            "diverged": diverged,
         }
     results["_real_diversity"] = {"diversity": sum(E.mean_pairwise_distance(f) for f in reference_features) / ways}
     return results
@@ -122,7 +131,7 @@ def downstream_seed(methods: list[Method], dataset: ImageDataset, net: E.Feature
         for method in methods:
             if method.kind == "ceiling":
                 continue
-            images = generate(method, episode.support[t], episode.support[t], generated_per_class, steps, seed * 1000 + t * 10)
+            images, _ = replace_diverged(generate(method, episode.support[t], episode.support[t], generated_per_class, steps, seed * 1000 + t * 10))
             extra = E.embed(net, images.flatten(0, 1)).view(ways, generated_per_class, -1)
             features = torch.cat([real, extra], dim=1).flatten(0, 1)
             accuracy.setdefault(method.name, []).append(E.prototype_accuracy(features, augmented_labels, query, query_labels, ways))

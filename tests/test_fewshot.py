@@ -83,7 +83,7 @@ def test_pretraining_and_meta_training_see_seen_classes_only(glyphs, monkeypatch
 def fake_results():
     entry = lambda m, c=0.01: {"mean": m, "ci95": c, "n": 3}  # noqa: E731
     metrics = lambda fd: {"frechet_distance": entry(fd), "precision": entry(0.5), "recall": entry(0.4),  # noqa: E731
-                          "diversity": entry(0.1), "class_fidelity": entry(0.3), "memorisation": entry(1.0)}
+                          "diversity": entry(0.1), "class_fidelity": entry(0.3), "memorisation": entry(1.0), "diverged": entry(0.0)}
     rows = {"fine-tune pretrained GAN": metrics(0.5), "MAML": metrics(0.2), "scratch": metrics(0.9),
             "_real_diversity": {"diversity": entry(0.2)}}
     return {"dataset": "glyphs", "profile": "smoke",
@@ -108,3 +108,12 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
     text = readme.read_text()
     assert "old" not in text and "| MAML |" in text and text.endswith("end\n")
     assert fewshot.results_path(tmp_path, "omniglot").name == "few_shot_omniglot.json"
+
+
+def test_diverged_images_become_blank_and_are_counted():
+    images = torch.zeros(2, 3, 1, 28, 28)
+    images[0, 1, 0, 5, 5] = float("nan")
+    images[1, 2, 0, 0, 0] = float("inf")
+    cleaned, share = fewshot.replace_diverged(images)
+    assert share == pytest.approx(2 / 6) and torch.isfinite(cleaned).all()
+    assert (cleaned[0, 1] == -1).all() and (cleaned[0, 0] == 0).all()
