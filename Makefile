@@ -28,7 +28,7 @@ full: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -p no:cacheprovider
