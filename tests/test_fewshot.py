@@ -117,3 +117,9 @@ def test_diverged_images_become_blank_and_are_counted():
     cleaned, share = fewshot.replace_diverged(images)
     assert share == pytest.approx(2 / 6) and torch.isfinite(cleaned).all()
     assert (cleaned[0, 1] == -1).all() and (cleaned[0, 0] == 0).all()
+
+
+def test_verdicts_flag_a_diverged_baseline():
+    results = fake_results()
+    results["by_shots"]["5"]["fine-tune pretrained GAN"]["diverged"] = {"mean": 0.5, "ci95": 0.1, "n": 3}
+    assert any(v.startswith("Caveat: fine-tuning the pretrained GAN diverged on 50%") for v in fewshot.verdicts(results))
