@@ -78,10 +78,14 @@ def replace_diverged(images: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, shots: int, steps: int, classes: int,
-                  generated_per_class: int, seed: int) -> dict[str, dict[str, float]]:
-    """All metrics of all methods on one seed's tasks: ``{method: {metric: value}}``."""
+                  generated_per_class: int, seed: int, class_pool: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+    """All metrics of all methods on one seed's tasks: ``{method: {metric: value}}``.
+
+    Tasks come from the unseen classes, or from ``class_pool`` (validation on seen classes).
+    """
     device = next(net.parameters()).device
-    sampler = TaskSampler(dataset, dataset.unseen_classes, device=device, seed=seed)
+    pool = dataset.unseen_classes if class_pool is None else class_pool
+    sampler = TaskSampler(dataset, pool, device=device, seed=seed)
     queries = min(sampler.min_count - shots, MAX_HELD_OUT)
     episode = sampler.sample(1, ways=min(classes, sampler.num_classes), shots=shots, queries=queries)
     support, held_out = episode.support[0], episode.query[0]  # [N, K, ...], [N, Q, ...]
@@ -110,6 +114,19 @@ def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNe
         }
     results["_real_diversity"] = {"diversity": sum(E.mean_pairwise_distance(f) for f in reference_features) / ways}
     return results
+
+
+def select_step_size(make_method: Callable[[float], Method], dataset: ImageDataset, net: E.FeatureNet, grid: list[float], *,
+                     shots: int, steps: int, classes: int, generated_per_class: int, seed: int = 0) -> tuple[float, dict[float, float]]:
+    """Choose a baseline's adaptation step size: the one in ``grid`` with the lowest Fréchet distance on tasks from the
+    **seen** classes (a validation split: unseen classes are never used to tune anything). Returns (best, {step size: FD})."""
+    scores = {}
+    for lr in grid:
+        method = make_method(lr)
+        result = evaluate_seed([method], dataset, net, shots=shots, steps=steps, classes=classes,
+                               generated_per_class=generated_per_class, seed=seed, class_pool=dataset.seen_classes)
+        scores[lr] = result[method.name]["frechet_distance"]
+    return min(scores, key=scores.get), scores
 
 
 def downstream_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, ways: int, shots: int, steps: int,

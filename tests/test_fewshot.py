@@ -123,3 +123,20 @@ def test_verdicts_flag_a_diverged_baseline():
     results = fake_results()
     results["by_shots"]["5"]["fine-tune pretrained GAN"]["diverged"] = {"mean": 0.5, "ci95": 0.1, "n": 3}
     assert any(v.startswith("Caveat: fine-tuning the pretrained GAN diverged on 50%") for v in fewshot.verdicts(results))
+
+
+def test_step_size_selection_uses_seen_classes_only(glyphs, net, monkeypatch):
+    drawn = []
+    original = TaskSampler.sample
+
+    def spy(self, *args, **kwargs):
+        episode = original(self, *args, **kwargs)
+        drawn.append(episode.classes.flatten())
+        return episode
+
+    monkeypatch.setattr(TaskSampler, "sample", spy)
+    config = M.standard_configs()["MAML"]
+    best, scores = fewshot.select_step_size(lambda lr: fewshot.Method("scratch", meta=M.new_meta_gan(config.replace(inner_lr=lr), seed=1)),
+                                            glyphs, net, [0.05, 0.001], shots=2, steps=1, classes=3, generated_per_class=4)
+    assert best in (0.05, 0.001) and scores[best] == min(scores.values())
+    assert drawn and all(set(d.tolist()) <= set(glyphs.seen_classes.tolist()) for d in drawn)
