@@ -119,10 +119,15 @@ def test_diverged_images_become_blank_and_are_counted():
     assert (cleaned[0, 1] == -1).all() and (cleaned[0, 0] == 0).all()
 
 
-def test_verdicts_flag_a_diverged_baseline():
+def test_verdicts_flag_every_diverged_method_and_only_those():
     results = fake_results()
+    assert not any(v.startswith("Caveat") for v in fewshot.verdicts(results))
     results["by_shots"]["5"]["fine-tune pretrained GAN"]["diverged"] = {"mean": 0.5, "ci95": 0.1, "n": 3}
-    assert any(v.startswith("Caveat: fine-tuning the pretrained GAN diverged on 50%") for v in fewshot.verdicts(results))
+    results["by_shots"]["5"]["MAML"]["diverged"] = {"mean": 0.25, "ci95": 0.1, "n": 3}
+    caveats = [v for v in fewshot.verdicts(results) if v.startswith("Caveat")]
+    assert len(caveats) == 2
+    assert caveats[0].startswith("Caveat: fine-tune pretrained GAN diverged on 50%")
+    assert caveats[1].startswith("Caveat: MAML diverged on 25%")
 
 
 def test_step_size_selection_uses_seen_classes_only(glyphs, net, monkeypatch):
@@ -140,3 +145,19 @@ def test_step_size_selection_uses_seen_classes_only(glyphs, net, monkeypatch):
                                             glyphs, net, [0.05, 0.001], shots=2, steps=1, classes=3, generated_per_class=4)
     assert best in (0.05, 0.001) and scores[best] == min(scores.values())
     assert drawn and all(set(d.tolist()) <= set(glyphs.seen_classes.tolist()) for d in drawn)
+
+
+def test_benchmark_measures_the_default_setting_once_and_reuses_it(monkeypatch):
+    calls = []
+
+    def fake_evaluate(methods, dataset, net, *, shots, steps, seed, **kwargs):
+        calls.append((shots, steps, seed))
+        return {"MAML": {"frechet_distance": float(shots + steps + seed)}}
+
+    monkeypatch.setattr(fewshot, "evaluate_seed", fake_evaluate)
+    monkeypatch.setattr(fewshot, "downstream_seed", lambda *a, seed, **k: {"none": 0.5 + 0.01 * seed})
+    results = fewshot.run_benchmark([], None, None, seeds=[0, 1], shot_counts=[1, 5], step_counts=[0, 20], default_shots=5,
+                                    default_steps=20, classes=2, generated_per_class=2, downstream_episodes=1)
+    assert sorted(calls) == sorted([(1, 20, 0), (1, 20, 1), (5, 20, 0), (5, 20, 1), (5, 0, 0), (5, 0, 1)])
+    assert results["by_steps"]["20"] == results["by_shots"]["5"]
+    assert results["by_steps"]["0"]["MAML"]["frechet_distance"]["mean"] == pytest.approx(5.5)
