@@ -129,6 +129,21 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
     return float(torch.cdist(x, x).sum() / (n * (n - 1)))
 
 
+def sample_quality(net: FeatureNet, fake: torch.Tensor, real: torch.Tensor, k: int = 3) -> dict[str, float]:
+    """Unconditional quality of generated images against real ones, in ``net``'s feature space.
+
+    Args:
+        fake, real: images ``[N, 1, H, W]`` (``uint8`` or float in [-1, 1]); the sets may differ in size.
+    Returns:
+        ``frechet_distance`` (lower is better), ``precision``, ``recall`` (k-NN manifolds) and the
+        mean pairwise feature distance of each set (``diversity``, ``real_diversity``).
+    """
+    fake_features, real_features = embed(net, fake), embed(net, real)
+    precision, recall = precision_recall(real_features, fake_features, k=k)
+    return {"frechet_distance": frechet_distance(fake_features, real_features), "precision": precision, "recall": recall,
+            "diversity": mean_pairwise_distance(fake_features), "real_diversity": mean_pairwise_distance(real_features)}
+
+
 def class_fidelity(fake: torch.Tensor, fake_labels: torch.Tensor, prototypes: torch.Tensor) -> float:
     """Share of generated features whose nearest prototype (``[C, d]``, row = label) is their own label."""
     nearest = torch.cdist(fake, prototypes).argmin(dim=1)

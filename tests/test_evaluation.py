@@ -72,3 +72,17 @@ def test_feature_net_trains_on_seen_classes_only_and_beats_chance(glyphs, monkey
     assert seen_rows.sum() < len(glyphs.labels)
     accuracy = sum(E.few_shot_accuracy(net, glyphs, ways=5, shots=5, episodes=20)) / 20
     assert accuracy > 0.4  # chance is 0.2
+
+
+def test_sample_quality_of_a_copy_and_of_a_collapsed_generator():
+    torch.manual_seed(0)
+    net = E.FeatureNet(5).eval()
+    real = torch.randint(0, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    with torch.no_grad():
+        copy = E.sample_quality(net, real, real)
+        collapsed = E.sample_quality(net, torch.full((64, 1, 28, 28), -1.0), real)
+    assert abs(copy["frechet_distance"]) < 1e-4 and copy["precision"] == copy["recall"] == 1.0
+    assert copy["diversity"] == pytest.approx(copy["real_diversity"])
+    # every generated image is the same blank image: no diversity (up to float noise), and no real image lies in its manifold
+    assert collapsed["diversity"] < 0.01 * copy["real_diversity"] and collapsed["recall"] == 0.0
+    assert collapsed["frechet_distance"] > copy["frechet_distance"] + 1e-3
