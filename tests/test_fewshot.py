@@ -35,16 +35,22 @@ def test_generate_shapes_for_every_kind(glyphs, methods):
     assert torch.equal(ceiling, episode.query[0, :, :6])
 
 
-def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, methods, net, monkeypatch):
-    drawn = []
+@pytest.fixture
+def drawn(monkeypatch):
+    """The classes of every episode a TaskSampler draws during the test, recorded as they are drawn."""
+    classes = []
     original = TaskSampler.sample
 
     def spy(self, *args, **kwargs):
         episode = original(self, *args, **kwargs)
-        drawn.append(episode.classes.flatten())
+        classes.append(episode.classes.flatten())
         return episode
 
     monkeypatch.setattr(TaskSampler, "sample", spy)
+    return classes
+
+
+def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, methods, net, drawn):
     scores = fewshot.evaluate_seed(methods, glyphs, net, shots=5, steps=1, classes=4, generated_per_class=6, seed=0)
     accuracy = fewshot.downstream_seed(methods, glyphs, net, ways=5, shots=1, steps=1, generated_per_class=2, episodes=2, seed=0)
     unseen = set(glyphs.unseen_classes.tolist())
@@ -130,16 +136,7 @@ def test_verdicts_flag_every_diverged_method_and_only_those():
     assert caveats[1].startswith("Caveat: MAML diverged on 25%")
 
 
-def test_step_size_selection_uses_seen_classes_only(glyphs, net, monkeypatch):
-    drawn = []
-    original = TaskSampler.sample
-
-    def spy(self, *args, **kwargs):
-        episode = original(self, *args, **kwargs)
-        drawn.append(episode.classes.flatten())
-        return episode
-
-    monkeypatch.setattr(TaskSampler, "sample", spy)
+def test_step_size_selection_uses_seen_classes_only(glyphs, net, drawn):
     config = M.standard_configs()["MAML"]
     best, scores = fewshot.select_step_size(lambda lr: fewshot.Method("scratch", meta=M.new_meta_gan(config.replace(inner_lr=lr), seed=1)),
                                             glyphs, net, [0.05, 0.001], shots=2, steps=1, classes=3, generated_per_class=4)
