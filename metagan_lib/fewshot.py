@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ from . import evaluation as E
 from .augment import diff_augment
 from .data import ImageDataset
 from .meta import MetaGAN, adapt_and_sample_many
+from .runtime import parallel_calls
 from .tasks import TaskSampler
 from .train import GANConfig, GANRun, train_or_load
 
@@ -119,13 +121,14 @@ def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNe
 def select_step_size(make_method: Callable[[float], Method], dataset: ImageDataset, net: E.FeatureNet, grid: list[float], *,
                      shots: int, steps: int, classes: int, generated_per_class: int, seed: int = 0) -> tuple[float, dict[float, float]]:
     """Choose a baseline's adaptation step size: the one in ``grid`` with the lowest Fréchet distance on tasks from the
-    **seen** classes (a validation split: unseen classes are never used to tune anything). Returns (best, {step size: FD})."""
-    scores = {}
-    for lr in grid:
-        method = make_method(lr)
-        result = evaluate_seed([method], dataset, net, shots=shots, steps=steps, classes=classes,
-                               generated_per_class=generated_per_class, seed=seed, class_pool=dataset.seen_classes)
-        scores[lr] = result[method.name]["frechet_distance"]
+    **seen** classes (a validation split: unseen classes are never used to tune anything). Returns (best, {step size: FD}).
+
+    The step sizes are tried side by side on a CPU (:func:`metagan_lib.runtime.parallel_calls`)."""
+    methods = [make_method(lr) for lr in grid]
+    calls = [partial(evaluate_seed, [method], dataset, net, shots=shots, steps=steps, classes=classes,
+                     generated_per_class=generated_per_class, seed=seed, class_pool=dataset.seen_classes) for method in methods]
+    results = parallel_calls(calls, device=next(net.parameters()).device)
+    scores = {lr: result[method.name]["frechet_distance"] for lr, method, result in zip(grid, methods, results)}
     return min(scores, key=scores.get), scores
 
 
@@ -169,26 +172,40 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
 def run_benchmark(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, seeds: list[int], shot_counts: list[int],
                   step_counts: list[int], default_shots: int, default_steps: int, classes: int, generated_per_class: int,
                   downstream_episodes: int, progress: Callable[[str], None] = lambda message: None) -> dict:
-    """The whole comparison: metrics vs K (at ``default_steps``), vs adaptation steps (at ``default_shots``), and downstream accuracy."""
-    by_shots, by_steps = {}, {}
-    for k in shot_counts:
-        progress(f"K={k}")
-        by_shots[str(k)] = summarise([evaluate_seed(methods, dataset, net, shots=k, steps=default_steps, classes=classes,
-                                                    generated_per_class=generated_per_class, seed=s) for s in seeds])
-    for steps in step_counts:
-        if steps == default_steps and str(default_shots) in by_shots:  # the same tasks, seeds and budget: already measured
-            by_steps[str(steps)] = by_shots[str(default_shots)]
-            continue
-        progress(f"steps={steps}")
-        by_steps[str(steps)] = summarise([evaluate_seed(methods, dataset, net, shots=default_shots, steps=steps, classes=classes,
-                                                        generated_per_class=generated_per_class, seed=s) for s in seeds])
+    """The whole comparison: metrics vs K (at ``default_steps``), vs adaptation steps (at ``default_shots``), and downstream accuracy.
+
+    Every (setting, seed) pair is an independent job (it seeds itself); on a CPU the jobs run side
+    by side in worker processes (:func:`metagan_lib.runtime.parallel_calls`), with the same numbers
+    as one after the other.
+    """
+    common = dict(classes=classes, generated_per_class=generated_per_class)
+    settings = [("by_shots", str(k), dict(shots=k, steps=default_steps)) for k in shot_counts]
+    # (default_shots, default_steps) is the same tasks, seeds and budget as in by_shots: measured once, reused below
+    settings += [("by_steps", str(steps), dict(shots=default_shots, steps=steps)) for steps in step_counts
+                 if not (steps == default_steps and default_shots in shot_counts)]
+    downstream_settings = [(f"5-way {k}-shot", dict(ways=5, shots=k, steps=default_steps, episodes=downstream_episodes)) for k in (1, 5)]
+    calls, keys = [], []
+    for name, budget in downstream_settings:  # the longest jobs first, so that no worker is left with one at the end
+        for s in seeds:
+            calls.append(partial(downstream_seed, methods, dataset, net, generated_per_class=generated_per_class, seed=s, **budget))
+            keys.append(("downstream", name))
+    for sweep, value, budget in settings:
+        for s in seeds:
+            calls.append(partial(evaluate_seed, methods, dataset, net, seed=s, **common, **budget))
+            keys.append((sweep, value))
+    progress(f"{len(calls)} jobs: {len(settings)} settings and {len(downstream_settings)} downstream settings x {len(seeds)} seeds")
+    outputs = parallel_calls(calls, device=next(net.parameters()).device, description="few-shot benchmark")
+    grouped: dict[tuple[str, str], list] = {}
+    for key, output in zip(keys, outputs):
+        grouped.setdefault(key, []).append(output)
+    by_shots = {str(k): summarise(grouped[("by_shots", str(k))]) for k in shot_counts}
+    by_steps = {str(steps): by_shots[str(default_shots)] if ("by_steps", str(steps)) not in grouped else summarise(grouped[("by_steps", str(steps))])
+                for steps in step_counts}
     downstream = {}
-    for k in (1, 5):
-        progress(f"downstream 5-way {k}-shot")
-        per_seed = [downstream_seed(methods, dataset, net, ways=5, shots=k, steps=default_steps, generated_per_class=generated_per_class,
-                                    episodes=downstream_episodes, seed=s) for s in seeds]
-        downstream[f"5-way {k}-shot"] = {name: {"mean": (e := E.mean_confidence_interval([p[name] for p in per_seed])).mean, "ci95": e.half_width, "n": e.n}
-                                         for name in per_seed[0]}
+    for name, _ in downstream_settings:
+        per_seed = grouped[("downstream", name)]
+        downstream[name] = {method: {"mean": (e := E.mean_confidence_interval([p[method] for p in per_seed])).mean, "ci95": e.half_width, "n": e.n}
+                            for method in per_seed[0]}
     return {"by_shots": by_shots, "by_steps": by_steps, "downstream": downstream}
 
 

@@ -282,3 +282,31 @@ def train_or_load(
     run = train_gan(images, config, seed=seed, device=device, progress=progress, description=description)
     save_run(run, path)
     return run
+
+
+def _train_and_save(path: Path, images: torch.Tensor, config: GANConfig, seed: int, description: str) -> None:
+    train_or_load(path, images, config, seed=seed, device="cpu", progress=False, description=description)
+
+
+def train_or_load_many(jobs: dict[str, tuple[str | Path, GANConfig]], images: torch.Tensor, *, seed: int = 0,
+                       device: torch.device | str = "cpu") -> dict[str, GANRun]:
+    """:func:`train_or_load` for several independent runs ``{name: (path, config)}``, all on ``images`` with ``seed``.
+
+    On a CPU the runs not yet cached train side by side in worker processes
+    (:func:`metagan_lib.runtime.parallel_map`), then everything is loaded from the cache; on a
+    GPU they train one after the other. Each run is the one :func:`train_or_load` gives on one
+    thread, bit for bit (its randomness comes from ``seed`` alone); against a run on two threads
+    it differs by floating-point rounding (sums split across threads add in another order), which
+    a GAN's training amplifies into different, equally good, weights.
+    """
+    from functools import partial
+
+    from .runtime import parallel_calls, worker_count
+
+    device = torch.device(device)
+    missing = {name: (Path(path), config) for name, (path, config) in jobs.items()
+               if not (Path(path).exists() and load_run(path).config == config)}
+    if missing and worker_count(len(missing), device) > 1:
+        parallel_calls([partial(_train_and_save, path, images, config, seed, name) for name, (path, config) in missing.items()],
+                       device=device, description=f"training {len(missing)} GANs in parallel")
+    return {name: train_or_load(path, images, config, seed=seed, device=device, description=name) for name, (path, config) in jobs.items()}

@@ -6,6 +6,7 @@ import torch
 from metagan_lib import fewshot
 from metagan_lib import meta as M
 from metagan_lib.evaluation import FeatureNet
+from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig
 
@@ -37,7 +38,9 @@ def test_generate_shapes_for_every_kind(glyphs, methods):
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """The classes of every episode a TaskSampler draws during the test, recorded as they are drawn."""
+    """The classes of every episode a TaskSampler draws during the test, recorded as they are drawn
+    (in this process: ``$METAGAN_WORKERS=1`` keeps every job here, where the spy is)."""
+    monkeypatch.setenv(WORKERS_ENV_VAR, "1")
     classes = []
     original = TaskSampler.sample
 
@@ -144,7 +147,8 @@ def test_step_size_selection_uses_seen_classes_only(glyphs, net, drawn):
     assert drawn and all(set(d.tolist()) <= set(glyphs.seen_classes.tolist()) for d in drawn)
 
 
-def test_benchmark_measures_the_default_setting_once_and_reuses_it(monkeypatch):
+def test_benchmark_measures_the_default_setting_once_and_reuses_it(monkeypatch, net):
+    monkeypatch.setenv(WORKERS_ENV_VAR, "1")  # the fakes below live in this process only
     calls = []
 
     def fake_evaluate(methods, dataset, net, *, shots, steps, seed, **kwargs):
@@ -153,8 +157,32 @@ def test_benchmark_measures_the_default_setting_once_and_reuses_it(monkeypatch):
 
     monkeypatch.setattr(fewshot, "evaluate_seed", fake_evaluate)
     monkeypatch.setattr(fewshot, "downstream_seed", lambda *a, seed, **k: {"none": 0.5 + 0.01 * seed})
-    results = fewshot.run_benchmark([], None, None, seeds=[0, 1], shot_counts=[1, 5], step_counts=[0, 20], default_shots=5,
+    results = fewshot.run_benchmark([], None, net, seeds=[0, 1], shot_counts=[1, 5], step_counts=[0, 20], default_shots=5,
                                     default_steps=20, classes=2, generated_per_class=2, downstream_episodes=1)
     assert sorted(calls) == sorted([(1, 20, 0), (1, 20, 1), (5, 20, 0), (5, 20, 1), (5, 0, 0), (5, 0, 1)])
     assert results["by_steps"]["20"] == results["by_shots"]["5"]
     assert results["by_steps"]["0"]["MAML"]["frechet_distance"]["mean"] == pytest.approx(5.5)
+
+
+def test_benchmark_in_worker_processes_equals_the_benchmark_in_this_process(glyphs, methods, net, monkeypatch):
+    budget = dict(seeds=[0, 1], shot_counts=[1, 2], step_counts=[0, 1], default_shots=2, default_steps=1, classes=3,
+                  generated_per_class=4, downstream_episodes=1)
+    monkeypatch.setenv(WORKERS_ENV_VAR, "1")
+    with limited_threads(1):  # a worker's thread count, so that sums run in the same order
+        in_process = fewshot.run_benchmark(methods, glyphs, net, **budget)
+    monkeypatch.setenv(WORKERS_ENV_VAR, "2")
+    in_workers = fewshot.run_benchmark(methods, glyphs, net, **budget)
+    flat = lambda tree: {k: v for k, v in leaves(tree)}  # noqa: E731
+    expected, got = flat(in_process), flat(in_workers)
+    assert expected.keys() == got.keys() and len(expected) > 100
+    for key, value in expected.items():
+        assert got[key] == value, key
+
+
+def leaves(tree, prefix=()):
+    """``(path, number)`` for every number in a nested dict."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from leaves(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value

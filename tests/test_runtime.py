@@ -1,0 +1,45 @@
+import math
+from functools import partial
+
+import pytest
+import torch
+
+from metagan_lib.runtime import WORKERS_ENV_VAR, choose_device, limited_threads, parallel_calls, parallel_map, worker_count
+
+
+def test_parallel_map_keeps_the_order_of_the_items():
+    items = [7, 3, 10, 0, 5]
+    assert parallel_map(math.factorial, items, workers=2) == [math.factorial(i) for i in items]
+    assert parallel_calls([partial(pow, 2, 5), partial(divmod, 17, 5)], workers=2) == [32, (3, 2)]
+
+
+def test_an_error_in_a_worker_reaches_the_caller_with_its_type_and_message():
+    with pytest.raises(ValueError, match="math domain error"):
+        parallel_map(math.sqrt, [4.0, -1.0], workers=2)
+
+
+def test_worker_count(monkeypatch):
+    monkeypatch.delenv(WORKERS_ENV_VAR, raising=False)
+    assert worker_count(1) == 1
+    assert worker_count(50) == torch.get_num_threads()
+    assert worker_count(50, "cuda") == 1  # a GPU runs the jobs in turn, in one process
+    monkeypatch.setenv(WORKERS_ENV_VAR, "1")
+    assert worker_count(50) == 1
+    monkeypatch.setenv(WORKERS_ENV_VAR, "3")
+    assert worker_count(50) == 3 and worker_count(2) == 2
+    monkeypatch.setenv(WORKERS_ENV_VAR, "two")
+    with pytest.raises(ValueError, match="METAGAN_WORKERS='two' is not a positive integer"):
+        worker_count(50)
+
+
+def test_limited_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with limited_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_choose_device_names_the_choices():
+    assert choose_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="choose one of auto, cpu, cuda"):
+        choose_device("tpu")
