@@ -1,6 +1,7 @@
 """Speed of the meta-learning loops: loop vs vmap, first vs second order, MAML vs Reptile vs Meta-SGD.
 
     python -m metagan_lib.bench [--quick] [--device auto|cpu|cuda] [--json PATH]
+    python -m metagan_lib.bench --parallel [--quick] [--json PATH]
 
 Each row times full meta-steps (sampling, inner loop, outer update) on the same model and tasks
 and reports meta-steps per second and generated images per second (every image the generators
@@ -10,6 +11,10 @@ On a GPU it also times the vmap path under bf16 autocast. Where ``higher`` (face
 differentiable optimisers) is installed, a second-order MAML step written with it runs on the
 same networks and tasks for comparison (it has no vmap path, so it loops over tasks).
 The data are random images: speed does not depend on what the images show.
+
+``--parallel`` times something else, on a CPU: four GAN trainings (as notebook 02 runs) one after the other
+on all threads vs side by side in one-thread worker processes
+(:func:`metagan_lib.runtime.parallel_map`), and prints the ratio ``side_by_side_over_in_turn``.
 """
 
 from __future__ import annotations
@@ -144,6 +149,41 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
     }
 
 
+def run_parallel_benchmark(quick: bool = False) -> dict:
+    """Four GAN trainings (a mix of losses and penalties, width 32 as in notebook 02) on a CPU: one after the other on all threads (``in turn``) vs side by side in
+    one-thread worker processes (``side by side``, :func:`metagan_lib.train.train_or_load_many`, start-up included)."""
+    import tempfile
+
+    from .train import GANConfig, train_gan, train_or_load_many
+
+    threads = torch.get_num_threads()
+    if threads < 2:
+        raise ValueError("the parallel benchmark needs at least 2 threads (unset OMP_NUM_THREADS or set it to the core count)")
+    steps = 60 if quick else 300
+    images = synthetic_dataset(classes=50, per_class=20).images
+    base = GANConfig(architecture="conv", steps=steps, batch_size=64)  # a mix of the trainer's losses and penalties
+    variants = {"non-saturating": base, "WGAN-GP": base.replace(loss="wgan-gp"), "R1": base.replace(r1_gamma=1.0),
+                "EMA + DiffAugment": base.replace(ema_decay=0.999, augment=True)}
+    start = time.perf_counter()
+    for config in variants.values():
+        train_gan(images, config, seed=0, progress=False)
+    in_turn = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as folder:
+        jobs = {name: (Path(folder) / f"{i}.pt", config) for i, (name, config) in enumerate(variants.items())}
+        start = time.perf_counter()
+        train_or_load_many(jobs, images, seed=0)
+        side_by_side = time.perf_counter() - start
+    return {"device_name": _cpu_name(), "threads": threads, "torch": torch.__version__, "runs": len(variants), "steps_per_run": steps,
+            "in_turn_s": in_turn, "side_by_side_s": side_by_side, "side_by_side_over_in_turn": in_turn / side_by_side}
+
+
+def format_parallel(result: dict) -> str:
+    return (f"{result['runs']} GAN runs x {result['steps_per_run']} steps (mixed losses and penalties) on {result['device_name']}, {result['threads']} threads:\n"
+            f"  in turn, {result['threads']} threads each: {result['in_turn_s']:.1f} s\n"
+            f"  side by side, 1-thread workers (start-up included): {result['side_by_side_s']:.1f} s\n"
+            f"side by side over in turn: {result['side_by_side_over_in_turn']:.2f}x")
+
+
 def _row(method: str, path: str, config: MetaConfig, seconds: float) -> dict:
     images = config.tasks * (2 * config.inner_steps + 1) * config.fake_batch
     return {"method": method, "path": path, "inner_steps": config.inner_steps, "ms_per_meta_step": 1000 * seconds,
@@ -176,13 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats (under a minute on a 2-core CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--parallel", action="store_true",
+                        help="instead: four GAN trainings in turn vs side by side in worker processes (CPU)")
     args = parser.parse_args(argv)
     try:
-        result = run_benchmark(args.quick, args.device)
+        result = run_parallel_benchmark(args.quick) if args.parallel else run_benchmark(args.quick, args.device)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_table(result))
+    print(format_parallel(result) if args.parallel else format_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

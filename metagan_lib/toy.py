@@ -83,7 +83,7 @@ def train_sine(model: nn.Module, meta_steps: int, *, inner_steps: int = 1, inner
     """Meta-train ``model``'s initialisation with MAML (``inner_steps=0``: plain multi-task pretraining).
 
     Runs on one thread: the 40-unit MLP's products are too small to gain from more (on 2 cores,
-    one thread took 100 s where two took 141 s for the full profile's runs).
+    the full profile's three runs took 78 s on one thread, 128 s on two).
     """
     with limited_threads(1):
         return _train_sine(model, meta_steps, inner_steps, inner_lr, first_order, tasks, shots, meta_lr, seed, progress, description)

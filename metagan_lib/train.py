@@ -284,6 +284,13 @@ def train_or_load(
     return run
 
 
+def relative_cost(config: GANConfig) -> float:
+    """A rough cost of a run, in units of one plain forward-backward pass, for scheduling: each D step
+    costs 1, or 2 with a gradient penalty (WGAN-GP, R1: a double backward), each G step 1."""
+    penalised = config.loss == "wgan-gp" or config.r1_gamma > 0
+    return config.steps * (config.d_steps * (2 if penalised else 1) + 1)
+
+
 def _train_and_save(path: Path, images: torch.Tensor, config: GANConfig, seed: int, description: str) -> None:
     train_or_load(path, images, config, seed=seed, device="cpu", progress=False, description=description)
 
@@ -307,6 +314,7 @@ def train_or_load_many(jobs: dict[str, tuple[str | Path, GANConfig]], images: to
     missing = {name: (Path(path), config) for name, (path, config) in jobs.items()
                if not (Path(path).exists() and load_run(path).config == config)}
     if missing and worker_count(len(missing), device) > 1:
-        parallel_calls([partial(_train_and_save, path, images, config, seed, name) for name, (path, config) in missing.items()],
+        longest_first = sorted(missing.items(), key=lambda item: -relative_cost(item[1][1]))  # no worker is left with a long run at the end
+        parallel_calls([partial(_train_and_save, path, images, config, seed, name) for name, (path, config) in longest_first],
                        device=device, description=f"training {len(missing)} GANs in parallel")
     return {name: train_or_load(path, images, config, seed=seed, device=device, description=name) for name, (path, config) in jobs.items()}

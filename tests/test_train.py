@@ -4,7 +4,7 @@ import torch
 from metagan_lib.augment import cutout, diff_augment, translate
 from metagan_lib.tasks import to_signed
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
-from metagan_lib.train import GANConfig, load_run, new_run, save_run, train_gan, train_or_load, train_or_load_many, update_ema
+from metagan_lib.train import GANConfig, load_run, new_run, relative_cost, save_run, train_gan, train_or_load, train_or_load_many, update_ema
 
 TINY = GANConfig(architecture="conv", width=8, z_dim=16, steps=30, batch_size=32)
 
@@ -108,3 +108,10 @@ def test_runs_trained_side_by_side_equal_runs_trained_in_turn(images, tmp_path, 
             reference = train_gan(images, config, seed=3, progress=False)
         for a, b in zip(reference.generator.parameters(), runs[name].generator.parameters()):
             assert torch.equal(a, b)
+
+
+def test_relative_cost_orders_runs_by_their_passes():
+    plain = TINY.replace(steps=100)
+    assert relative_cost(plain) == 100 * 2
+    assert relative_cost(plain.replace(r1_gamma=1.0)) == 100 * 3
+    assert relative_cost(plain.replace(loss="wgan-gp", d_steps=2)) == 100 * 5
