@@ -303,8 +303,8 @@ def train_or_load_many(jobs: dict[str, tuple[str | Path, GANConfig]], images: to
     (:func:`metagan_lib.runtime.parallel_map`), then everything is loaded from the cache; on a
     GPU they train one after the other. Each run is the one :func:`train_or_load` gives on one
     thread, bit for bit (its randomness comes from ``seed`` alone); against a run on two threads
-    it differs by floating-point rounding (sums split across threads add in another order), which
-    a GAN's training amplifies into different, equally good, weights.
+    it can differ by floating-point rounding (sums split across threads add in another order), which
+    a GAN's training can amplify.
     """
     from functools import partial
 
