@@ -150,8 +150,9 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
 
 
 def run_parallel_benchmark(quick: bool = False) -> dict:
-    """Four GAN trainings (a mix of losses and penalties, width 32 as in notebook 02) on a CPU: one after the other on all threads (``in turn``) vs side by side in
-    one-thread worker processes (``side by side``, :func:`metagan_lib.train.train_or_load_many`, start-up included)."""
+    """Four GAN trainings (a mix of losses and penalties, width 32 as in notebook 02) on a CPU: one after
+    the other on all threads (``in turn``) vs side by side in one-thread worker processes
+    (``side by side``, :func:`metagan_lib.train.train_or_load_many`, start-up included)."""
     import tempfile
 
     from .train import GANConfig, train_gan, train_or_load_many

@@ -86,23 +86,18 @@ def train_sine(model: nn.Module, meta_steps: int, *, inner_steps: int = 1, inner
     the full profile's three runs took 78 s on one thread, 128 s on two).
     """
     with limited_threads(1):
-        return _train_sine(model, meta_steps, inner_steps, inner_lr, first_order, tasks, shots, meta_lr, seed, progress, description)
-
-
-def _train_sine(model: nn.Module, meta_steps: int, inner_steps: int, inner_lr: float, first_order: bool, tasks: int, shots: int,
-                meta_lr: float, seed: int, progress: bool, description: str) -> SineRun:
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
-    optimizer = torch.optim.Adam(params.values(), lr=meta_lr)
-    generator = torch.Generator().manual_seed(seed)
-    run = SineRun(params)
-    for _ in tqdm(range(meta_steps), desc=description, disable=not progress, leave=False):
-        batch = sample_sine_tasks(tasks, shots, shots, generator)
-        loss = query_losses(model, params, batch, inner_lr, inner_steps, first_order).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        run.history.append(loss.item())
-    return run
+        params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
+        optimizer = torch.optim.Adam(params.values(), lr=meta_lr)
+        generator = torch.Generator().manual_seed(seed)
+        run = SineRun(params)
+        for _ in tqdm(range(meta_steps), desc=description, disable=not progress, leave=False):
+            batch = sample_sine_tasks(tasks, shots, shots, generator)
+            loss = query_losses(model, params, batch, inner_lr, inner_steps, first_order).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            run.history.append(loss.item())
+        return run
 
 
 def evaluate_sine(model: nn.Module, params: Params, tasks: SineTasks, inner_lr: float, steps: list[int]) -> dict[int, float]:
