@@ -22,8 +22,8 @@ _SETTINGS: dict[str, dict[str, dict]] = {
         "full": {"gan_steps": 4000, "batch_size": 64, "sample_every": 1000},
     },
     "02": {
-        "smoke": {"steps": 20, "batch_size": 64, "sample_every": 10, "score_samples": 200},
-        "full": {"steps": 3000, "batch_size": 64, "sample_every": 500, "score_samples": 1000},
+        "smoke": {"steps": 20, "batch_size": 64, "sample_every": 10, "score_samples": 200, "long_steps": 60},
+        "full": {"steps": 3000, "batch_size": 64, "sample_every": 500, "score_samples": 1000, "long_steps": 12000},
     },
     "03": {
         "smoke": {"meta_steps": 100, "tasks": 25, "shots": 10, "test_tasks": 100},

@@ -46,6 +46,17 @@ def test_training_is_reproducible_for_a_seed(images):
     assert a.history["d_loss"] != c.history["d_loss"]
 
 
+def test_longer_run_repeats_the_shorter_runs_steps(images):
+    """Notebook 02's long run relies on this: same config and seed, more steps -> the same first steps."""
+    short = train_gan(images, TINY.replace(steps=10), seed=3, progress=False)
+    long = train_gan(images, TINY.replace(steps=25, sample_every=5), seed=3, progress=False)
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert long.history[key][:10] == short.history[key]
+    assert len(long.history["d_loss"]) == 25 and long.step == 25
+    assert [step for step, _ in long.snapshots] == [5, 10, 15, 20, 25]
+    assert torch.equal(long.snapshots[1][1], short.snapshots[-1][1])  # same generator after 10 steps, same fixed noise
+
+
 def discriminator_error(run, real):
     """Share of real images called fake plus noise images called real."""
     noise = torch.rand(len(real), 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
