@@ -10,7 +10,7 @@ Metrics (all on features ``[n, d]``):
 * :func:`precision_recall` with k-NN manifolds (Kynkäänniemi et al. 2019);
 * :func:`mean_pairwise_distance` (diversity);
 * :func:`class_fidelity`: share of generated images whose nearest class prototype is their own class;
-* :func:`memorisation_ratio`: distance of generated images to their nearest support shot over the same for held-out real images.
+* :func:`copy_score`: how much more often than a new real image a generated image lies next to a shot (1 = new instances, flagged above 1.5).
 """
 
 from __future__ import annotations
@@ -150,14 +150,21 @@ def class_fidelity(fake: torch.Tensor, fake_labels: torch.Tensor, prototypes: to
     return (nearest == fake_labels).float().mean().item()
 
 
-def memorisation_ratio(fake: torch.Tensor, real_held_out: torch.Tensor, shots: torch.Tensor) -> float:
-    """Median distance of generated images to their nearest support shot, over the same for held-out real images.
+COPY_FLAG = 1.5  # copy scores above this flag a method as copying its shots
 
-    About 1: generated images are as far from the shots as new real instances are; near 0: copies of the shots.
+
+def copy_score(fake: torch.Tensor, reference: torch.Tensor, shots: torch.Tensor) -> float:
+    """How much more often than a new real image a generated image has a *shot* as its nearest neighbour.
+
+    Each generated feature (``fake [n, d]``) finds its nearest neighbour among the shots (``[K, d]``)
+    and the class's held-out reference images (``[R, d]``). A new real image of the class is as
+    likely to land next to any of the ``K + R`` real images, so it picks a shot with probability
+    ``K / (K + R)``; the score is the observed share over that chance level: about 1 for new
+    instances of the class, up to ``(K + R) / K`` for copies of the shots. Above :data:`COPY_FLAG`
+    a method is flagged as copying.
     """
-    fake_nn = torch.cdist(fake, shots).min(dim=1).values.median()
-    real_nn = torch.cdist(real_held_out, shots).min(dim=1).values.median()
-    return float(fake_nn / real_nn.clamp_min(1e-12))
+    nearest_is_shot = torch.cdist(fake, torch.cat([shots, reference])).argmin(dim=1) < len(shots)
+    return nearest_is_shot.float().mean().item() * (len(shots) + len(reference)) / len(shots)
 
 
 def prototype_accuracy(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,

@@ -3,13 +3,13 @@
 Protocol (one *seed*): draw ``classes`` unseen classes; for each, ``K`` shots are given to every
 method and the class's other images are held out, split into two halves: ``reference`` (what
 generated images are scored against) and ``ceiling`` (real images playing the generator, the
-upper reference). Every method adapts to the same shots with the same rule and budget: ``steps``
-inner steps (a D step then a G step, plain gradient descent with the method's learning rate,
-the same noise). Metrics are computed in the feature space of a network trained on seen
-classes only; Fréchet distance and precision/recall pool all classes of a seed, as the
-literature does; the rest are per class, averaged. Numbers are means over seeds with 95%
-confidence intervals. Seeds vary the classes, shots and noise; the networks being compared are
-trained once (seed 0), which the notebook states.
+upper reference). Each method adapts with its own rule and its own budget (``Method.steps``),
+reported beside its scores; the steps sweep runs every method at the same numbers of steps.
+Metrics are computed in the feature space of a network trained on seen classes only: per class
+(Fréchet distance to the class's reference images, class fidelity, diversity, copy score),
+averaged over classes, and pooled over classes (FD, precision/recall). Numbers are means over
+seeds with 95% confidence intervals. Seeds vary the classes, shots and noise; the networks being
+compared are trained once (seed 0), which the notebook states.
 """
 
 from __future__ import annotations
@@ -22,53 +22,79 @@ from typing import Callable
 
 import torch
 
+from . import context, inversion
 from . import evaluation as E
 from .augment import diff_augment
 from .data import ImageDataset
-from .meta import MetaGAN, adapt_and_sample_many
+from .meta import adapt_and_sample_many
 from .runtime import parallel_calls
 from .tasks import TaskSampler
 from .train import GANConfig, GANRun, train_or_load
 
-METRICS = ("frechet_distance", "precision", "recall", "diversity", "class_fidelity", "memorisation", "diverged")
-LOWER_IS_BETTER = {"frechet_distance"}
+METRICS = ("class_frechet_distance", "class_fidelity", "diversity", "copy_score", "frechet_distance", "precision", "recall", "diverged")
+LOWER_IS_BETTER = {"frechet_distance", "class_frechet_distance"}
 MAX_HELD_OUT = 40  # held-out images per class (MNIST classes hold ~1000)
+MIX_WEIGHTS = (0.0, 0.25, 0.5)  # downstream: weight of the generated images' mean in a class prototype
+ROLES = ("meta-learner", "baseline", "reference")
 
 
 @dataclass(frozen=True)
 class Method:
     """A way to produce images of a class from its K shots.
 
-    ``meta`` methods adapt a (meta-learned, pretrained or random) initialisation with
-    :func:`metagan_lib.meta.adapt`; ``kind="ceiling"`` returns held-out real images and
-    ``kind="copy"`` the shots themselves, repeated with augmentation.
+    ``kind`` picks the generating function (:data:`GENERATORS`): ``"adapt"`` adapts a whole
+    :class:`~metagan_lib.meta.MetaGAN` (scratch, fine-tuning, notebook 04's meta-GANs),
+    ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context, ``"invert"`` inverts the
+    shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
+    ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
+    ``steps`` is the method's own adaptation budget (its inner steps, or inversion's Adam steps).
     """
 
     name: str
     kind: str = "adapt"
-    meta: MetaGAN | None = None
+    model: object = None
+    steps: int = 0
+    role: str = "baseline"
+
+    def __post_init__(self) -> None:
+        if self.kind not in GENERATORS:
+            raise ValueError(f"Unknown method kind {self.kind!r}; choose one of {', '.join(GENERATORS)}.")
+        if self.role not in ROLES:
+            raise ValueError(f"Unknown role {self.role!r}; choose one of {', '.join(ROLES)}.")
+        if self.kind in ("adapt", "context", "invert") and self.model is None:
+            raise ValueError(f"Method {self.name!r} of kind {self.kind!r} needs a model.")
 
 
 def pretrain_on_seen(dataset: ImageDataset, config: GANConfig, path: Path, *, seed: int = 0,
                      device: torch.device | str = "cpu") -> GANRun:
-    """The fine-tuning baseline's starting point: one GAN trained (or loaded from ``path``) on the seen classes only."""
+    """The baselines' starting point: one GAN trained (or loaded from ``path``) on the seen classes only."""
     images, _ = dataset.subset(dataset.seen_classes)
     return train_or_load(path, images, config, seed=seed, device=device, description="pretraining on seen classes")
 
 
-def generate(method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int, steps: int, seed: int) -> torch.Tensor:
+def _copy_shots(method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int, steps: int, seed: int) -> torch.Tensor:
+    classes, k = shots.shape[:2]
+    repeats = shots[:, torch.arange(n, device=shots.device) % k].flatten(0, 1)
+    augmented = diff_augment(repeats, torch.Generator(device=shots.device).manual_seed(seed))
+    return augmented.view(classes, n, *shots.shape[2:])
+
+
+GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
+    "adapt": lambda method, shots, ceiling, n, steps, seed: adapt_and_sample_many(method.model, shots, steps, n, seed=seed),
+    "context": lambda method, shots, ceiling, n, steps, seed: context.adapt_and_sample(method.model, shots, steps, n, seed=seed),
+    "invert": lambda method, shots, ceiling, n, steps, seed: inversion.invert_and_sample(method.model, shots, steps, n, seed=seed),
+    "ceiling": lambda method, shots, ceiling, n, steps, seed: ceiling[:, :n],
+    "copy": _copy_shots,
+}
+
+
+def generate(method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int, steps: int | None, seed: int) -> torch.Tensor:
     """``n`` images per class, ``[C, n, 1, 28, 28]`` in [-1, 1], from shots ``[C, K, ...]`` (all classes adapted at once).
 
-    ``ceiling`` (``[C, M, ...]``, held-out real images) is used by the ceiling method only (``n <= M``).
+    ``steps=None`` uses the method's own budget. ``ceiling`` (``[C, M, ...]``, held-out real images) is
+    used by the ceiling method only (``n <= M``).
     """
-    if method.kind == "ceiling":
-        return ceiling[:, :n]
-    if method.kind == "copy":
-        classes, k = shots.shape[:2]
-        repeats = shots[:, torch.arange(n, device=shots.device) % k].flatten(0, 1)
-        augmented = diff_augment(repeats, torch.Generator(device=shots.device).manual_seed(seed))
-        return augmented.view(classes, n, *shots.shape[2:])
-    return adapt_and_sample_many(method.meta, shots, steps, n, seed=seed)
+    return GENERATORS[method.kind](method, shots, ceiling, n, method.steps if steps is None else steps, seed)
 
 
 def replace_diverged(images: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -79,11 +105,31 @@ def replace_diverged(images: torch.Tensor) -> tuple[torch.Tensor, float]:
     return torch.where(bad[..., None, None, None], blank, images), bad.float().mean().item()
 
 
-def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, shots: int, steps: int, classes: int,
+def method_scores(fake_features: list[torch.Tensor], reference_features: list[torch.Tensor], shot_features: list[torch.Tensor],
+                  prototypes: torch.Tensor) -> dict[str, float]:
+    """Metrics of one method on one seed from per-class features (lists of ``[n, d]``, one entry per class)."""
+    ways, n = len(fake_features), len(fake_features[0])
+    all_fake, all_reference = torch.cat(fake_features), torch.cat(reference_features)
+    labels = torch.arange(ways, device=all_fake.device).repeat_interleave(n)
+    precision, recall = E.precision_recall(all_reference, all_fake)
+    per_class = lambda fn: sum(fn(*args) for args in zip(fake_features, reference_features, shot_features)) / ways  # noqa: E731
+    return {
+        "class_frechet_distance": per_class(lambda f, r, s: E.frechet_distance(r, f)),
+        "class_fidelity": E.class_fidelity(all_fake, labels, prototypes),
+        "diversity": sum(E.mean_pairwise_distance(f) for f in fake_features) / ways,
+        "copy_score": per_class(E.copy_score),
+        "frechet_distance": E.frechet_distance(all_reference, all_fake),
+        "precision": precision,
+        "recall": recall,
+    }
+
+
+def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, shots: int, steps: int | None, classes: int,
                   generated_per_class: int, seed: int, class_pool: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
     """All metrics of all methods on one seed's tasks: ``{method: {metric: value}}``.
 
-    Tasks come from the unseen classes, or from ``class_pool`` (validation on seen classes).
+    Tasks come from the unseen classes, or from ``class_pool`` (validation on seen classes);
+    ``steps=None``: each method at its own budget.
     """
     device = next(net.parameters()).device
     pool = dataset.unseen_classes if class_pool is None else class_pool
@@ -96,66 +142,75 @@ def evaluate_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNe
     reference_features = [E.embed(net, r) for r in reference]
     shot_features = [E.embed(net, s) for s in support]
     prototypes = torch.stack([f.mean(0) for f in reference_features])
-    all_reference = torch.cat(reference_features)
     results = {}
     for method in methods:
         n = min(generated_per_class, ceiling.shape[1]) if method.kind == "ceiling" else generated_per_class
         images, diverged = replace_diverged(generate(method, support, ceiling, n, steps, seed * 1000))
-        fake_features = [E.embed(net, x) for x in images]
-        all_fake = torch.cat(fake_features)
-        labels = torch.arange(ways, device=device).repeat_interleave(n)
-        precision, recall = E.precision_recall(all_reference, all_fake)
-        results[method.name] = {
-            "frechet_distance": E.frechet_distance(all_reference, all_fake),
-            "precision": precision,
-            "recall": recall,
-            "diversity": sum(E.mean_pairwise_distance(f) for f in fake_features) / ways,
-            "class_fidelity": E.class_fidelity(all_fake, labels, prototypes),
-            "memorisation": float(torch.tensor([E.memorisation_ratio(f, r, s) for f, r, s in zip(fake_features, reference_features, shot_features)]).median()),
-            "diverged": diverged,
-        }
+        results[method.name] = method_scores([E.embed(net, x) for x in images], reference_features, shot_features, prototypes)
+        results[method.name]["diverged"] = diverged
     results["_real_diversity"] = {"diversity": sum(E.mean_pairwise_distance(f) for f in reference_features) / ways}
     return results
 
 
-def select_step_size(make_method: Callable[[float], Method], dataset: ImageDataset, net: E.FeatureNet, grid: list[float], *,
-                     shots: int, steps: int, classes: int, generated_per_class: int, seed: int = 0) -> tuple[float, dict[float, float]]:
-    """Choose a baseline's adaptation step size: the one in ``grid`` with the lowest Fréchet distance on tasks from the
-    **seen** classes (a validation split: unseen classes are never used to tune anything). Returns (best, {step size: FD}).
+def select_setting(make_method: Callable[[float], Method], dataset: ImageDataset, net: E.FeatureNet, grid: list[float], *,
+                   shots: int, classes: int, generated_per_class: int, seed: int = 0,
+                   metric: str = "class_frechet_distance") -> tuple[float, dict[float, float]]:
+    """Choose a baseline's setting (a step size, inversion's noise): the value in ``grid`` with the best ``metric`` on
+    tasks from the **seen** classes (a validation split: unseen classes never tune anything). Returns (best, {value: score}).
 
-    The step sizes are tried side by side on a CPU (:func:`metagan_lib.runtime.parallel_calls`)."""
-    methods = [make_method(lr) for lr in grid]
-    calls = [partial(evaluate_seed, [method], dataset, net, shots=shots, steps=steps, classes=classes,
+    The grid must bracket the optimum: check that ``best`` is not at its edge (:func:`inside_grid`). The values are tried side by side on a CPU (:func:`metagan_lib.runtime.parallel_calls`)."""
+    methods = [make_method(value) for value in grid]
+    calls = [partial(evaluate_seed, [method], dataset, net, shots=shots, steps=None, classes=classes,
                      generated_per_class=generated_per_class, seed=seed, class_pool=dataset.seen_classes) for method in methods]
     results = parallel_calls(calls, device=next(net.parameters()).device)
-    scores = {lr: result[method.name]["frechet_distance"] for lr, method, result in zip(grid, methods, results)}
-    return min(scores, key=scores.get), scores
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    scores = {value: result[method.name][metric] for value, method, result in zip(grid, methods, results)}
+    return min(scores, key=lambda value: sign * scores[value]), scores
 
 
-def downstream_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, ways: int, shots: int, steps: int,
-                    generated_per_class: int, episodes: int, seed: int) -> dict[str, float]:
-    """Prototype-classifier accuracy on ``ways``-way ``shots``-shot unseen episodes, with each method's generated
-    images added to the support set (key ``"none"``: real shots only)."""
+def inside_grid(best: float, grid: list[float]) -> bool:
+    """Whether ``best`` lies strictly inside ``grid`` (so the grid brackets the optimum)."""
+    return min(grid) < best < max(grid)
+
+
+def mixed_prototype_accuracy(real: torch.Tensor, extra: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
+                             weight: float) -> float:
+    """Nearest-prototype accuracy with prototypes ``(1 - weight) mean(real) + weight mean(extra)`` (features ``[N, K, d]``, ``[N, n, d]``)."""
+    prototypes = (1 - weight) * real.mean(1) + weight * extra.mean(1)
+    return (torch.cdist(query, prototypes).argmin(1) == query_labels).float().mean().item()
+
+
+def downstream_seed(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, ways: int, shots: int,
+                    generated_per_class: int, episodes: int, seed: int,
+                    class_pool: torch.Tensor | None = None) -> dict[str, dict[float, float]]:
+    """Prototype-classifier accuracy on ``ways``-way ``shots``-shot episodes (unseen classes, or ``class_pool``) with each
+    method's generated images mixed into the prototypes at each weight of :data:`MIX_WEIGHTS`: ``{method: {weight: accuracy}}``
+    (key ``"none"``: real shots only). Generated images never replace the shots: weight 0 is the real-only classifier."""
     device = next(net.parameters()).device
-    sampler = TaskSampler(dataset, dataset.unseen_classes, device=device, seed=10_000 + seed)
+    pool = dataset.unseen_classes if class_pool is None else class_pool
+    sampler = TaskSampler(dataset, pool, device=device, seed=10_000 + seed)
     queries = min(10, sampler.min_count - shots)
     episode = sampler.sample(episodes, ways, shots, queries)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
-    real_labels = torch.arange(ways, device=device).repeat_interleave(shots)
-    augmented_labels = torch.arange(ways, device=device).repeat_interleave(shots + generated_per_class)
-    accuracy: dict[str, list[float]] = {"none": []}
+    accuracy: dict[str, dict[float, list[float]]] = {}
     for t in range(episodes):
         query = E.embed(net, episode.query[t].flatten(0, 1))
         real = E.embed(net, episode.support[t].flatten(0, 1)).view(ways, shots, -1)
-        accuracy["none"].append(E.prototype_accuracy(real.flatten(0, 1), real_labels, query, query_labels, ways))
+        accuracy.setdefault("none", {0.0: []})[0.0].append(mixed_prototype_accuracy(real, real, query, query_labels, 0.0))
         for method in methods:
             if method.kind == "ceiling":
                 continue
-            images, _ = replace_diverged(generate(method, episode.support[t], episode.support[t], generated_per_class, steps, seed * 1000 + t * 10))
+            images, _ = replace_diverged(generate(method, episode.support[t], episode.support[t], generated_per_class, None, seed * 1000 + t * 10))
             extra = E.embed(net, images.flatten(0, 1)).view(ways, generated_per_class, -1)
-            features = torch.cat([real, extra], dim=1).flatten(0, 1)
-            accuracy.setdefault(method.name, []).append(E.prototype_accuracy(features, augmented_labels, query, query_labels, ways))
-    return {name: sum(values) / len(values) for name, values in accuracy.items()}
+            for weight in MIX_WEIGHTS:
+                accuracy.setdefault(method.name, {}).setdefault(weight, []).append(
+                    mixed_prototype_accuracy(real, extra, query, query_labels, weight))
+    return {name: {w: sum(v) / len(v) for w, v in by_weight.items()} for name, by_weight in accuracy.items()}
+
+
+def choose_mix_weights(validation: dict[str, dict[float, float]]) -> dict[str, float]:
+    """Per method, the weight with the best validation accuracy (ties go to the smaller weight, i.e. to the real shots)."""
+    return {name: max(sorted(by_weight), key=lambda w: (by_weight[w], -w)) for name, by_weight in validation.items()}
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -170,24 +225,28 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
 
 
 def run_benchmark(methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, *, seeds: list[int], shot_counts: list[int],
-                  step_counts: list[int], default_shots: int, default_steps: int, classes: int, generated_per_class: int,
+                  step_counts: list[int], default_shots: int, classes: int, generated_per_class: int,
                   downstream_episodes: int, progress: Callable[[str], None] = lambda message: None) -> dict:
-    """The whole comparison: metrics vs K (at ``default_steps``), vs adaptation steps (at ``default_shots``), and downstream accuracy.
+    """The whole comparison: metrics vs K (each method at its own budget), vs adaptation steps (at ``default_shots``),
+    and downstream accuracy (5-way 5-shot, 20-way 1-shot; mixing weights chosen on seen-class episodes).
 
     Every (setting, seed) pair is an independent job (it seeds itself); on a CPU the jobs run side
     by side in worker processes (:func:`metagan_lib.runtime.parallel_calls`), with, bit for bit,
     the numbers the same jobs give one after the other on one thread in this process (tested).
     """
     common = dict(classes=classes, generated_per_class=generated_per_class)
-    settings = [("by_shots", str(k), dict(shots=k, steps=default_steps)) for k in shot_counts]
-    # (default_shots, default_steps) is the same tasks, seeds and budget as in by_shots: measured once, reused below
-    settings += [("by_steps", str(steps), dict(shots=default_shots, steps=steps)) for steps in step_counts
-                 if not (steps == default_steps and default_shots in shot_counts)]
-    downstream_settings = [(f"5-way {k}-shot", dict(ways=5, shots=k, steps=default_steps, episodes=downstream_episodes)) for k in (1, 5)]
+    settings = [("by_shots", str(k), dict(shots=k, steps=None)) for k in shot_counts]
+    settings += [("by_steps", str(steps), dict(shots=default_shots, steps=steps)) for steps in step_counts]
+    ways = min(20, len(dataset.unseen_classes), len(dataset.seen_classes))
+    downstream_settings = [(f"5-way {default_shots}-shot", dict(ways=5, shots=default_shots)), (f"{ways}-way 1-shot", dict(ways=ways, shots=1))]
     calls, keys = [], []
     for name, budget in downstream_settings:  # the longest jobs first, so that no worker is left with one at the end
+        calls.append(partial(downstream_seed, methods, dataset, net, generated_per_class=generated_per_class, seed=0,
+                             episodes=downstream_episodes, class_pool=dataset.seen_classes, **budget))
+        keys.append(("validation", name))
         for s in seeds:
-            calls.append(partial(downstream_seed, methods, dataset, net, generated_per_class=generated_per_class, seed=s, **budget))
+            calls.append(partial(downstream_seed, methods, dataset, net, generated_per_class=generated_per_class, seed=s,
+                                 episodes=downstream_episodes, **budget))
             keys.append(("downstream", name))
     for sweep, value, budget in settings:
         for s in seeds:
@@ -198,15 +257,22 @@ def run_benchmark(methods: list[Method], dataset: ImageDataset, net: E.FeatureNe
     grouped: dict[tuple[str, str], list] = {}
     for key, output in zip(keys, outputs):
         grouped.setdefault(key, []).append(output)
-    by_shots = {str(k): summarise(grouped[("by_shots", str(k))]) for k in shot_counts}
-    by_steps = {str(steps): by_shots[str(default_shots)] if ("by_steps", str(steps)) not in grouped else summarise(grouped[("by_steps", str(steps))])
-                for steps in step_counts}
     downstream = {}
     for name, _ in downstream_settings:
+        weights = choose_mix_weights(grouped[("validation", name)][0])
         per_seed = grouped[("downstream", name)]
-        downstream[name] = {method: {"mean": (e := E.mean_confidence_interval([p[method] for p in per_seed])).mean, "ci95": e.half_width, "n": e.n}
-                            for method in per_seed[0]}
-    return {"by_shots": by_shots, "by_steps": by_steps, "downstream": downstream}
+        downstream[name] = {method: {**_estimate([p[method][w] for p in per_seed]), "weight": w,
+                                     "by_weight": {str(v): _estimate([p[method][v] for p in per_seed]) for v in per_seed[0][method]}}
+                            for method, w in weights.items()}
+    return {"by_shots": {str(k): summarise(grouped[("by_shots", str(k))]) for k in shot_counts},
+            "by_steps": {str(steps): summarise(grouped[("by_steps", str(steps))]) for steps in step_counts},
+            "downstream": downstream,
+            "methods": {m.name: {"kind": m.kind, "role": m.role, "steps": m.steps} for m in methods}}
+
+
+def _estimate(values: list[float]) -> dict[str, float]:
+    estimate = E.mean_confidence_interval(values)
+    return {"mean": estimate.mean, "ci95": estimate.half_width, "n": estimate.n}
 
 
 def results_path(folder: Path, dataset: str) -> Path:
@@ -215,26 +281,28 @@ def results_path(folder: Path, dataset: str) -> Path:
 
 
 def _cell(entry: dict[str, float]) -> str:
-    return f"{entry['mean']:.4g} ± {entry['ci95']:.2g}"
+    return f"{entry['mean']:.3g} ± {entry['ci95']:.2g}"
 
 
 def markdown_table(results: dict) -> str:
-    """The headline tables: metrics at the default K and steps, and downstream accuracy."""
+    """The headline tables: metrics at the default K (each method at its own adaptation budget), and downstream accuracy."""
     meta = results["settings"]
     rows = results["by_shots"][str(meta["default_shots"])]
     methods = [m for m in rows if not m.startswith("_")]
-    lines = [f"**{results['dataset']}**, K = {meta['default_shots']} shots, {meta['default_steps']} adaptation steps, "
-             f"{len(meta['seeds'])} seeds x {meta['classes']} unseen classes, mean ± 95% CI "
-             f"(FD lower is better; real-image diversity {_cell(rows['_real_diversity']['diversity'])}):", "",
-             "| method | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+    lines = [f"**{results['dataset']}**, K = {meta['default_shots']} shots, {len(meta['seeds'])} seeds x {meta['classes']} unseen classes, "
+             f"mean ± 95% CI; class fidelity chance {1 / meta['classes']:.2f}; real-image diversity {_cell(rows['_real_diversity']['diversity'])}; "
+             f"copy score 1 = new instances, flagged above {E.COPY_FLAG}:", "",
+             "| method | adaptation steps | " + " | ".join(METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]
     for method in methods:
-        lines.append(f"| {method} | " + " | ".join(_cell(rows[method][m]) for m in METRICS) + " |")
-    lines += ["", "Downstream: prototype-classifier accuracy on unseen classes with generated images added to the support set:", "",
+        steps = results["methods"][method]["steps"] if results["methods"][method]["kind"] in ("adapt", "context", "invert") else "-"
+        lines.append(f"| {method} | {steps} | " + " | ".join(_cell(rows[method][m]) for m in METRICS) + " |")
+    lines += ["", "Downstream: prototype-classifier accuracy on unseen classes, generated images mixed into each prototype with the weight "
+              "chosen on seen-class episodes (in brackets):", "",
               "| support set | " + " | ".join(results["downstream"]) + " |", "|---|" + "---:|" * len(results["downstream"])]
-    names = list(next(iter(results["downstream"].values())))
-    for name in names:
+    for name in next(iter(results["downstream"].values())):
         label = "real shots only" if name == "none" else f"+ {name}"
-        lines.append(f"| {label} | " + " | ".join(_cell(results["downstream"][k][name]) for k in results["downstream"]) + " |")
+        cells = [_cell(d[name]) + ("" if name == "none" else f" (w={d[name]['weight']})") for d in results["downstream"].values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -247,47 +315,63 @@ def write_results(results: dict, folder: Path) -> Path:
     return path
 
 
+def _separated(a: dict[str, float], b: dict[str, float]) -> bool:
+    return abs(a["mean"] - b["mean"]) > a["ci95"] + b["ci95"]
+
+
+def _compare(name_a: str, a: dict, name_b: str, b: dict, metric: str) -> str:
+    """``"A beats B"``, ``"B beats A"`` or ``"A and B do not differ"`` on ``metric`` at 95%."""
+    if not _separated(a, b):
+        return f"{name_a} ({_cell(a)}) and {name_b} ({_cell(b)}) do not differ at 95%"
+    a_better = (a["mean"] < b["mean"]) == (metric in LOWER_IS_BETTER)
+    (w, wv), (l, lv) = ((name_a, a), (name_b, b)) if a_better else ((name_b, b), (name_a, a))
+    return f"{w} ({_cell(wv)}) beats {l} ({_cell(lv)}) beyond the 95% intervals"
+
+
 def verdicts(results: dict) -> list[str]:
     """Plain statements of who wins where, computed from the results (never typed by hand).
 
-    Compares the generating methods (not the real-image ceiling nor the copy baseline) at the
-    default K and steps; a win counts only where the 95% intervals do not overlap.
+    Per-class metrics at the default K, each method at its own budget; a difference counts only
+    where the 95% intervals do not overlap.
     """
-    meta = results["settings"]
+    meta, roles = results["settings"], results["methods"]
     rows = results["by_shots"][str(meta["default_shots"])]
-    generators = [m for m in rows if not m.startswith("_") and m not in ("real held-out (ceiling)", "copy shots + augmentation")]
+    real_diversity = rows["_real_diversity"]["diversity"]["mean"]
+    generators = [m for m in rows if not m.startswith("_") and roles[m]["role"] != "reference"]
+    learners = [m for m in generators if roles[m]["role"] == "meta-learner"]
     lines = []
-    for metric in ("frechet_distance", "precision", "recall", "class_fidelity"):
+    for metric in ("class_frechet_distance", "class_fidelity"):
         sign = -1 if metric in LOWER_IS_BETTER else 1
         ranked = sorted(generators, key=lambda m: sign * rows[m][metric]["mean"], reverse=True)
-        best, second = rows[ranked[0]][metric], rows[ranked[1]][metric]
-        separated = abs(best["mean"] - second["mean"]) > best["ci95"] + second["ci95"]
-        lines.append(f"{metric}: best {ranked[0]} ({_cell(best)}), "
-                     + (f"ahead of {ranked[1]} ({_cell(second)}) beyond the 95% intervals" if separated
-                        else f"not separable from {ranked[1]} ({_cell(second)}) at 95%"))
-    meta_learners = [m for m in generators if m in ("MAML", "FOMAML", "Reptile", "Meta-SGD")]
-    baseline = "fine-tune pretrained GAN"
-    if meta_learners and baseline in rows:
-        fd = lambda m: rows[m]["frechet_distance"]  # noqa: E731
-        best_meta = min(meta_learners, key=lambda m: fd(m)["mean"])
-        gap = fd(baseline)["mean"] - fd(best_meta)["mean"]
-        for method in generators:
-            diverged = rows[method]["diverged"]["mean"]
-            if diverged > 0:
-                lines.append(f"Caveat: {method} diverged on {100 * diverged:.0f}% of generated images at {meta['default_steps']} adaptation "
-                             "steps (scored as blank images); its row measures that instability more than its generator.")
-        if abs(gap) <= fd(baseline)["ci95"] + fd(best_meta)["ci95"]:
-            lines.append(f"Meta-learning vs fine-tuning (FD): the best meta-learner, {best_meta}, does not differ from fine-tuning a pretrained GAN at 95%.")
-        elif gap > 0:
-            lines.append(f"Meta-learning vs fine-tuning (FD): {best_meta} beats fine-tuning a pretrained GAN ({_cell(fd(best_meta))} vs {_cell(fd(baseline))}).")
-        else:
-            lines.append(f"Meta-learning vs fine-tuning (FD): fine-tuning a pretrained GAN beats every meta-learner ({_cell(fd(baseline))} vs {best_meta}'s {_cell(fd(best_meta))}).")
+        lines.append(f"{metric}: best {ranked[0]}; " + _compare(ranked[0], rows[ranked[0]][metric], ranked[1], rows[ranked[1]][metric], metric))
+    if learners:
+        best = min(learners, key=lambda m: rows[m]["class_frechet_distance"]["mean"])
+        row = rows[best]
+        lines.append(f"Best meta-learner: {best}, class fidelity {_cell(row['class_fidelity'])} (chance {1 / meta['classes']:.2f}), "
+                     f"diversity {row['diversity']['mean'] / real_diversity:.2f}x that of real images, copy score {_cell(row['copy_score'])}, "
+                     f"{roles[best]['steps']} adaptation steps.")
+        for baseline in [m for m in generators if roles[m]["role"] == "baseline"]:
+            other = rows[baseline]
+            lines.append(f"vs {baseline} ({roles[baseline]['steps']} steps): "
+                         + "; ".join(f"{label}: " + _compare(best, row[metric], baseline, other[metric], metric)
+                                     for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity")))
+                         + f"; diversity {row['diversity']['mean'] / real_diversity:.2f}x vs {other['diversity']['mean'] / real_diversity:.2f}x "
+                         f"that of real images; copy score {_cell(row['copy_score'])} vs {_cell(other['copy_score'])}.")
+    for method in [m for m in rows if not m.startswith("_")]:
+        if rows[method]["copy_score"]["mean"] > E.COPY_FLAG:
+            lines.append(f"Flagged as copying the shots: {method} (copy score {_cell(rows[method]['copy_score'])} > {E.COPY_FLAG}).")
+        if rows[method]["diverged"]["mean"] > 0:
+            lines.append(f"Caveat: {method} diverged on {100 * rows[method]['diverged']['mean']:.0f}% of generated images (scored as blank).")
     for setting, accuracy in results["downstream"].items():
         base = accuracy["none"]
         helped = [m for m, e in accuracy.items() if m != "none" and e["mean"] - base["mean"] > e["ci95"] + base["ci95"]]
         hurt = [m for m, e in accuracy.items() if m != "none" and base["mean"] - e["mean"] > e["ci95"] + base["ci95"]]
-        lines.append(f"Downstream {setting}: real shots only {_cell(base)}; generated images help: {', '.join(helped) or 'none'}; "
-                     f"hurt: {', '.join(hurt) or 'none'} (beyond 95% intervals).")
+        chosen = sorted({e["weight"] for m, e in accuracy.items() if m != "none"})
+        lines.append(f"Downstream {setting}: real shots only {_cell(base)}; with generated images at the weights chosen on seen classes "
+                     f"({', '.join(map(str, chosen))}): help: {', '.join(helped) or 'none'}; hurt: {', '.join(hurt) or 'none'} (beyond 95% intervals).")
+        beyond = [f"{m} at w={w}" for m, e in accuracy.items() if m != "none" for w, v in e.get("by_weight", {}).items()
+                  if float(w) > 0 and v["mean"] - base["mean"] > v["ci95"] + base["ci95"]]
+        lines.append(f"  Unselected weights (reported, not chosen): beyond the interval of real shots only: {', '.join(beyond) or 'none'}.")
     return lines
 
 

@@ -34,16 +34,16 @@ _SETTINGS: dict[str, dict[str, dict]] = {
         "full": {"meta_steps": 500, "tasks": 8, "shots": 5, "show_tasks": 4},
     },
     "05": {
-        "smoke": {"reptile_steps": 6, "meta_sgd_steps": 4, "tasks": 8, "shots": 5, "show_tasks": 3},
-        "full": {"reptile_steps": 600, "meta_sgd_steps": 400, "tasks": 8, "shots": 5, "show_tasks": 3},
+        "smoke": {"reptile_steps": 6, "meta_sgd_steps": 4, "tasks": 8, "shots": 5, "show_tasks": 3, "context_steps": 4},
+        "full": {"reptile_steps": 600, "meta_sgd_steps": 400, "tasks": 8, "shots": 5, "show_tasks": 3, "context_steps": 1000},
     },
     "06": {
-        "smoke": {"seeds": [0, 1, 2], "classes": 5, "generated_per_class": 10, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 5],
-                  "default_shots": 5, "default_steps": 5, "downstream_episodes": 2, "feature_steps": 100, "pretrain_steps": 40,
-                  "fomaml_steps": 6, "tasks": 8, "shots": 5},
-        "full": {"seeds": [0, 1, 2, 3, 4], "classes": 20, "generated_per_class": 20, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 5, 20],
-                 "default_shots": 5, "default_steps": 20, "downstream_episodes": 10, "feature_steps": 2000, "pretrain_steps": 3000,
-                 "fomaml_steps": 500, "tasks": 8, "shots": 5},
+        "smoke": {"seeds": [0, 1, 2], "classes": 5, "generated_per_class": 10, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 3],
+                  "default_shots": 5, "adapt_steps": 3, "inversion_steps": 10, "downstream_episodes": 2, "feature_steps": 100,
+                  "pretrain_steps": 40, "tasks": 8, "shots": 5},
+        "full": {"seeds": [0, 1, 2, 3, 4], "classes": 20, "generated_per_class": 20, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 3, 20],
+                 "default_shots": 5, "adapt_steps": 20, "inversion_steps": 200, "downstream_episodes": 10, "feature_steps": 2000,
+                 "pretrain_steps": 3000, "tasks": 8, "shots": 5},
     },
 }
 

@@ -5,6 +5,8 @@ import torch
 
 from metagan_lib import fewshot
 from metagan_lib import meta as M
+from metagan_lib.context import ContextConfig, new_context_gan
+from metagan_lib import evaluation as E
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
 from metagan_lib.tasks import TaskSampler
@@ -15,9 +17,11 @@ from metagan_lib.train import GANConfig
 def methods():
     config = M.standard_configs(tasks=2, shots=5)["MAML"]
     return [
-        fewshot.Method("scratch", meta=M.new_meta_gan(config, seed=1)),
-        fewshot.Method("real held-out (ceiling)", kind="ceiling"),
-        fewshot.Method("copy shots + augmentation", kind="copy"),
+        fewshot.Method("scratch", model=M.new_meta_gan(config, seed=1), steps=1),
+        fewshot.Method("context FOMAML", kind="context", model=new_context_gan(ContextConfig(rule="fomaml", width=8)), steps=2,
+                       role="meta-learner"),
+        fewshot.Method("real held-out (ceiling)", kind="ceiling", role="reference"),
+        fewshot.Method("copy shots + augmentation", kind="copy", role="reference"),
     ]
 
 
@@ -32,7 +36,7 @@ def test_generate_shapes_for_every_kind(glyphs, methods):
     for method in methods:
         images = fewshot.generate(method, episode.support[0], episode.query[0], 6, steps=2, seed=0)
         assert images.shape == (3, 6, 1, 28, 28) and images.abs().max() <= 1
-    ceiling = fewshot.generate(methods[1], episode.support[0], episode.query[0], 6, steps=2, seed=0)
+    ceiling = fewshot.generate(methods[2], episode.support[0], episode.query[0], 6, steps=2, seed=0)
     assert torch.equal(ceiling, episode.query[0, :, :6])
 
 
@@ -54,17 +58,24 @@ def drawn(monkeypatch):
 
 
 def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, methods, net, drawn):
-    scores = fewshot.evaluate_seed(methods, glyphs, net, shots=5, steps=1, classes=4, generated_per_class=6, seed=0)
-    accuracy = fewshot.downstream_seed(methods, glyphs, net, ways=5, shots=1, steps=1, generated_per_class=2, episodes=2, seed=0)
+    scores = fewshot.evaluate_seed(methods, glyphs, net, shots=5, steps=None, classes=4, generated_per_class=6, seed=0)
+    accuracy = fewshot.downstream_seed(methods, glyphs, net, ways=5, shots=1, generated_per_class=2, episodes=2, seed=0)
     unseen = set(glyphs.unseen_classes.tolist())
     assert drawn and all(set(d.tolist()) <= unseen for d in drawn)
     assert set(scores) == {m.name for m in methods} | {"_real_diversity"}
     for name in (m.name for m in methods):
         assert set(scores[name]) == set(fewshot.METRICS)
     ceiling = scores["real held-out (ceiling)"]
-    assert ceiling["precision"] > 0.5 and 0.3 < ceiling["memorisation"] < 3.0  # real images are new, not copies
-    assert set(accuracy) == {"none", "scratch", "copy shots + augmentation"}
-    assert all(0 <= v <= 1 for v in accuracy.values())
+    assert ceiling["precision"] > 0.5 and ceiling["copy_score"] < E.COPY_FLAG  # held-out real images: new instances, not flagged
+    # the shots themselves, copied: flagged (through the same feature network)
+    episode = TaskSampler(glyphs, glyphs.unseen_classes, seed=3).sample(1, 1, 5, 10)
+    shots, held_out = E.embed(net, episode.support[0, 0]), E.embed(net, episode.query[0, 0])
+    assert E.copy_score(shots.repeat(4, 1), held_out, shots) == pytest.approx(15 / 5) and 15 / 5 > E.COPY_FLAG
+    assert set(accuracy) == {"none", "scratch", "context FOMAML", "copy shots + augmentation"}
+    assert all(set(by_weight) == set(fewshot.MIX_WEIGHTS) for name, by_weight in accuracy.items() if name != "none")
+    assert all(0 <= v <= 1 for by_weight in accuracy.values() for v in by_weight.values())
+    # weight 0 ignores the generated images: every method's accuracy there is the real-shots-only accuracy
+    assert all(by_weight[0.0] == accuracy["none"][0.0] for by_weight in accuracy.values())
 
 
 def test_pretraining_and_meta_training_see_seen_classes_only(glyphs, monkeypatch, tmp_path):
@@ -91,14 +102,17 @@ def test_pretraining_and_meta_training_see_seen_classes_only(glyphs, monkeypatch
 
 def fake_results():
     entry = lambda m, c=0.01: {"mean": m, "ci95": c, "n": 3}  # noqa: E731
-    metrics = lambda fd: {"frechet_distance": entry(fd), "precision": entry(0.5), "recall": entry(0.4),  # noqa: E731
-                          "diversity": entry(0.1), "class_fidelity": entry(0.3), "memorisation": entry(1.0), "diverged": entry(0.0)}
-    rows = {"fine-tune pretrained GAN": metrics(0.5), "MAML": metrics(0.2), "scratch": metrics(0.9),
-            "_real_diversity": {"diversity": entry(0.2)}}
-    return {"dataset": "glyphs", "profile": "smoke",
-            "settings": {"default_shots": 5, "default_steps": 20, "seeds": [0, 1, 2], "classes": 5},
+    metrics = lambda fd, copy=1.0: {"class_frechet_distance": entry(fd), "class_fidelity": entry(1 - fd), "diversity": entry(0.1),  # noqa: E731
+                                    "copy_score": entry(copy), "frechet_distance": entry(fd), "precision": entry(0.5),
+                                    "recall": entry(0.4), "diverged": entry(0.0)}
+    rows = {"context MAML": metrics(0.2), "fine-tune pretrained GAN": metrics(0.5), "scratch": metrics(0.9),
+            "copy shots + augmentation": metrics(0.1, copy=2.5), "_real_diversity": {"diversity": entry(0.2)}}
+    roles = {"context MAML": ("context", "meta-learner", 3), "fine-tune pretrained GAN": ("adapt", "baseline", 20),
+             "scratch": ("adapt", "baseline", 20), "copy shots + augmentation": ("copy", "reference", 0)}
+    return {"dataset": "glyphs", "profile": "smoke", "settings": {"default_shots": 5, "seeds": [0, 1, 2], "classes": 5},
+            "methods": {m: {"kind": k, "role": r, "steps": s} for m, (k, r, s) in roles.items()},
             "by_shots": {"5": rows}, "by_steps": {"20": rows},
-            "downstream": {"5-way 1-shot": {"none": entry(0.5), "MAML": entry(0.7)}}}
+            "downstream": {"20-way 1-shot": {"none": entry(0.5), "context MAML": {**entry(0.7), "weight": 0.25}}}}
 
 
 def test_results_files_table_verdicts_and_readme(tmp_path):
@@ -106,16 +120,18 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
     path = fewshot.write_results(results, tmp_path)
     assert path.name == "few_shot.json" and json.loads(path.read_text()) == results
     table = path.with_suffix(".md").read_text()
-    assert "| MAML | 0.2 ± 0.01 |" in table and "+ MAML" in table
+    assert "| context MAML | 3 | 0.2 ± 0.01 |" in table and "+ context MAML" in table and "(w=0.25)" in table
     verdicts = fewshot.verdicts(results)
-    assert any("frechet_distance: best MAML" in v and "beyond the 95% intervals" in v for v in verdicts)
-    assert any("MAML beats fine-tuning" in v for v in verdicts)
-    assert any("help: MAML" in v for v in verdicts)
+    assert any("class_frechet_distance: best context MAML" in v and "beyond the 95% intervals" in v for v in verdicts)
+    assert any(v.startswith("vs fine-tune pretrained GAN (20 steps): class FD: context MAML (0.2 ± 0.01) beats fine-tune") for v in verdicts)
+    assert any("Flagged as copying the shots: copy shots + augmentation" in v for v in verdicts)
+    assert not any("Flagged" in v and "context MAML" in v for v in verdicts)
+    assert any("help: context MAML" in v for v in verdicts)
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
     fewshot.update_readme(readme, tmp_path)
     text = readme.read_text()
-    assert "old" not in text and "| MAML |" in text and text.endswith("end\n")
+    assert "old" not in text and "| context MAML |" in text and text.endswith("end\n")
     assert fewshot.results_path(tmp_path, "omniglot").name == "few_shot_omniglot.json"
 
 
@@ -132,40 +148,66 @@ def test_verdicts_flag_every_diverged_method_and_only_those():
     results = fake_results()
     assert not any(v.startswith("Caveat") for v in fewshot.verdicts(results))
     results["by_shots"]["5"]["fine-tune pretrained GAN"]["diverged"] = {"mean": 0.5, "ci95": 0.1, "n": 3}
-    results["by_shots"]["5"]["MAML"]["diverged"] = {"mean": 0.25, "ci95": 0.1, "n": 3}
+    results["by_shots"]["5"]["context MAML"]["diverged"] = {"mean": 0.25, "ci95": 0.1, "n": 3}
     caveats = [v for v in fewshot.verdicts(results) if v.startswith("Caveat")]
     assert len(caveats) == 2
-    assert caveats[0].startswith("Caveat: fine-tune pretrained GAN diverged on 50%")
-    assert caveats[1].startswith("Caveat: MAML diverged on 25%")
+    assert caveats[0].startswith("Caveat: context MAML diverged on 25%")
+    assert caveats[1].startswith("Caveat: fine-tune pretrained GAN diverged on 50%")
 
 
-def test_step_size_selection_uses_seen_classes_only(glyphs, net, drawn):
+def test_setting_selection_uses_seen_classes_only(glyphs, net, drawn):
     config = M.standard_configs()["MAML"]
-    best, scores = fewshot.select_step_size(lambda lr: fewshot.Method("scratch", meta=M.new_meta_gan(config.replace(inner_lr=lr), seed=1)),
-                                            glyphs, net, [0.05, 0.001], shots=2, steps=1, classes=3, generated_per_class=4)
-    assert best in (0.05, 0.001) and scores[best] == min(scores.values())
+    grid = [0.05, 0.01, 0.001]
+    best, scores = fewshot.select_setting(lambda lr: fewshot.Method("scratch", model=M.new_meta_gan(config.replace(inner_lr=lr), seed=1), steps=1),
+                                          glyphs, net, grid, shots=2, classes=3, generated_per_class=4)
+    assert best in grid and scores[best] == min(scores.values())
     assert drawn and all(set(d.tolist()) <= set(glyphs.seen_classes.tolist()) for d in drawn)
+    assert fewshot.inside_grid(0.01, grid) and not fewshot.inside_grid(0.05, grid)
 
 
-def test_benchmark_measures_the_default_setting_once_and_reuses_it(monkeypatch, net):
+def test_mixing_weights_prefer_the_real_shots_on_ties():
+    assert fewshot.choose_mix_weights({"a": {0.0: 0.9, 0.25: 0.9, 0.5: 0.8}, "b": {0.0: 0.5, 0.25: 0.6, 0.5: 0.7}}) == {"a": 0.0, "b": 0.5}
+
+
+def test_method_kinds_and_roles_are_checked():
+    with pytest.raises(ValueError, match="Unknown method kind 'gan'"):
+        fewshot.Method("x", kind="gan")
+    with pytest.raises(ValueError, match="needs a model"):
+        fewshot.Method("x", kind="context")
+    with pytest.raises(ValueError, match="Unknown role"):
+        fewshot.Method("x", kind="copy", role="winner")
+
+
+def test_benchmark_runs_every_setting_and_picks_weights_on_seen_classes(monkeypatch, glyphs, net):
     monkeypatch.setenv(WORKERS_ENV_VAR, "1")  # the fakes below live in this process only
-    calls = []
+    calls, pools = [], []
 
     def fake_evaluate(methods, dataset, net, *, shots, steps, seed, **kwargs):
         calls.append((shots, steps, seed))
-        return {"MAML": {"frechet_distance": float(shots + steps + seed)}}
+        return {"MAML": {"class_frechet_distance": float(shots + (steps or 0) + seed)}}
+
+    def fake_downstream(*args, seed, class_pool=None, **kwargs):
+        pools.append(class_pool)
+        if class_pool is not None:  # validation: weight 0.25 is best
+            return {"none": {0.0: 0.5}, "MAML": {0.0: 0.5, 0.25: 0.6, 0.5: 0.4}}
+        return {"none": {0.0: 0.5 + 0.01 * seed}, "MAML": {0.0: 0.5, 0.25: 0.7 + 0.01 * seed, 0.5: 0.1}}
 
     monkeypatch.setattr(fewshot, "evaluate_seed", fake_evaluate)
-    monkeypatch.setattr(fewshot, "downstream_seed", lambda *a, seed, **k: {"none": 0.5 + 0.01 * seed})
-    results = fewshot.run_benchmark([], None, net, seeds=[0, 1], shot_counts=[1, 5], step_counts=[0, 20], default_shots=5,
-                                    default_steps=20, classes=2, generated_per_class=2, downstream_episodes=1)
-    assert sorted(calls) == sorted([(1, 20, 0), (1, 20, 1), (5, 20, 0), (5, 20, 1), (5, 0, 0), (5, 0, 1)])
-    assert results["by_steps"]["20"] == results["by_shots"]["5"]
-    assert results["by_steps"]["0"]["MAML"]["frechet_distance"]["mean"] == pytest.approx(5.5)
+    monkeypatch.setattr(fewshot, "downstream_seed", fake_downstream)
+    results = fewshot.run_benchmark([], glyphs, net, seeds=[0, 1], shot_counts=[1, 5], step_counts=[0, 20], default_shots=5,
+                                    classes=2, generated_per_class=2, downstream_episodes=1)
+    assert sorted(calls, key=str) == sorted([(1, None, 0), (1, None, 1), (5, None, 0), (5, None, 1), (5, 0, 0), (5, 0, 1),
+                                             (5, 20, 0), (5, 20, 1)], key=str)
+    assert results["by_steps"]["0"]["MAML"]["class_frechet_distance"]["mean"] == pytest.approx(5.5)
+    assert sum(p is not None for p in pools) == 2 and all(torch.equal(p, glyphs.seen_classes) for p in pools if p is not None)
+    assert set(results["downstream"]) == {"5-way 5-shot", "20-way 1-shot"}
+    assert results["downstream"]["20-way 1-shot"]["MAML"]["weight"] == 0.25
+    assert results["downstream"]["20-way 1-shot"]["MAML"]["mean"] == pytest.approx(0.705)
+    assert results["downstream"]["20-way 1-shot"]["MAML"]["by_weight"]["0.5"]["mean"] == pytest.approx(0.1)  # reported, not chosen
 
 
 def test_benchmark_in_worker_processes_equals_the_benchmark_in_this_process(glyphs, methods, net, monkeypatch):
-    budget = dict(seeds=[0, 1], shot_counts=[1, 2], step_counts=[0, 1], default_shots=2, default_steps=1, classes=3,
+    budget = dict(seeds=[0, 1], shot_counts=[1, 2], step_counts=[0, 1], default_shots=2, classes=3,
                   generated_per_class=4, downstream_episodes=1)
     monkeypatch.setenv(WORKERS_ENV_VAR, "1")
     with limited_threads(1):  # a worker's thread count, so that sums run in the same order

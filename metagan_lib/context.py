@@ -1,0 +1,480 @@
+"""The context meta-GAN: meta-learn a generator whose inner loop adapts only a task context.
+
+Why (notebook 04 shows the failure this fixes): adapting a whole GAN from 5 images in a few
+gradient steps asks the inner loop to move ~40k weights through an unstable two-player game, and
+on a CPU budget the meta-initialisation never learns to make that work. Systems that get
+recognisable unseen-class samples cheaply adapt a *small* part of a generator (CAVIA, Zintgraf et
+al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair discriminator). So:
+
+* the generator ``G(z, c)`` takes noise ``z`` and a **context** ``c`` (64 numbers) that sets a
+  first linear layer's input and, by FiLM, the scale and shift after each normalisation;
+* the **inner loop** is the documents' rule applied to the context only, starting from a
+  meta-learned ``c0``: ``c <- c - alpha * grad_c J(c, D_i)`` with
+  ``J`` = the chamfer distance between samples ``G(z, c)`` and the K shots (below);
+* the **outer loss** scores the adapted generator on the task's held-out *query* images: the
+  same chamfer distance plus ``adv_weight`` times the non-saturating GAN loss against a *pair*
+  discriminator ``D([shot, image])`` that sees a shot next to a real or generated image of the
+  class (DAGAN), trained alongside with R1;
+* the **outer rules** (one dispatch, :data:`OUTER_RULES`): ``maml`` differentiates through the
+  inner steps (second order), ``fomaml`` treats the inner gradients as constants, ``meta-sgd``
+  learns one inner rate per context entry as well, ``reptile`` moves ``(theta, c0)`` towards the
+  task-adapted values (the inner steps, then one step of all weights on the support loss); its
+  direction ``theta - theta'`` is fed to Adam.
+
+The chamfer distance between sets ``A`` (samples) and ``B`` (images) of a class is
+``mean_a min_b d(a, b) + mean_b min_a d(a, b)``, ``d`` the mean squared difference of the images
+at 28x28, 14x14 and 7x7 (average pooling): every sample must be near some real image (fidelity)
+and every real image near some sample (coverage), without any pairing between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from .data import check_image_batch
+
+Params = dict[str, torch.Tensor]
+OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------
+
+
+class ContextGenerator(nn.Module):
+    """``G(z, c)``: noise ``[B, z_dim]`` and one context ``[context_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1].
+
+    Linear([z, c]) -> 7x7 -> GroupNorm, FiLM(c), ReLU -> 14x14 -> GroupNorm, FiLM(c), ReLU -> 28x28, tanh.
+    FiLM layers start at zero (identity), so an untrained context changes only the first layer.
+    """
+
+    def __init__(self, z_dim: int = 16, context_dim: int = 64, width: int = 32, groups: int = 8):
+        super().__init__()
+        self.z_dim, self.context_dim, self.width = z_dim, context_dim, width
+        self.project = nn.Linear(z_dim + context_dim, 2 * width * 7 * 7)
+        self.norm1, self.film1 = nn.GroupNorm(groups, 2 * width), nn.Linear(context_dim, 4 * width)
+        self.up1 = nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1)
+        self.norm2, self.film2 = nn.GroupNorm(groups, width), nn.Linear(context_dim, 2 * width)
+        self.up2 = nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)
+        for film in (self.film1, self.film2):
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+
+    @staticmethod
+    def _film(h: torch.Tensor, scale_shift: torch.Tensor) -> torch.Tensor:
+        scale, shift = scale_shift.chunk(2)
+        return h * (1 + scale.view(1, -1, 1, 1)) + shift.view(1, -1, 1, 1)
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        h = self.project(torch.cat([z, context.expand(len(z), -1)], dim=1)).view(-1, 2 * self.width, 7, 7)
+        h = self.up1(F.relu(self._film(self.norm1(h), self.film1(context))))
+        h = self.up2(F.relu(self._film(self.norm2(h), self.film2(context))))
+        return torch.tanh(h)
+
+
+class PairDiscriminator(nn.Module):
+    """``D([shot, image])``: pairs ``[B, 2, 28, 28]`` (a shot of the class and a real or generated image) -> logits ``[B]``."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(2, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
+        )
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self.net(pairs).squeeze(-1)
+
+
+def pair_up(shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Pairs ``[B, 2, 28, 28]``: image ``i`` next to shot ``i mod K`` (shots ``[K, 1, 28, 28]``, images ``[B, 1, 28, 28]``)."""
+    index = torch.arange(len(images), device=images.device) % len(shots)
+    return torch.cat([shots[index], images], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The set distance
+# ----------------------------------------------------------------------------------------------
+
+
+def pyramid_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[A, B]`` sum over scales 28/14/7 of the mean squared pixel difference between images ``a [A, 1, 28, 28]`` and ``b [B, ...]``."""
+    total = a.new_zeros(len(a), len(b))
+    for scale in (1, 2, 4):
+        fa = (F.avg_pool2d(a, scale) if scale > 1 else a).flatten(1)
+        fb = (F.avg_pool2d(b, scale) if scale > 1 else b).flatten(1)
+        total = total + ((fa[:, None] - fb[None]) ** 2).mean(-1)
+    return total
+
+
+def chamfer_distance(samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``mean_a min_b d(a, b) + mean_b min_a d(a, b)`` (a scalar) between two sets of images."""
+    d = pyramid_distances(samples, images)
+    return d.min(dim=1).values.mean() + d.min(dim=0).values.mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration and state
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """Settings of a context meta-GAN.
+
+    Attributes:
+        rule: outer rule, one of :data:`OUTER_RULES`.
+        z_dim, context_dim, width: generator sizes (the discriminator has the same ``width``).
+        inner_steps, inner_lr: steps and ``alpha`` of the context's inner loop (Meta-SGD: initial rates).
+        inner_samples: samples ``G(z, c)`` per inner step.
+        outer_samples: samples scored by the outer loss.
+        adv_weight: weight of the adversarial term in the outer loss.
+        reptile_lr: Reptile's step of all weights on the support loss after the inner loop.
+        meta_lr, d_lr: Adam learning rates of the meta-parameters and of the discriminator.
+        r1: R1 penalty weight ``gamma`` of the discriminator.
+        tasks, shots, queries: tasks per meta-batch; support and query images per task.
+    """
+
+    rule: str = "maml"
+    z_dim: int = 16
+    context_dim: int = 64
+    width: int = 32
+    inner_steps: int = 3
+    inner_lr: float = 1.0
+    inner_samples: int = 16
+    outer_samples: int = 24
+    adv_weight: float = 0.3
+    reptile_lr: float = 0.05
+    meta_lr: float = 1e-3
+    d_lr: float = 2e-4
+    r1: float = 1.0
+    tasks: int = 8
+    shots: int = 5
+    queries: int = 10
+
+    def __post_init__(self) -> None:
+        if self.rule not in OUTER_RULES:
+            raise ValueError(f"Unknown outer rule {self.rule!r}; choose one of {', '.join(OUTER_RULES)}.")
+        if self.inner_steps < 1:
+            raise ValueError(f"inner_steps must be at least 1; got {self.inner_steps}.")
+
+    def replace(self, **changes) -> "ContextConfig":
+        return ContextConfig(**{**asdict(self), **changes})
+
+
+def standard_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextConfig]:
+    """The four context meta-learners compared in notebooks 05-06, defined once."""
+    base = ContextConfig(tasks=tasks, shots=shots)
+    return {f"context {name}": base.replace(rule=rule)
+            for name, rule in (("MAML", "maml"), ("FOMAML", "fomaml"), ("Meta-SGD", "meta-sgd"), ("Reptile", "reptile"))}
+
+
+@dataclass
+class ContextMetaGAN:
+    """Modules (architecture only) and explicit parameters of a context meta-GAN.
+
+    ``meta_params``: the generator's weights plus ``"context"`` (``c0``, ``[context_dim]``) and, for
+    Meta-SGD, ``"rates"`` (``[context_dim]``); ``d_params``: the pair discriminator's weights.
+    """
+
+    config: ContextConfig
+    generator: ContextGenerator
+    discriminator: PairDiscriminator
+    meta_params: Params
+    d_params: Params
+    step: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.meta_params["context"].device
+
+    def generator_params(self, params: Params | None = None) -> Params:
+        """The generator's weights among ``params`` (default: the meta-parameters)."""
+        params = self.meta_params if params is None else params
+        return {k: v for k, v in params.items() if k not in ("context", "rates")}
+
+    def rates(self) -> float | torch.Tensor:
+        """The inner learning rate: ``inner_lr``, or Meta-SGD's learned per-entry rates ``[context_dim]``."""
+        return self.meta_params["rates"] if "rates" in self.meta_params else self.config.inner_lr
+
+
+def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", seed: int = 0) -> ContextMetaGAN:
+    """A fresh context meta-GAN with weights from ``seed``, ``c0 = 0`` (and Meta-SGD rates ``= inner_lr``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = ContextGenerator(config.z_dim, config.context_dim, config.width)
+        discriminator = PairDiscriminator(config.width)
+    leaf = lambda t: t.detach().to(device).clone().requires_grad_(True)  # noqa: E731
+    meta_params = {k: leaf(v) for k, v in generator.named_parameters()}
+    meta_params["context"] = leaf(torch.zeros(config.context_dim))
+    if config.rule == "meta-sgd":
+        meta_params["rates"] = leaf(torch.full((config.context_dim,), config.inner_lr))
+    d_params = {k: leaf(v) for k, v in discriminator.named_parameters()}
+    return ContextMetaGAN(config, generator.to(device), discriminator.to(device), meta_params, d_params)
+
+
+# ----------------------------------------------------------------------------------------------
+# One task (pure functions of explicit parameters; vmap-able)
+# ----------------------------------------------------------------------------------------------
+
+
+def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """``G(z, c)`` with explicit generator weights: ``z [B, z_dim]``, ``context [context_dim]`` -> ``[B, 1, 28, 28]``."""
+    return functional_call(model.generator, g_params, (z, context))
+
+
+def inner_adapt(model: ContextMetaGAN, params: Params, support: torch.Tensor, noise: torch.Tensor,
+                first_order: bool = False) -> torch.Tensor:
+    """The inner loop: ``c <- c - alpha * grad_c chamfer(G(z_t, c), support)`` from ``params["context"]``.
+
+    Args:
+        params: meta-parameters (generator weights, ``context``, optional ``rates``).
+        support: the K shots ``[K, 1, 28, 28]`` in [-1, 1].
+        noise: ``[steps, M, z_dim]``, one batch of noise per inner step.
+        first_order: treat the inner gradients as constants.
+
+    Returns:
+        The adapted context ``[context_dim]``.
+    """
+    g_params, context = model.generator_params(params), params["context"]
+    rates = params.get("rates", model.config.inner_lr)
+    for z in noise:
+        step = grad(lambda c: chamfer_distance(generate(model, g_params, z, c), support))(context)
+        context = context - rates * (step.detach() if first_order else step)
+    return context
+
+
+def adversarial_loss(model: ContextMetaGAN, d_params: Params, shots: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss ``-log D([shot, G(z, c)])``, averaged."""
+    return F.softplus(-functional_call(model.discriminator, d_params, (pair_up(shots, fake),))).mean()
+
+
+def task_outer_loss(model: ContextMetaGAN, params: Params, d_params: Params, support: torch.Tensor, query: torch.Tensor,
+                    inner_noise: torch.Tensor, outer_noise: torch.Tensor, first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples ``[B, ...]``."""
+    context = inner_adapt(model, params, support, inner_noise, first_order)
+    fake = generate(model, model.generator_params(params), outer_noise, context)
+    loss = chamfer_distance(fake, query) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
+    return loss, fake
+
+
+def batched_outer_loss(model: ContextMetaGAN, support: torch.Tensor, query: torch.Tensor, inner_noise: torch.Tensor,
+                       outer_noise: torch.Tensor, first_order: bool, vectorised: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outer losses ``[T]`` and adapted samples ``[T, B, ...]`` of ``T`` tasks; ``vectorised=False`` loops (the reference)."""
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+
+    def one_task(s, q, n_in, n_out):
+        return task_outer_loss(model, model.meta_params, d_params, s, q, n_in, n_out, first_order)
+
+    if vectorised:
+        return vmap(one_task)(support, query, inner_noise, outer_noise)
+    losses, fakes = zip(*[one_task(*args) for args in zip(support, query, inner_noise, outer_noise)])
+    return torch.stack(losses), torch.stack(fakes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Outer rules (one dispatch) and the discriminator's step
+# ----------------------------------------------------------------------------------------------
+
+
+def gradient_rule(first_order: bool):
+    """MAML (second order), FOMAML (``first_order``) and Meta-SGD: gradients of the mean outer loss."""
+    def meta_gradients(model, support, query, inner_noise, outer_noise, vectorised):
+        losses, fakes = batched_outer_loss(model, support, query, inner_noise, outer_noise, first_order, vectorised)
+        names = list(model.meta_params)
+        grads = torch.autograd.grad(losses.mean(), [model.meta_params[k] for k in names], allow_unused=True)
+        return {k: torch.zeros_like(model.meta_params[k]) if g is None else g for k, g in zip(names, grads)}, losses, fakes
+    return meta_gradients
+
+
+def reptile_task(model: ContextMetaGAN, params: Params, d_params: Params, support: torch.Tensor, inner_noise: torch.Tensor,
+                 outer_noise: torch.Tensor) -> tuple[Params, torch.Tensor, torch.Tensor]:
+    """Reptile's adaptation to one task: the context's inner steps, then one step of all weights on the support loss.
+
+    Returns the adapted parameters, that loss and the samples it scored."""
+    context = inner_adapt(model, params, support, inner_noise, first_order=True).detach()
+
+    def support_loss(p):
+        fake = generate(model, model.generator_params(p), outer_noise, p["context"])
+        loss = chamfer_distance(fake, support) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
+        return loss, (loss, fake)
+
+    start = {**{k: v.detach() for k, v in model.generator_params(params).items()}, "context": context}
+    grads, (loss, fake) = grad(support_loss, has_aux=True)(start)
+    return {k: v - model.config.reptile_lr * grads[k] for k, v in start.items()}, loss, fake
+
+
+def reptile_rule(model, support, query, inner_noise, outer_noise, vectorised):
+    """Reptile: the direction ``theta - mean_i theta'_i`` (Adam then moves ``theta`` towards the adapted values)."""
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    one_task = lambda s, n_in, n_out: reptile_task(model, model.meta_params, d_params, s, n_in, n_out)  # noqa: E731
+    if vectorised:
+        adapted, losses, fakes = vmap(one_task)(support, inner_noise, outer_noise)
+    else:
+        results = [one_task(*args) for args in zip(support, inner_noise, outer_noise)]
+        adapted = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
+        losses, fakes = torch.stack([r[1] for r in results]), torch.stack([r[2] for r in results])
+    return {k: (v - adapted[k].mean(0)).detach() for k, v in model.meta_params.items()}, losses, fakes
+
+
+OUTER_RULES_DISPATCH = {"maml": gradient_rule(False), "fomaml": gradient_rule(True), "meta-sgd": gradient_rule(False),
+                        "reptile": reptile_rule}
+
+
+def discriminator_loss_r1(model: ContextMetaGAN, real_pairs: torch.Tensor, fake_pairs: torch.Tensor) -> torch.Tensor:
+    """``softplus(-D(real)) + softplus(D(fake))`` averaged, plus ``r1 / 2 * E||grad_x D(real)||^2``."""
+    real_pairs = real_pairs.detach().requires_grad_(True)
+    real_logits = functional_call(model.discriminator, model.d_params, (real_pairs,))
+    fake_logits = functional_call(model.discriminator, model.d_params, (fake_pairs.detach(),))
+    (real_grad,) = torch.autograd.grad(real_logits.sum(), real_pairs, create_graph=True)
+    penalty = real_grad.pow(2).flatten(1).sum(1).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean() + model.config.r1 / 2 * penalty
+
+
+# ----------------------------------------------------------------------------------------------
+# Meta-training
+# ----------------------------------------------------------------------------------------------
+
+
+class ContextTrainer:
+    """Meta-steps of a :class:`ContextMetaGAN` on 1-way tasks from a :class:`~metagan_lib.tasks.TaskSampler`.
+
+    Each step: the outer rule's update of the meta-parameters (Adam), then one discriminator step on
+    (shot, query) pairs against (shot, adapted sample) pairs.
+    """
+
+    def __init__(self, model: ContextMetaGAN, sampler, seed: int = 0, vectorised: bool = True):
+        self.model, self.sampler, self.vectorised = model, sampler, vectorised
+        self.noise = torch.Generator(device=model.device).manual_seed(seed + 1)
+        self.meta_optimizer = torch.optim.Adam(model.meta_params.values(), lr=model.config.meta_lr, betas=(0.5, 0.999))
+        self.d_optimizer = torch.optim.Adam(model.d_params.values(), lr=model.config.d_lr, betas=(0.5, 0.999))
+        for key in ("step", "outer_loss", "d_loss"):
+            model.history.setdefault(key, [])
+
+    def step(self) -> tuple[float, float]:
+        """One meta-step; returns (mean outer loss, discriminator loss)."""
+        model, cfg = self.model, self.model.config
+        episode = self.sampler.sample(cfg.tasks, ways=1, shots=cfg.shots, queries=cfg.queries)
+        support, query = episode.support[:, 0], episode.query[:, 0]
+        inner = torch.randn(cfg.tasks, cfg.inner_steps, cfg.inner_samples, cfg.z_dim, generator=self.noise, device=model.device)
+        outer = torch.randn(cfg.tasks, cfg.outer_samples, cfg.z_dim, generator=self.noise, device=model.device)
+        grads, losses, fakes = OUTER_RULES_DISPATCH[cfg.rule](model, support, query, inner, outer, self.vectorised)
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        for k, g in grads.items():
+            model.meta_params[k].grad = g
+        self.meta_optimizer.step()
+        if "rates" in model.meta_params:  # learned rates stay non-negative
+            with torch.no_grad():
+                model.meta_params["rates"].clamp_(min=0.0)
+        real_pairs = torch.cat([pair_up(s, q) for s, q in zip(support, query)])
+        fake_pairs = torch.cat([pair_up(s, f) for s, f in zip(support, fakes)])
+        d_loss = discriminator_loss_r1(model, real_pairs, fake_pairs)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+        model.step += 1
+        for key, value in (("step", model.step), ("outer_loss", losses.mean().item()), ("d_loss", d_loss.item())):
+            model.history[key].append(value)
+        return model.history["outer_loss"][-1], model.history["d_loss"][-1]
+
+    def train(self, steps: int, progress: bool = True, description: str = "context meta-training") -> ContextMetaGAN:
+        bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
+        for index in bar:
+            outer, d = self.step()
+            if progress and index % 20 == 0:
+                bar.set_postfix(outer=f"{outer:.3f}", d=f"{d:.3f}")
+        return self.model
+
+
+# ----------------------------------------------------------------------------------------------
+# Test time: adapt contexts to K shots of new classes, then sample
+# ----------------------------------------------------------------------------------------------
+
+
+def class_noise(seed: int, classes: int, shape: tuple[int, ...], stream: int, device: torch.device) -> torch.Tensor:
+    """Noise ``[classes, *shape]``: class ``c`` draws from its own generator seeded ``(seed, stream, c)``, so a class's
+    noise never depends on how many classes are adapted with it and streams never overlap."""
+    return torch.stack([torch.randn(*shape, generator=torch.Generator(device=device).manual_seed(hash((seed, stream, c)) % 2**62),
+                                    device=device) for c in range(classes)])
+
+
+@torch.no_grad()
+def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
+    """Contexts ``[C, context_dim]`` adapted to ``C`` classes at once (support ``[C, K, 1, 28, 28]``), ``steps`` inner steps."""
+    check_image_batch(support.flatten(0, 1), "support images")
+    classes = len(support)
+    params = {k: v.detach() for k, v in model.meta_params.items()}
+    if steps == 0:
+        return params["context"].expand(classes, -1).clone()
+    noise = class_noise(seed, classes, (steps, model.config.inner_samples, model.config.z_dim), 0, model.device)
+    return vmap(lambda s, n: inner_adapt(model, params, s, n, first_order=True))(support.to(model.device), noise)
+
+
+@torch.no_grad()
+def sample_contexts(model: ContextMetaGAN, contexts: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` images per context: contexts ``[C, context_dim]`` -> ``[C, n, 1, 28, 28]``."""
+    z = class_noise(seed, len(contexts), (n, model.config.z_dim), 1, model.device)
+    g_params = {k: v.detach() for k, v in model.generator_params().items()}
+    return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
+
+
+def adapt_and_sample(model: ContextMetaGAN, support: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:
+    """Adapt to each class's shots ``[C, K, ...]`` and draw ``n`` images per class ``[C, n, 1, 28, 28]``."""
+    return sample_contexts(model, adapt_contexts(model, support, steps, seed), n, seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cache
+# ----------------------------------------------------------------------------------------------
+
+
+def save_context_gan(model: ContextMetaGAN, path: Path | str) -> None:
+    """Write config, parameters, step and history to ``path`` (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu = lambda params: {k: v.detach().cpu() for k, v in params.items()}  # noqa: E731
+    payload = {"config": asdict(model.config), "meta_params": cpu(model.meta_params), "d_params": cpu(model.d_params),
+               "step": model.step, "history": model.history}
+    torch.save(payload, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_context_gan(path: Path | str, device: torch.device | str = "cpu") -> ContextMetaGAN:
+    """Read a model written by :func:`save_context_gan`; a damaged file raises a ``ValueError`` naming it."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+        model = new_context_gan(ContextConfig(**payload["config"]), device)
+        for target, saved in ((model.meta_params, payload["meta_params"]), (model.d_params, payload["d_params"])):
+            if set(target) != set(saved) or any(target[k].shape != saved[k].shape for k in target):
+                raise ValueError("parameter names or shapes differ from the config's")
+            for k in target:
+                target[k] = saved[k].to(device).clone().requires_grad_(True)
+    except Exception as error:  # any unreadable or inconsistent file
+        raise ValueError(f"The cached context meta-GAN {path} is damaged ({error}); delete it and run again to retrain.") from error
+    model.step, model.history = payload["step"], payload["history"]
+    return model
+
+
+def train_or_load_context_gan(path: Path | str, config: ContextConfig, sampler, meta_steps: int, *, seed: int = 0,
+                              device: torch.device | str = "cpu", progress: bool = True,
+                              description: str = "context meta-training") -> ContextMetaGAN:
+    """The model cached at ``path`` if it has this config and step count, else a freshly meta-trained one (saved there)."""
+    path = Path(path)
+    if path.exists():
+        model = load_context_gan(path, device)
+        if model.config == config and model.step == meta_steps:
+            return model
+    model = new_context_gan(config, device, seed=seed)
+    ContextTrainer(model, sampler, seed=seed).train(meta_steps, progress=progress, description=description)
+    save_context_gan(model, path)
+    return model
