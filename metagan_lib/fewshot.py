@@ -264,9 +264,11 @@ def run_benchmark(methods: list[Method], dataset: ImageDataset, net: E.FeatureNe
         downstream[name] = {method: {**_estimate([p[method][w] for p in per_seed]), "weight": w,
                                      "by_weight": {str(v): _estimate([p[method][v] for p in per_seed]) for v in per_seed[0][method]}}
                             for method, w in weights.items()}
+    validation = {name: {method: {str(w): v for w, v in by_weight.items()} for method, by_weight in grouped[("validation", name)][0].items()}
+                  for name, _ in downstream_settings}
     return {"by_shots": {str(k): summarise(grouped[("by_shots", str(k))]) for k in shot_counts},
             "by_steps": {str(steps): summarise(grouped[("by_steps", str(steps))]) for steps in step_counts},
-            "downstream": downstream,
+            "downstream": downstream, "downstream_validation": validation,
             "methods": {m.name: {"kind": m.kind, "role": m.role, "steps": m.steps} for m in methods}}
 
 
@@ -358,8 +360,12 @@ def verdicts(results: dict) -> list[str]:
                          + f"; diversity {row['diversity']['mean'] / real_diversity:.2f}x vs {other['diversity']['mean'] / real_diversity:.2f}x "
                          f"that of real images; copy score {_cell(row['copy_score'])} vs {_cell(other['copy_score'])}.")
     for method in [m for m in rows if not m.startswith("_")]:
-        if rows[method]["copy_score"]["mean"] > E.COPY_FLAG:
-            lines.append(f"Flagged as copying the shots: {method} (copy score {_cell(rows[method]['copy_score'])} > {E.COPY_FLAG}).")
+        copy = rows[method]["copy_score"]
+        if copy["mean"] > E.COPY_FLAG:
+            caveat = "" if copy["mean"] - copy["ci95"] > E.COPY_FLAG else f"; its interval reaches below {E.COPY_FLAG}"
+            lines.append(f"Flagged as copying the shots: {method} (copy score {_cell(copy)}, mean above {E.COPY_FLAG}{caveat}).")
+        elif copy["mean"] + copy["ci95"] > E.COPY_FLAG:
+            lines.append(f"Near the copy flag: {method} (copy score {_cell(copy)}, mean below {E.COPY_FLAG}, interval reaching above it).")
         if rows[method]["diverged"]["mean"] > 0:
             lines.append(f"Caveat: {method} diverged on {100 * rows[method]['diverged']['mean']:.0f}% of generated images (scored as blank).")
     for setting, accuracy in results["downstream"].items():
@@ -369,9 +375,12 @@ def verdicts(results: dict) -> list[str]:
         chosen = sorted({e["weight"] for m, e in accuracy.items() if m != "none"})
         lines.append(f"Downstream {setting}: real shots only {_cell(base)}; with generated images at the weights chosen on seen classes "
                      f"({', '.join(map(str, chosen))}): help: {', '.join(helped) or 'none'}; hurt: {', '.join(hurt) or 'none'} (beyond 95% intervals).")
-        beyond = [f"{m} at w={w}" for m, e in accuracy.items() if m != "none" for w, v in e.get("by_weight", {}).items()
-                  if float(w) > 0 and v["mean"] - base["mean"] > v["ci95"] + base["ci95"]]
-        lines.append(f"  Unselected weights (reported, not chosen): beyond the interval of real shots only: {', '.join(beyond) or 'none'}.")
+        unselected = [(m, w, v) for m, e in accuracy.items() if m != "none" for w, v in e.get("by_weight", {}).items()
+                      if float(w) != e["weight"]]
+        above = [f"{m} at w={w}" for m, w, v in unselected if v["mean"] - base["mean"] > v["ci95"] + base["ci95"]]
+        below = [f"{m} at w={w}" for m, w, v in unselected if base["mean"] - v["mean"] > v["ci95"] + base["ci95"]]
+        lines.append(f"  Unselected weights (reported, not chosen): above real shots only beyond the intervals: {', '.join(above) or 'none'}; "
+                     f"below: {', '.join(below) or 'none'}.")
     return lines
 
 

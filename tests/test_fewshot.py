@@ -112,7 +112,8 @@ def fake_results():
     return {"dataset": "glyphs", "profile": "smoke", "settings": {"default_shots": 5, "seeds": [0, 1, 2], "classes": 5},
             "methods": {m: {"kind": k, "role": r, "steps": s} for m, (k, r, s) in roles.items()},
             "by_shots": {"5": rows}, "by_steps": {"20": rows},
-            "downstream": {"20-way 1-shot": {"none": entry(0.5), "context MAML": {**entry(0.7), "weight": 0.25}}}}
+            "downstream": {"20-way 1-shot": {"none": entry(0.5), "context MAML": {**entry(0.7), "weight": 0.25,
+                                                                                 "by_weight": {"0.0": entry(0.5), "0.25": entry(0.7), "0.5": entry(0.3)}}}}}
 
 
 def test_results_files_table_verdicts_and_readme(tmp_path):
@@ -127,6 +128,9 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
     assert any("Flagged as copying the shots: copy shots + augmentation" in v for v in verdicts)
     assert not any("Flagged" in v and "context MAML" in v for v in verdicts)
     assert any("help: context MAML" in v for v in verdicts)
+    assert any("Unselected weights" in v and "above real shots only beyond the intervals: none; below: context MAML at w=0.5" in v for v in verdicts)
+    results["by_shots"]["5"]["context MAML"]["copy_score"] = {"mean": 1.4, "ci95": 0.2, "n": 3}
+    assert any(v.startswith("Near the copy flag: context MAML") for v in fewshot.verdicts(results))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
     fewshot.update_readme(readme, tmp_path)
@@ -204,6 +208,7 @@ def test_benchmark_runs_every_setting_and_picks_weights_on_seen_classes(monkeypa
     assert results["downstream"]["20-way 1-shot"]["MAML"]["weight"] == 0.25
     assert results["downstream"]["20-way 1-shot"]["MAML"]["mean"] == pytest.approx(0.705)
     assert results["downstream"]["20-way 1-shot"]["MAML"]["by_weight"]["0.5"]["mean"] == pytest.approx(0.1)  # reported, not chosen
+    assert results["downstream_validation"]["20-way 1-shot"]["MAML"] == {"0.0": 0.5, "0.25": 0.6, "0.5": 0.4}
 
 
 def test_benchmark_in_worker_processes_equals_the_benchmark_in_this_process(glyphs, methods, net, monkeypatch):
