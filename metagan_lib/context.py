@@ -29,6 +29,7 @@ and every real image near some sample (coverage), without any pairing between th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,7 @@ class ContextConfig:
             raise ValueError(f"inner_steps must be at least 1; got {self.inner_steps}.")
 
     def replace(self, **changes) -> "ContextConfig":
-        return ContextConfig(**{**asdict(self), **changes})
+        return dataclasses.replace(self, **changes)
 
 
 def standard_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextConfig]:
