@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from . import context, inversion
+from . import context, inversion, profiles
 from . import evaluation as E
 from .augment import diff_augment
 from .data import ImageDataset
@@ -63,6 +63,15 @@ class Method:
             raise ValueError(f"Unknown role {self.role!r}; choose one of {', '.join(ROLES)}.")
         if self.kind in ("adapt", "context", "invert") and self.model is None:
             raise ValueError(f"Method {self.name!r} of kind {self.kind!r} needs a model.")
+
+
+def pretrained_gan_job(profile: str, dataset_name: str, seed: int = 0) -> tuple[Path, GANConfig]:
+    """Cache path and config of the baselines' pretrained GAN: notebook 02's long run (the non-saturating
+    convolutional GAN, ``long_steps`` generator steps on the seen classes). Notebook 02 trains it, notebook 06 loads it
+    (or trains it, when 02 has not run)."""
+    steps = profiles.settings("02", profile)
+    config = GANConfig(architecture="conv", steps=steps.long_steps, batch_size=steps.batch_size, sample_every=steps.long_steps // 6)
+    return profiles.artifact_path(profile, dataset_name, seed, "02_conv_gan_long"), config
 
 
 def pretrain_on_seen(dataset: ImageDataset, config: GANConfig, path: Path, *, seed: int = 0,

@@ -40,10 +40,10 @@ _SETTINGS: dict[str, dict[str, dict]] = {
     "06": {
         "smoke": {"seeds": [0, 1, 2], "classes": 5, "generated_per_class": 10, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 3],
                   "default_shots": 5, "adapt_steps": 3, "inversion_steps": 10, "downstream_episodes": 2, "feature_steps": 100,
-                  "pretrain_steps": 40, "tasks": 8, "shots": 5},
+                  "tasks": 8, "shots": 5},
         "full": {"seeds": [0, 1, 2, 3, 4], "classes": 20, "generated_per_class": 20, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 3, 20],
                  "default_shots": 5, "adapt_steps": 20, "inversion_steps": 200, "downstream_episodes": 10, "feature_steps": 2000,
-                 "pretrain_steps": 3000, "tasks": 8, "shots": 5},
+                 "tasks": 8, "shots": 5},
     },
 }
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from metagan_lib import fewshot
+from metagan_lib import fewshot, profiles
 from metagan_lib import meta as M
 from metagan_lib.context import ContextConfig, new_context_gan
 from metagan_lib import evaluation as E
@@ -76,6 +76,15 @@ def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, me
     assert all(0 <= v <= 1 for by_weight in accuracy.values() for v in by_weight.values())
     # weight 0 ignores the generated images: every method's accuracy there is the real-shots-only accuracy
     assert all(by_weight[0.0] == accuracy["none"][0.0] for by_weight in accuracy.values())
+
+
+def test_pretrained_gan_is_notebook_02s_long_run_per_profile():
+    for profile in profiles.PROFILE_NAMES:
+        path, config = fewshot.pretrained_gan_job(profile, "glyphs", seed=3)
+        long_steps = profiles.settings("02", profile).long_steps
+        assert (config.steps, config.architecture, config.loss) == (long_steps, "conv", "nonsaturating")
+        assert path == profiles.artifact_path(profile, "glyphs", 3, "02_conv_gan_long")
+    assert fewshot.pretrained_gan_job("smoke", "glyphs")[1] != fewshot.pretrained_gan_job("full", "glyphs")[1]
 
 
 def test_pretraining_and_meta_training_see_seen_classes_only(glyphs, monkeypatch, tmp_path):
