@@ -39,7 +39,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from .data import check_image_batch
+from . import checks
+from .artifacts import load_or_build, load_payload, save_payload
 
 Params = dict[str, torch.Tensor]
 OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
@@ -165,8 +166,13 @@ class ContextConfig:
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
             raise ValueError(f"Unknown outer rule {self.rule!r}; choose one of {', '.join(OUTER_RULES)}.")
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1; got {self.inner_steps}.")
+        for name in ("z_dim", "context_dim", "inner_steps", "inner_samples", "outer_samples", "tasks", "shots", "queries"):
+            checks.positive_int(name, getattr(self, name))
+        checks.conv_width("width", self.width)
+        for name in ("inner_lr", "reptile_lr", "meta_lr", "d_lr"):
+            checks.positive(name, getattr(self, name))
+        for name in ("adv_weight", "r1"):
+            checks.non_negative(name, getattr(self, name))
 
     def replace(self, **changes) -> "ContextConfig":
         return dataclasses.replace(self, **changes)
@@ -412,7 +418,9 @@ def class_noise(seed: int, classes: int, shape: tuple[int, ...], stream: int, de
 @torch.no_grad()
 def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """Contexts ``[C, context_dim]`` adapted to ``C`` classes at once (support ``[C, K, 1, 28, 28]``), ``steps`` inner steps."""
-    check_image_batch(support.flatten(0, 1), "support images")
+    support = checks.signed_images(support, "support images")
+    checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
+    checks.non_negative_int("steps", steps)
     classes = len(support)
     params = {k: v.detach() for k, v in model.meta_params.items()}
     if steps == 0:
@@ -424,6 +432,7 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
 @torch.no_grad()
 def sample_contexts(model: ContextMetaGAN, contexts: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images per context: contexts ``[C, context_dim]`` -> ``[C, n, 1, 28, 28]``."""
+    checks.positive_int("n", n)
     z = class_noise(seed, len(contexts), (n, model.config.z_dim), 1, model.device)
     g_params = {k: v.detach() for k, v in model.generator_params().items()}
     return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
@@ -441,27 +450,24 @@ def adapt_and_sample(model: ContextMetaGAN, support: torch.Tensor, steps: int, n
 
 def save_context_gan(model: ContextMetaGAN, path: Path | str) -> None:
     """Write config, parameters, step and history to ``path`` (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cpu = lambda params: {k: v.detach().cpu() for k, v in params.items()}  # noqa: E731
     payload = {"config": asdict(model.config), "meta_params": cpu(model.meta_params), "d_params": cpu(model.d_params),
                "step": model.step, "history": model.history}
-    torch.save(payload, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_payload(payload, path)
 
 
 def load_context_gan(path: Path | str, device: torch.device | str = "cpu") -> ContextMetaGAN:
     """Read a model written by :func:`save_context_gan`; a damaged file raises a ``ValueError`` naming it."""
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-        model = new_context_gan(ContextConfig(**payload["config"]), device)
-        for target, saved in ((model.meta_params, payload["meta_params"]), (model.d_params, payload["d_params"])):
-            if set(target) != set(saved) or any(target[k].shape != saved[k].shape for k in target):
-                raise ValueError("parameter names or shapes differ from the config's")
-            for k in target:
-                target[k] = saved[k].to(device).clone().requires_grad_(True)
-    except Exception as error:  # any unreadable or inconsistent file
-        raise ValueError(f"The cached context meta-GAN {path} is damaged ({error}); delete it and run again to retrain.") from error
+    return load_payload(path, lambda payload: _context_gan_from_payload(payload, device), what="context meta-GAN", device=device)
+
+
+def _context_gan_from_payload(payload: dict, device: torch.device | str) -> ContextMetaGAN:
+    model = new_context_gan(ContextConfig(**payload["config"]), device)
+    for target, saved in ((model.meta_params, payload["meta_params"]), (model.d_params, payload["d_params"])):
+        if set(target) != set(saved) or any(target[k].shape != saved[k].shape for k in target):
+            raise ValueError("parameter names or shapes differ from the config's")
+        for k in target:
+            target[k] = saved[k].to(device).clone().requires_grad_(True)
     model.step, model.history = payload["step"], payload["history"]
     return model
 
@@ -470,12 +476,9 @@ def train_or_load_context_gan(path: Path | str, config: ContextConfig, sampler, 
                               device: torch.device | str = "cpu", progress: bool = True,
                               description: str = "context meta-training") -> ContextMetaGAN:
     """The model cached at ``path`` if it has this config and step count, else a freshly meta-trained one (saved there)."""
-    path = Path(path)
-    if path.exists():
-        model = load_context_gan(path, device)
-        if model.config == config and model.step == meta_steps:
-            return model
-    model = new_context_gan(config, device, seed=seed)
-    ContextTrainer(model, sampler, seed=seed).train(meta_steps, progress=progress, description=description)
-    save_context_gan(model, path)
-    return model
+    def build() -> ContextMetaGAN:
+        return ContextTrainer(new_context_gan(config, device, seed=seed), sampler, seed=seed).train(
+            meta_steps, progress=progress, description=description)
+
+    return load_or_build(path, lambda p: load_context_gan(p, device), lambda m: m.config == config and m.step == meta_steps,
+                         build, save_context_gan)

@@ -32,6 +32,7 @@ import hashlib
 import io
 import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .artifacts import load_or_build, load_payload, save_payload
 from .paths import DATA_ENV_VAR, cache_dir, data_dir
 
 IMAGE_SIZE = 28
@@ -120,9 +122,9 @@ def load_dataset(
             f"Unknown dataset {name!r}. Choose one of {', '.join(DATASET_NAMES)} "
             "('glyphs' is embedded and needs no download)."
         )
-    base = Path(root).expanduser() if root is not None else data_dir()
     if key == "glyphs":
         return load_glyphs()
+    base = Path(root).expanduser() if root is not None else data_dir()
     if key == "omniglot":
         return load_omniglot(base / "omniglot", download=download)
     return load_mnist(base / "mnist", download=download)
@@ -177,13 +179,9 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def _cached(path: Path, build: Callable[[], dict]) -> dict:
-    if path.exists():
-        return torch.load(path, weights_only=False)
-    payload = build()
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return payload
+    """The payload cached at ``path``, else ``build()`` saved there (atomically). A damaged cache file is an error."""
+    load = lambda p: load_payload(p, lambda payload: payload, what="dataset", error=DatasetError)  # noqa: E731
+    return load_or_build(path, load, lambda payload: True, build, save_payload)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,14 +359,29 @@ def _read_omniglot_zips(zips: list[Path]) -> dict[tuple[str, str], list[bytes]]:
     """``{(alphabet, character): [png bytes, ...]}``; identical files in several zips count once."""
     characters: dict[tuple[str, str], dict[str, bytes]] = {}
     for zip_path in zips:
-        with zipfile.ZipFile(zip_path) as archive:
-            for member in sorted(archive.namelist()):
-                parts = member.split("/")
-                if len(parts) != 4 or not parts[3].endswith(".png"):
-                    continue
-                _, alphabet, character, file_name = parts
-                characters.setdefault((alphabet, character), {})[file_name] = archive.read(member)
+        try:
+            found = _read_omniglot_zip(zip_path)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+            raise DatasetError(f"{zip_path} is damaged ({type(error).__name__}: {error}); delete it and download it again "
+                               "(or replace it with a good copy).") from None
+        if not found:
+            raise DatasetError(f"{zip_path} holds no Omniglot images (<set>/<alphabet>/<character>/<file>.png); "
+                               "replace it with the original archive.")
+        for key, files in found.items():
+            characters.setdefault(key, {}).update(files)
     return {key: [files[name] for name in sorted(files)] for key, files in sorted(characters.items())}
+
+
+def _read_omniglot_zip(zip_path: Path) -> dict[tuple[str, str], dict[str, bytes]]:
+    characters: dict[tuple[str, str], dict[str, bytes]] = {}
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in sorted(archive.namelist()):
+            parts = member.split("/")
+            if len(parts) != 4 or not parts[3].endswith(".png"):
+                continue
+            _, alphabet, character, file_name = parts
+            characters.setdefault((alphabet, character), {})[file_name] = archive.read(member)
+    return characters
 
 
 def _read_omniglot_folder(folder: Path) -> dict[tuple[str, str], list[bytes]]:
@@ -463,7 +476,10 @@ def _read_idx(path: Path) -> torch.Tensor:
     """Read an unsigned-byte IDX file (MNIST's format, optionally gzipped) into a tensor."""
     import gzip
 
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (gzip.BadGzipFile, zlib.error, EOFError) as error:
+        raise DatasetError(f"{path} is damaged ({type(error).__name__}: {error}); delete it and download it again.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file (bad header); delete it and download again.")
     ndim = data[3]
@@ -501,8 +517,13 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
                 "mnist", raw, "the IDX files of at least one split (e.g. t10k-images-idx3-ubyte[.gz] "
                 "and t10k-labels-idx1-ubyte[.gz])", cause,
             )
-    images = torch.cat([_read_idx(splits[s][0]) for s in sorted(splits)])
-    labels = torch.cat([_read_idx(splits[s][1]) for s in sorted(splits)]).to(torch.int64)
+    pairs = [(_read_idx(splits[s][0]), _read_idx(splits[s][1])) for s in sorted(splits)]
+    for split, (split_images, split_labels) in zip(sorted(splits), pairs):
+        if split_labels.ndim != 1 or len(split_images) != len(split_labels):
+            raise DatasetError(f"{splits[split][1]} holds {len(split_labels)} labels but {splits[split][0]} holds "
+                               f"{len(split_images)} images; download both files again.")
+    images = torch.cat([i for i, _ in pairs])
+    labels = torch.cat([lab for _, lab in pairs]).to(torch.int64)
     unseen = torch.tensor(MNIST_UNSEEN_DIGITS, dtype=torch.int64)
     classes = torch.arange(10)
     return ImageDataset(

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .artifacts import load_or_build, load_payload, save_payload
 from .data import ImageDataset
 from .tasks import TaskSampler, to_signed
 
@@ -226,18 +227,20 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
 def train_or_load_feature_net(path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu",
                               progress: bool = True) -> FeatureNet:
     """Load the feature network cached at ``path`` (if trained for ``steps`` on this dataset's seen classes), else train and save it."""
-    from pathlib import Path
-
-    path = Path(path)
     shapes = [list(v.shape) for v in FeatureNet(len(dataset.seen_classes)).state_dict().values()]
     key = {"steps": steps, "seen_classes": dataset.seen_classes.tolist(), "dataset": dataset.name, "shapes": shapes}
-    if path.exists():
-        payload = torch.load(path, map_location=device, weights_only=False)
-        if payload["key"] == key:
-            net = FeatureNet(len(dataset.seen_classes)).to(device)
-            net.load_state_dict(payload["state"])
-            return net.eval()
-    net = train_feature_net(dataset, steps, seed=seed, device=device, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "state": net.state_dict()}, path)
+
+    def rebuild(payload: dict) -> tuple[dict, FeatureNet | None]:
+        if payload["key"] != key:  # another dataset, split or training length: retrain
+            return payload["key"], None
+        net = FeatureNet(len(dataset.seen_classes)).to(device)
+        net.load_state_dict(payload["state"])
+        return key, net.eval()
+
+    def build() -> tuple[dict, FeatureNet]:
+        return key, train_feature_net(dataset, steps, seed=seed, device=device, progress=progress)
+
+    _, net = load_or_build(path, lambda p: load_payload(p, rebuild, what="feature network", device=device),
+                           lambda cached: cached[1] is not None, build,
+                           lambda cached, p: save_payload({"key": key, "state": cached[1].state_dict()}, p))
     return net

@@ -15,6 +15,7 @@ compared are trained once (seed 0), which the notebook states.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -393,6 +394,18 @@ def verdicts(results: dict) -> list[str]:
     return lines
 
 
+def read_results(path: Path) -> dict:
+    """A results file written by :func:`write_results`; a damaged one is an error naming it and the fix."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-run notebook 06 to rewrite it, or restore it with git.") from None
+    missing = {"by_shots", "by_steps", "downstream", "methods", "dataset"} - set(results)
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(sorted(missing))}; re-run notebook 06 to rewrite it.")
+    return results
+
+
 def update_readme(readme: Path, results_folder: Path) -> str:
     """Replace the README's block between ``<!-- results:start -->`` and ``<!-- results:end -->`` with the tables of ``results_folder``."""
     files = sorted(Path(results_folder).glob("few_shot*.json"))
@@ -400,7 +413,7 @@ def update_readme(readme: Path, results_folder: Path) -> str:
         raise FileNotFoundError(f"No few_shot*.json in {results_folder}; run the full profile first (make full).")
     blocks = []
     for file in files:
-        results = json.loads(file.read_text())
+        results = read_results(file)
         blocks.append(markdown_table(results) + "\n\n" + "\n".join(f"- {line}" for line in verdicts(results))
                       + f"\n\n(from `{file.relative_to(readme.parent)}`)")
     text = readme.read_text()
@@ -420,16 +433,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from .paths import repo_root
 
-    parser = argparse.ArgumentParser(prog="python -m metagan_lib.fewshot", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m metagan_lib.fewshot", description=main.__doc__, allow_abbrev=False)
     parser.add_argument("--update-readme", action="store_true", required=True)
     parser.add_argument("--profile", default="full")
+    parser.add_argument("--force", action="store_true", help="allow a profile other than full (the README publishes full runs)")
     args = parser.parse_args(argv)
-    update_readme(repo_root() / "README.md", repo_root() / "results" / args.profile)
+    if args.profile != "full" and not args.force:
+        print(f"error: the README publishes full-profile results; --profile {args.profile} would replace them "
+              "(add --force to do it anyway).", file=sys.stderr)
+        return 2
+    try:
+        update_readme(repo_root() / "README.md", repo_root() / "results" / args.profile)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"README.md results block regenerated from results/{args.profile}/")
     return 0
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

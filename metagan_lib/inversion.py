@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from . import checks
 from .context import class_noise
 from .data import IMAGE_SIZE
 
@@ -56,4 +57,8 @@ def sample_around(inversion: LatentInversion, latents: torch.Tensor, n: int, see
 
 def invert_and_sample(inversion: LatentInversion, shots: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:
     """Invert each class's shots ``[C, K, ...]`` (``steps`` Adam steps) and draw ``n`` images per class around them."""
+    shots = checks.signed_images(shots, "shots")
+    checks.require(shots.ndim == 5, "shots shape", tuple(shots.shape), "[classes, K, 1, 28, 28]")
+    checks.non_negative_int("steps", steps)
+    checks.positive_int("n", n)
     return sample_around(inversion, invert(inversion, shots, steps, seed), n, seed)

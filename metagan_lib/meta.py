@@ -30,6 +30,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
+from . import checks
+from .artifacts import load_or_build, load_payload, save_payload
 from .data import check_image_batch
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import build_gan
@@ -83,8 +85,13 @@ class MetaConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"Unknown meta-learning method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1; got {self.inner_steps}.")
+        checks.positive_int("z_dim", self.z_dim)
+        checks.conv_width("width", self.width)
+        for name in ("inner_steps", "tasks", "shots", "fake_batch"):
+            checks.positive_int(name, getattr(self, name))
+        (checks.non_negative_int if self.method == "reptile" else checks.positive_int)("queries", self.queries)
+        checks.positive("inner_lr", self.inner_lr)
+        checks.positive("meta_lr", self.meta_lr)
 
     def replace(self, **changes) -> "MetaConfig":
         return MetaConfig(**{**asdict(self), **changes})
@@ -330,6 +337,10 @@ class AdaptedGAN:
 def adapt(meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0, fake_batch: int | None = None) -> AdaptedGAN:
     """Adapt the meta-initialisation to ``support_images`` (``[K, 1, 28, 28]`` in [-1, 1]) with ``steps`` inner steps."""
     check_image_batch(support_images, "support images")
+    support_images = checks.signed_images(support_images, "support images")
+    checks.non_negative_int("steps", steps)
+    if fake_batch is not None:
+        checks.positive_int("fake_batch", fake_batch)
     batch = fake_batch or meta.config.fake_batch
     device = meta.device
     noise = torch.randn(steps, 2, batch, meta.config.z_dim, generator=torch.Generator(device=device).manual_seed(seed), device=device)
@@ -344,6 +355,10 @@ def adapt_and_sample_many(meta: MetaGAN, support_images: torch.Tensor, steps: in
     Class ``c`` gets the same noise as ``adapt(meta, support_images[c], steps, seed + c)`` followed by
     ``sample(meta, adapted, n, seed + c + 1)`` would give (tested).
     """
+    support_images = checks.signed_images(support_images, "support images")
+    checks.require(support_images.ndim == 5, "support images shape", tuple(support_images.shape), "[classes, K, 1, 28, 28]")
+    checks.non_negative_int("steps", steps)
+    checks.positive_int("n", n)
     device = meta.device
     classes = len(support_images)
     with torch.no_grad():
@@ -361,6 +376,7 @@ def adapt_and_sample_many(meta: MetaGAN, support_images: torch.Tensor, steps: in
 
 def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images ``[n, 1, 28, 28]`` from the adapted generator (the meta-initialisation when ``adapted`` is ``None``)."""
+    checks.positive_int("n", n)
     params = meta.g_params if adapted is None else adapted.g_params
     z = torch.randn(n, meta.config.z_dim, generator=torch.Generator(device=meta.device).manual_seed(seed), device=meta.device)
     with torch.no_grad():
@@ -369,20 +385,18 @@ def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> 
 
 def save_meta(meta: MetaGAN, path) -> None:
     """Write a meta-GAN (config, meta-parameters, rates, history) to ``path``."""
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     detach = lambda x: {k: v.detach().cpu() for k, v in x.items()} if isinstance(x, dict) else x  # noqa: E731
     payload = {"config": asdict(meta.config), "g_params": detach(meta.g_params), "d_params": detach(meta.d_params),
                "g_lr": detach(meta.g_lr), "d_lr": detach(meta.d_lr), "step": meta.step, "history": meta.history}
-    torch.save(payload, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_payload(payload, path)
 
 
 def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
-    """Read a meta-GAN written by :func:`save_meta`."""
-    payload = torch.load(path, map_location=device, weights_only=False)
+    """Read a meta-GAN written by :func:`save_meta` (a damaged file raises a ``ValueError`` naming it)."""
+    return load_payload(path, lambda payload: _meta_from_payload(payload, device), what="meta-GAN", device=device)
+
+
+def _meta_from_payload(payload: dict, device: torch.device | str) -> MetaGAN:
     meta = new_meta_gan(MetaConfig(**payload["config"]), device)
     meta.g_params, meta.d_params = _leaf_copy(payload["g_params"], device), _leaf_copy(payload["d_params"], device)
     for name in ("g_lr", "d_lr"):
@@ -395,14 +409,9 @@ def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
 def train_or_load_meta(path, config: MetaConfig, sampler, meta_steps: int, *, seed: int = 0,
                        device: torch.device | str = "cpu", progress: bool = True, description: str = "meta-training") -> MetaGAN:
     """Load the meta-GAN cached at ``path`` if it has this config and step count, else meta-train it and save it there."""
-    from pathlib import Path
+    def build() -> MetaGAN:
+        return MetaTrainer(new_meta_gan(config, device, seed=seed), sampler, seed=seed).train(meta_steps, progress=progress,
+                                                                                               description=description)
 
-    path = Path(path)
-    if path.exists():
-        meta = load_meta(path, device)
-        if meta.config == config and meta.step == meta_steps:
-            return meta
-    meta = new_meta_gan(config, device, seed=seed)
-    MetaTrainer(meta, sampler, seed=seed).train(meta_steps, progress=progress, description=description)
-    save_meta(meta, path)
-    return meta
+    return load_or_build(path, lambda p: load_meta(p, device), lambda meta: meta.config == config and meta.step == meta_steps,
+                         build, save_meta)

@@ -24,10 +24,14 @@ def cache_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """Folder searched for raw datasets: ``$METAGAN_DATA``, else ``<cache_dir>/data``."""
+    """Folder searched for raw datasets: ``$METAGAN_DATA`` (which must exist), else ``<cache_dir>/data`` (created on demand)."""
     configured = os.environ.get(DATA_ENV_VAR)
     if configured:
-        return Path(configured).expanduser()
+        path = Path(configured).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"${DATA_ENV_VAR} is {configured!r}, which is not a folder; point it at the folder "
+                                    "that holds omniglot/ and mnist/, or unset it to use the default cache folder.")
+        return path
     return cache_dir() / "data"
 
 

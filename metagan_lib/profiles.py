@@ -57,8 +57,16 @@ def check_profile(profile: str) -> str:
 
 def resolve_profile(profile: str) -> str:
     """The profile to use: ``$METAGAN_PROFILE`` when set (CI and nbval force ``smoke`` this way
-    on notebooks committed with a ``full`` run's outputs), else ``profile``."""
-    return check_profile(os.environ.get(PROFILE_ENV_VAR) or profile)
+    on notebooks committed with a ``full`` run's outputs), else ``profile``. An override is printed,
+    naming the variable; a bad value of the variable is refused, naming it."""
+    override = os.environ.get(PROFILE_ENV_VAR)
+    if not override:
+        return check_profile(profile)
+    if override not in PROFILE_NAMES:
+        raise ValueError(f"${PROFILE_ENV_VAR} is {override!r}; set it to one of {', '.join(PROFILE_NAMES)}, or unset it.")
+    if override != profile:
+        print(f"note: ${PROFILE_ENV_VAR}={override} overrides profile={profile!r}")
+    return override
 
 
 def settings(notebook: str, profile: str) -> SimpleNamespace:

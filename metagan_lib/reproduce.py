@@ -1,18 +1,25 @@
 """Execute the numbered notebooks in order with papermill.
 
     python -m metagan_lib.reproduce --profile smoke|full [--dataset glyphs|omniglot|mnist]
-                                    [--device auto|cpu|cuda] [--only 01 [02 ...]]
+                                    [--device auto|cpu|cuda] [--only 01 [02 ...]] [--output-dir DIR]
 
 Each ``notebooks/NN_*.ipynb`` runs with ``profile``, ``dataset`` and ``device`` injected into
 its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/`` (``runs/<profile>/<dataset>/`` for a dataset
 other than the default ``glyphs``). The run
 stops at the first failing notebook, naming it and the failing cell, and exits non-zero.
+
+``$METAGAN_PROFILE``, when set, overrides ``--profile`` (with a printed notice). An executed copy is
+written under a temporary name and moved into place when its notebook finishes, so an interrupted or
+failed run never replaces a good executed notebook. SIGTERM is handled like Ctrl-C: the run stops,
+the notebook's kernel and its worker processes end with it, and one line says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -20,8 +27,8 @@ from pathlib import Path
 
 from .data import DATASET_NAMES
 from .paths import repo_root
-from .profiles import PROFILE_NAMES, check_profile
-from .runtime import DEVICE_CHOICES
+from .profiles import PROFILE_NAMES, resolve_profile
+from .runtime import DEVICE_CHOICES, choose_device
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
 
@@ -56,28 +63,35 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    partial_output = output.with_name(output.stem + ".partial.ipynb")  # moved over ``output`` only on success
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(notebook), str(output), parameters=parameters, kernel_name=kernel,
+            str(notebook), str(partial_output), parameters=parameters, kernel_name=kernel,
             cwd=str(notebook.parent), progress_bar=False, log_output=False,
         )
     except PapermillExecutionError as error:
         raise NotebookFailed(
             f"{notebook.name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
-            f"{error.ename}: {error.evalue}. Executed copy with the traceback: {output}"
+            f"{error.ename}: {error.evalue}. Executed copy with the traceback: {partial_output}"
         ) from None
+    partial_output.replace(output)
     return time.perf_counter() - start
 
 
 def reproduce(profile: str, dataset: str = "glyphs", device: str = "auto", only: list[str] | None = None,
               output_root: Path | None = None) -> list[NotebookResult]:
-    """Run the notebooks; return one result per notebook that ran (stopping at the first failure)."""
-    check_profile(profile)
+    """Run the notebooks; return one result per notebook that ran (stopping at the first failure).
+
+    Everything is checked before the first notebook starts: the profile (``$METAGAN_PROFILE`` overrides it,
+    with a notice), the dataset name (any case), the device (``cuda`` needs CUDA) and the notebook numbers."""
+    profile = resolve_profile(profile)
+    dataset = dataset.strip().lower()
     if dataset not in DATASET_NAMES:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}.")
     if device not in DEVICE_CHOICES:
         raise ValueError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+    choose_device(device)  # refuses cuda without CUDA here, not inside the first notebook
     notebooks = find_notebooks(only=only)
     out_dir = output_root or repo_root() / "runs" / profile
     out_dir = out_dir if dataset == "glyphs" else out_dir / dataset
@@ -102,19 +116,29 @@ def format_summary(results: list[NotebookResult]) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metagan_lib.reproduce", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m metagan_lib.reproduce", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILE_NAMES)}")
     parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(DATASET_NAMES)} (default glyphs)")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} (default auto)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
+    parser.add_argument("--output-dir", type=Path, help="folder for the executed notebooks (default runs/<profile>)")
     args = parser.parse_args(argv)
     results: list[NotebookResult] = []
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        results = reproduce(args.profile, args.dataset, args.device, args.only)
-    except (ValueError, NotebookFailed) as error:
+        results = reproduce(args.profile, args.dataset, args.device, args.only, args.output_dir)
+    except (ValueError, RuntimeError) as error:  # bad arguments, a failed notebook, CUDA missing
         print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ValueError) else 1
+        return 1 if isinstance(error, NotebookFailed) else 2
+    except KeyboardInterrupt:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the interrupted cell's task, reported once below
+        print("interrupted: the run stopped; executed notebooks already in place are untouched.", file=sys.stderr)
+        return 130
     print(format_summary(results))
     return 0
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import random
+import signal
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -81,12 +85,34 @@ def worker_count(jobs: int, device: torch.device | str = "cpu") -> int:
     return max(1, min(torch.get_num_threads(), jobs))
 
 
-def _init_worker(threads: int) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Worker set-up: its thread count, and on Linux SIGTERM when its parent dies, so a killed run leaves no idle
+    workers behind (Ctrl-C is left to the parent: workers start with SIGINT ignored, see :func:`_workers_ignore_sigint`)."""
     torch.set_num_threads(threads)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 def _invoke(call: Callable[[], T]) -> T:
     return call()
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Processes spawned inside inherit SIGINT ignored, from their first instruction (an interrupt is the parent's to handle)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], *, device: torch.device | str = "cpu",
@@ -103,7 +129,9 @@ def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], *, device: torch.
     those of this process on the worker's thread count (on another thread count, floating-point
     sums add in another order, so they differ by rounding).
 
-    On a GPU, with one worker (``$METAGAN_WORKERS=1``) or one item, runs in this process.
+    A job's error, or an interrupt, terminates the other workers at once and reaches the caller;
+    workers also end when their parent process dies. On a GPU, with one worker
+    (``$METAGAN_WORKERS=1``) or one item, runs in this process.
     """
     items = list(items)
     workers = worker_count(len(items), device) if workers is None else max(1, min(workers, len(items)))
@@ -117,12 +145,21 @@ def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], *, device: torch.
         return results
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(fn, item) for item in items]
-        for _ in as_completed(futures):
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads, os.getpid()))
+    try:
+        with _workers_ignore_sigint():
+            futures = [pool.submit(fn, item) for item in items]  # the workers are spawned here
+        for future in as_completed(futures):
+            future.result()  # raises a job's error as soon as it happens
             bar.update()
-        bar.close()
         return [future.result() for future in futures]
+    except BaseException:  # an interrupt, or a job's error: stop the other jobs now rather than wait for them
+        for process in list(pool._processes.values()):
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
 
 
 def parallel_calls(calls: Sequence[Callable[[], T]], **kwargs) -> list[T]:

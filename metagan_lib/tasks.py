@@ -54,9 +54,14 @@ class TaskSampler:
 
     def __init__(self, dataset: ImageDataset, classes: torch.Tensor, device: torch.device | str = "cpu", seed: int = 0):
         self.device = torch.device(device)
-        self.classes = torch.as_tensor(classes, dtype=torch.int64)
+        self.classes = torch.as_tensor(classes, dtype=torch.int64).flatten()
         if len(self.classes) == 0:
             raise ValueError("TaskSampler needs at least one class.")
+        if len(torch.unique(self.classes)) != len(self.classes):
+            raise ValueError(f"classes holds duplicates ({self.classes.tolist()}); pass each class index once.")
+        if self.classes.min() < 0 or self.classes.max() >= dataset.num_classes:
+            raise ValueError(f"classes must be indices in [0, {dataset.num_classes - 1}] of {dataset.name!r}; "
+                             f"got min {int(self.classes.min())}, max {int(self.classes.max())}.")
         images, labels = dataset.subset(self.classes)
         self.images = images.to(self.device)
         counts = torch.stack([(labels == c).sum() for c in self.classes])
@@ -76,6 +81,9 @@ class TaskSampler:
         return len(self.classes)
 
     def _check(self, ways: int, shots: int, queries: int) -> None:
+        for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer; got {value!r}.")
         if ways < 1 or shots < 1 or queries < 0:
             raise ValueError(f"Need ways >= 1, shots >= 1 and queries >= 0; got ways={ways}, shots={shots}, queries={queries}.")
         if ways > self.num_classes:

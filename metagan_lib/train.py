@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import losses
+from . import checks, losses
+from .artifacts import load_or_build, load_payload, save_payload
 from .augment import diff_augment
 from .data import check_image_batch
 from .models import build_gan
-from .tasks import to_signed
 
 LossName = Literal["nonsaturating", "saturating", "wgan-gp", "hinge"]
 LOSS_NAMES = ("nonsaturating", "saturating", "wgan-gp", "hinge")
@@ -69,6 +69,20 @@ class GANConfig:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1); got {self.ema_decay}.")
+        checks.require(self.architecture in ("mlp", "conv"), "architecture", self.architecture, "'mlp' or 'conv'")
+        checks.positive_int("z_dim", self.z_dim)
+        (checks.conv_width if self.architecture == "conv" else checks.positive_int)("width", self.width)
+        for name in ("batch_size", "d_steps"):
+            checks.positive_int(name, getattr(self, name))
+        for name in ("steps", "sample_every"):
+            checks.non_negative_int(name, getattr(self, name))
+        for name in ("lr_g", "lr_d"):
+            checks.positive(name, getattr(self, name))
+        for name in ("gp_weight", "r1_gamma"):
+            checks.non_negative(name, getattr(self, name))
+        checks.require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas, "two numbers in [0, 1)")
+        if self.grad_clip is not None:
+            checks.positive("grad_clip", self.grad_clip)
 
     def replace(self, **changes) -> "GANConfig":
         return GANConfig(**{**asdict(self), **changes})
@@ -94,6 +108,7 @@ class GANRun:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` images ``[n, 1, 28, 28]`` in [-1, 1] from fixed noise (same ``seed`` -> same noise)."""
+        checks.positive_int("n", n)
         gen = self.sampling_generator
         device = next(gen.parameters()).device
         z = torch.randn(n, gen.z_dim, generator=torch.Generator(device=device).manual_seed(seed), device=device)
@@ -173,8 +188,7 @@ def train_gan(
         if config.ema_decay is not None and run.ema_generator is None:
             run.ema_generator = copy.deepcopy(run.generator)
     device = next(run.generator.parameters()).device
-    data = images.to(device)
-    data = to_signed(data) if data.dtype == torch.uint8 else data.float()
+    data = checks.signed_images(images.to(device), "training images")  # uint8 -> [-1, 1]; floats must already be there
     rng = torch.Generator(device=device).manual_seed(seed + 1)
     fixed_z = torch.randn(16, run.generator.z_dim, generator=rng, device=device)
     opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)
@@ -229,8 +243,6 @@ def train_gan(
 
 def save_run(run: GANRun, path: str | Path) -> Path:
     """Write a run (config, weights, EMA weights, history, snapshots) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": asdict(run.config),
         "generator": run.generator.state_dict(),
@@ -240,15 +252,15 @@ def save_run(run: GANRun, path: str | Path) -> Path:
         "history": run.history,
         "snapshots": run.snapshots,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_payload(payload, path)
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> GANRun:
-    """Read a run written by :func:`save_run` onto ``device``."""
-    payload = torch.load(Path(path), map_location=device, weights_only=False)
+    """Read a run written by :func:`save_run` onto ``device`` (a damaged file raises a ``ValueError`` naming it)."""
+    return load_payload(path, lambda payload: _run_from_payload(payload, device), what="GAN run", device=device)
+
+
+def _run_from_payload(payload: dict, device: torch.device | str) -> GANRun:
     config_dict = payload["config"]
     config_dict["betas"] = tuple(config_dict["betas"])
     config = GANConfig(**config_dict)
@@ -274,14 +286,9 @@ def train_or_load(
     description: str = "GAN",
 ) -> GANRun:
     """Load the run cached at ``path`` if its config matches ``config``, else train it and save it there."""
-    path = Path(path)
-    if path.exists():
-        run = load_run(path, device)
-        if run.config == config:
-            return run
-    run = train_gan(images, config, seed=seed, device=device, progress=progress, description=description)
-    save_run(run, path)
-    return run
+    return load_or_build(path, lambda p: load_run(p, device), lambda run: run.config == config,
+                         lambda: train_gan(images, config, seed=seed, device=device, progress=progress, description=description),
+                         save_run)
 
 
 def relative_cost(config: GANConfig) -> float:

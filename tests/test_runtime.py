@@ -1,4 +1,5 @@
 import math
+import time
 from functools import partial
 
 import pytest
@@ -16,6 +17,13 @@ def test_parallel_map_keeps_the_order_of_the_items():
 def test_an_error_in_a_worker_reaches_the_caller_with_its_type_and_message():
     with pytest.raises(ValueError, match="math domain error"):
         parallel_map(math.sqrt, [4.0, -1.0], workers=2)
+
+
+def test_an_error_in_one_job_stops_the_others_instead_of_waiting_for_them():
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="sleep length must be non-negative"):
+        parallel_map(time.sleep, [600, -1], workers=2)
+    assert time.monotonic() - start < 120  # the 600-second job was terminated
 
 
 def test_worker_count(monkeypatch):

@@ -1,0 +1,62 @@
+"""Argument checks at the public API boundary: a failure names the argument, its value and what is accepted."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .tasks import to_signed
+
+GROUPS = 8  # GroupNorm groups of the convolutional generators: channel widths must be multiples of it
+
+
+def require(condition: bool, name: str, value: object, accepted: str) -> None:
+    """Raise ``ValueError("name=value is not accepted: name must be accepted.")`` unless ``condition``."""
+    if not condition:
+        raise ValueError(f"{name}={value!r} is not accepted: {name} must be {accepted}.")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def positive_int(name: str, value: object) -> None:
+    require(_is_int(value) and value > 0, name, value, "a positive integer")
+
+
+def non_negative_int(name: str, value: object) -> None:
+    require(_is_int(value) and value >= 0, name, value, "an integer >= 0")
+
+
+def positive(name: str, value: object) -> None:
+    require(_is_real(value) and value > 0, name, value, "a finite number > 0")
+
+
+def non_negative(name: str, value: object) -> None:
+    require(_is_real(value) and value >= 0, name, value, "a finite number >= 0")
+
+
+def conv_width(name: str, value: object) -> None:
+    require(_is_int(value) and value > 0 and value % GROUPS == 0, name, value, f"a positive multiple of {GROUPS} (GroupNorm groups)")
+
+
+def signed_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Images as float in [-1, 1], ``[..., 1, 28, 28]``: ``uint8`` (0-255) is converted; a float tensor outside
+    [-1, 1] (e.g. 0-255 floats) or with NaN/inf, or an empty one, is refused."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(images).__name__}.")
+    if images.dtype == torch.uint8:
+        images = to_signed(images)
+    require(images.is_floating_point(), f"{name}.dtype", images.dtype, "uint8 (0-255) or floating point in [-1, 1]")
+    require(images.numel() > 0, f"{name}.shape", tuple(images.shape), "non-empty")
+    require(tuple(images.shape[-3:]) == (1, 28, 28), f"{name}.shape", tuple(images.shape), "[..., 1, 28, 28]")
+    require(bool(torch.isfinite(images).all()), name, "<tensor with NaN or inf>", "finite")
+    low, high = images.min().item(), images.max().item()
+    require(low >= -1.0 - 1e-4 and high <= 1.0 + 1e-4, f"{name} range", (round(low, 3), round(high, 3)),
+            "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)")
+    return images

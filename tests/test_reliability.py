@@ -1,0 +1,273 @@
+"""Bad input is a clear error naming the argument or file; interrupted runs stop cleanly."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from metagan_lib import data as D
+from metagan_lib import fewshot, meta, profiles, reproduce
+from metagan_lib.context import ContextConfig
+from metagan_lib.meta import MetaConfig
+from metagan_lib.paths import DATA_ENV_VAR
+from metagan_lib.tasks import TaskSampler
+from metagan_lib.train import GANConfig, new_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- profile, CLI
+
+
+def test_profile_override_is_announced_and_a_bad_value_names_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv(profiles.PROFILE_ENV_VAR, "full")
+    assert profiles.resolve_profile("smoke") == "full"
+    assert "METAGAN_PROFILE=full overrides profile='smoke'" in capsys.readouterr().out
+    assert profiles.resolve_profile("full") == "full" and capsys.readouterr().out == ""
+    monkeypatch.setenv(profiles.PROFILE_ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=r"\$METAGAN_PROFILE is 'fast'"):
+        profiles.resolve_profile("smoke")
+
+
+def _record_runs(monkeypatch) -> list:
+    calls = []
+    monkeypatch.setattr(reproduce, "run_notebook", lambda notebook, output, parameters: calls.append((output, parameters)) or 0.0)
+    return calls
+
+
+def test_runner_refuses_bad_settings_before_the_first_notebook(monkeypatch, capsys, tmp_path):
+    calls = _record_runs(monkeypatch)
+    monkeypatch.setenv(profiles.PROFILE_ENV_VAR, "fast")
+    assert reproduce.main(["--profile", "smoke", "--only", "01"]) == 2
+    assert "METAGAN_PROFILE" in capsys.readouterr().err and calls == []
+    monkeypatch.setenv(profiles.PROFILE_ENV_VAR, "full")  # the override decides the profile, the banner and the folder
+    reproduce.reproduce("smoke", only=["01"], output_root=tmp_path)
+    assert calls[-1][1]["profile"] == "full" and "(profile=full" in capsys.readouterr().out
+    monkeypatch.delenv(profiles.PROFILE_ENV_VAR)
+    reproduce.reproduce("smoke", dataset="MNIST", only=["01"], output_root=tmp_path)
+    assert calls[-1][1]["dataset"] == "mnist"
+    if not torch.cuda.is_available():
+        count = len(calls)
+        assert reproduce.main(["--profile", "smoke", "--device", "cuda", "--only", "01"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err and len(calls) == count
+
+
+@pytest.mark.parametrize("argv", [["--profil", "smoke"], ["--profile", "smoke", "--dev", "cpu"]])
+def test_abbreviated_flags_are_refused(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(argv)
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        fewshot.main(["--update", "--profile", "full"])
+
+
+def test_a_failed_notebook_leaves_the_previous_executed_copy_in_place(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "07_broken.ipynb"
+    nbformat.write(notebook, path)
+    output = tmp_path / "out" / path.name
+    output.parent.mkdir()
+    output.write_text("previous good run")
+    with pytest.raises(reproduce.NotebookFailed, match="07_broken.partial.ipynb"):
+        reproduce.run_notebook(path, output, {})
+    assert output.read_text() == "previous good run"
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_runner_its_kernel_and_its_workers(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("import time\nfrom metagan_lib.runtime import parallel_map\n"
+                                                "parallel_map(time.sleep, [120, 120], workers=2)")]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "07_sleep.ipynb")
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / "07_sleep.ipynb").write_text("previous good run")
+    script = ("import sys\nfrom pathlib import Path\nfrom metagan_lib import reproduce\n"
+              f"reproduce.find_notebooks = lambda only=None: [Path({str(tmp_path)!r}) / '07_sleep.ipynb']\n"
+              f"sys.exit(reproduce.main(['--profile', 'smoke', '--output-dir', {str(out)!r}]))\n")
+    env = {k: v for k, v in os.environ.items() if k != profiles.PROFILE_ENV_VAR}
+    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline, family = time.time() + 120, set()
+    while time.time() < deadline and len(family) < 3:  # kernel + two workers
+        time.sleep(0.5)
+        family = {p for p in _descendants(runner.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+                  or "kernel" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")}
+    assert len(family) >= 3, f"workers never started: {family}"
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(p) for p in family):
+        time.sleep(0.5)
+    assert not [p for p in family if _alive(p)], "a kernel or worker survived SIGTERM"
+    assert runner.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert (out / "07_sleep.ipynb").read_text() == "previous good run"
+
+
+def test_update_readme_refuses_other_profiles_and_names_a_damaged_results_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fewshot, "update_readme", lambda *args: pytest.fail("the README must not be touched"))
+    assert fewshot.main(["--update-readme", "--profile", "smoke"]) == 2
+    assert "--force" in capsys.readouterr().err
+    damaged = tmp_path / "few_shot.json"
+    damaged.write_text('{"by_shots": {')
+    with pytest.raises(ValueError, match="few_shot.json is not valid JSON"):
+        fewshot.read_results(damaged)
+    damaged.write_text(json.dumps({"by_shots": {}}))
+    with pytest.raises(ValueError, match="lacks by_steps"):
+        fewshot.read_results(damaged)
+
+
+# ---------------------------------------------------------------- data files
+
+
+def test_data_setting_pointing_nowhere_is_an_error_and_glyphs_need_no_data(monkeypatch, tmp_path):
+    missing = tmp_path / "typo"
+    monkeypatch.setenv(DATA_ENV_VAR, str(missing))
+    with pytest.raises(FileNotFoundError, match=r"\$METAGAN_DATA is .*typo.*not a folder"):
+        D.load_dataset("mnist")
+    assert not missing.exists()
+    assert D.load_dataset("glyphs").name == "glyphs"
+
+
+def _small_omniglot(folder: Path, damage: str) -> None:
+    folder.mkdir(parents=True)
+    for name in D.OMNIGLOT_SMALL_ZIPS:
+        with zipfile.ZipFile(folder / name, "w") as archive:
+            archive.writestr("images_background_small1/Greek/character01/0001_01.png", b"not really a png" * 50)
+    target = folder / D.OMNIGLOT_SMALL_ZIPS[0]
+    raw = bytearray(target.read_bytes())
+    if damage == "truncated":
+        target.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif damage == "bit flip":
+        raw[60] ^= 0xFF  # inside the stored member: its CRC no longer matches
+        target.write_bytes(bytes(raw))
+    else:
+        with zipfile.ZipFile(target, "w") as archive:
+            archive.writestr("readme.txt", "no images here")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit flip", "no images"])
+def test_damaged_omniglot_zip_names_the_file(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _small_omniglot(tmp_path / "omniglot", damage)
+    with pytest.raises(D.DatasetError, match=f"{D.OMNIGLOT_SMALL_ZIPS[0]} (is damaged|holds no Omniglot images)"):
+        D.load_omniglot(tmp_path / "omniglot", download=False)
+
+
+def _idx(values: bytes, shape: tuple[int, ...]) -> bytes:
+    return bytes([0, 0, 8, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape) + values
+
+
+@pytest.mark.parametrize("damage", ["truncated gzip", "label count"])
+def test_damaged_mnist_files_name_the_file(tmp_path, damage):
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = gzip.compress(_idx(bytes(3 * 28 * 28), (3, 28, 28)))
+    labels = gzip.compress(_idx(bytes([1, 2] if damage == "label count" else [1, 2, 3]), (2,) if damage == "label count" else (3,)))
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(images[: len(images) // 2] if damage == "truncated gzip" else images)
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(labels)
+    expected = "t10k-images-idx3-ubyte.gz is damaged" if damage == "truncated gzip" else "t10k-labels-idx1-ubyte.gz holds 2 labels but"
+    with pytest.raises(D.DatasetError, match=expected):
+        D.load_mnist(tmp_path / "mnist", download=False)
+
+
+def test_damaged_dataset_cache_names_the_file(tmp_path):
+    cache = tmp_path / "omniglot-123.pt"
+    cache.write_bytes(b"\x80\x02 truncated")
+    with pytest.raises(D.DatasetError, match="The cached dataset .*omniglot-123.pt is damaged"):
+        D._cached(cache, lambda: pytest.fail("a damaged cache must not be rebuilt silently"))
+
+
+# ---------------------------------------------------------------- API arguments
+
+BAD_CONFIGS = [
+    (GANConfig, dict(z_dim=0), "z_dim"), (GANConfig, dict(width=12), "width"), (GANConfig, dict(steps=-1), "steps"),
+    (GANConfig, dict(batch_size=0), "batch_size"), (GANConfig, dict(d_steps=0), "d_steps"), (GANConfig, dict(r1_gamma=-1.0), "r1_gamma"),
+    (GANConfig, dict(grad_clip=-1.0), "grad_clip"), (GANConfig, dict(lr_g=0.0), "lr_g"), (GANConfig, dict(architecture="resnet"), "architecture"),
+    (MetaConfig, dict(inner_lr=-0.1), "inner_lr"), (MetaConfig, dict(meta_lr=0.0), "meta_lr"), (MetaConfig, dict(z_dim=0), "z_dim"),
+    (MetaConfig, dict(queries=0), "queries"), (MetaConfig, dict(fake_batch=0), "fake_batch"), (MetaConfig, dict(width=4), "width"),
+    (ContextConfig, dict(inner_lr=-1.0), "inner_lr"), (ContextConfig, dict(context_dim=0), "context_dim"), (ContextConfig, dict(r1=-1.0), "r1"),
+]
+
+
+@pytest.mark.parametrize("config_class, changes, name", BAD_CONFIGS)
+def test_configs_refuse_values_that_make_no_sense(config_class, changes, name):
+    with pytest.raises(ValueError, match=rf"^{name}=.* is not accepted: {name} must be"):
+        config_class(**changes)
+
+
+def test_reptile_may_have_no_query_images():
+    assert MetaConfig(method="reptile", queries=0).queries == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_meta():
+    return meta.new_meta_gan(MetaConfig(z_dim=8, width=8, fake_batch=4), "cpu", seed=0)
+
+
+@pytest.mark.parametrize("support, match", [
+    (torch.full((5, 1, 28, 28), 200.0), r"support images range=.* within \[-1, 1\]"),
+    (torch.full((5, 1, 28, 28), float("nan")), "support images=.* must be finite"),
+    (torch.zeros(0, 1, 28, 28), r"support images.shape=.* must be non-empty"),
+    (torch.zeros(5, 3, 28, 28), r"support images must have shape \[batch, 1, 28, 28\]"),
+])
+def test_adapt_refuses_bad_support_images(tiny_meta, support, match):
+    with pytest.raises(ValueError, match=match):
+        meta.adapt(tiny_meta, support, steps=1)
+
+
+def test_adapt_converts_uint8_like_training_and_refuses_bad_counts(tiny_meta):
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    as_uint8 = meta.adapt(tiny_meta, images, steps=1)
+    as_float = meta.adapt(tiny_meta, images.float() / 127.5 - 1, steps=1)
+    assert all(torch.equal(as_uint8.g_params[k], as_float.g_params[k]) for k in as_uint8.g_params)
+    signed = images.float() / 127.5 - 1
+    for call, name in [(lambda: meta.adapt(tiny_meta, signed, steps=-3), "steps"),
+                       (lambda: meta.adapt(tiny_meta, signed, steps=1, fake_batch=0), "fake_batch"),
+                       (lambda: meta.sample(tiny_meta, None, n=-1), "n"),
+                       (lambda: new_run(GANConfig(z_dim=8, width=8), "cpu").sample(-1), "n")]:
+        with pytest.raises(ValueError, match=rf"^{name}=-?\d+ is not accepted"):
+            call()
+
+
+@pytest.mark.parametrize("classes, ways, match", [
+    ([3, 3], 2, "duplicates"), ([0, 10_000], 2, r"indices in \[0, 950\]"), ([-1, 2], 2, "indices in"), ([1, 2, 3], 2.5, "ways must be an integer"),
+])
+def test_task_sampler_refuses_bad_classes_and_counts(glyphs, classes, ways, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        TaskSampler(glyphs, torch.tensor(classes), seed=0).sample(1, ways=ways, shots=1)
