@@ -40,7 +40,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from . import checks
-from .artifacts import load_or_build, load_payload, save_payload
+from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 
 Params = dict[str, torch.Tensor]
 OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
@@ -449,16 +449,22 @@ def adapt_and_sample(model: ContextMetaGAN, support: torch.Tensor, steps: int, n
 
 
 def save_context_gan(model: ContextMetaGAN, path: Path | str) -> None:
-    """Write config, parameters, step and history to ``path`` (atomically)."""
+    """Write config, parameters, step and history to ``path`` (atomically; no cache key: never reused as a cache)."""
+    save_payload({"key": None, "artefact": _context_gan_payload(model)}, path)
+
+
+def _context_gan_payload(model: ContextMetaGAN) -> dict:
     cpu = lambda params: {k: v.detach().cpu() for k, v in params.items()}  # noqa: E731
-    payload = {"config": asdict(model.config), "meta_params": cpu(model.meta_params), "d_params": cpu(model.d_params),
-               "step": model.step, "history": model.history}
-    save_payload(payload, path)
+    return {"config": asdict(model.config), "meta_params": cpu(model.meta_params), "d_params": cpu(model.d_params),
+            "step": model.step, "history": model.history}
 
 
 def load_context_gan(path: Path | str, device: torch.device | str = "cpu") -> ContextMetaGAN:
-    """Read a model written by :func:`save_context_gan`; a damaged file raises a ``ValueError`` naming it."""
-    return load_payload(path, lambda payload: _context_gan_from_payload(payload, device), what="context meta-GAN", device=device)
+    """Read a model written by :func:`save_context_gan` or :func:`train_or_load_context_gan`."""
+    payload = read_payload(path, device)
+    if payload is None:
+        raise FileNotFoundError(f"No readable context meta-GAN at {path}; train it with train_or_load_context_gan.")
+    return _context_gan_from_payload(payload["artefact"], device)
 
 
 def _context_gan_from_payload(payload: dict, device: torch.device | str) -> ContextMetaGAN:
@@ -475,10 +481,11 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
 def train_or_load_context_gan(path: Path | str, config: ContextConfig, sampler, meta_steps: int, *, seed: int = 0,
                               device: torch.device | str = "cpu", progress: bool = True,
                               description: str = "context meta-training") -> ContextMetaGAN:
-    """The model cached at ``path`` if it has this config and step count, else a freshly meta-trained one (saved there)."""
+    """The model cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else a freshly meta-trained one (saved there)."""
     def build() -> ContextMetaGAN:
         return ContextTrainer(new_context_gan(config, device, seed=seed), sampler, seed=seed).train(
             meta_steps, progress=progress, description=description)
 
-    return load_or_build(path, lambda p: load_context_gan(p, device), lambda m: m.config == config and m.step == meta_steps,
-                         build, save_context_gan)
+    return load_or_build(path, meta_training_key("context-gan", config, sampler, meta_steps, seed), build,
+                         to_payload=_context_gan_payload, from_payload=lambda payload: _context_gan_from_payload(payload, device),
+                         device=device)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .artifacts import load_or_build, load_payload, save_payload
+from .artifacts import load_or_build
 from .paths import DATA_ENV_VAR, cache_dir, data_dir
 
 IMAGE_SIZE = 28
@@ -178,10 +178,9 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _cached(path: Path, build: Callable[[], dict]) -> dict:
-    """The payload cached at ``path``, else ``build()`` saved there (atomically). A damaged cache file is an error."""
-    load = lambda p: load_payload(p, lambda payload: payload, what="dataset", error=DatasetError)  # noqa: E731
-    return load_or_build(path, load, lambda payload: True, build, save_payload)
+def _cached(path: Path, key: dict, build: Callable[[], dict]) -> dict:
+    """The processed dataset cached at ``path`` under ``key`` (the artefact store), else ``build()``, saved there."""
+    return load_or_build(path, {"kind": "dataset", **key}, build, to_payload=lambda payload: payload, from_payload=lambda payload: payload)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,7 +329,7 @@ def load_glyphs(seed: int = 0) -> ImageDataset:
         f"v{GLYPHS_VERSION}-seed{seed}-mpl{matplotlib.__version__}-torch{torch.__version__.split('+')[0]}".encode()
     ).hexdigest()[:12]
     path = cache_dir() / f"glyphs-{fingerprint}.pt"
-    payload = _cached(path, lambda: build_glyphs(seed=seed))
+    payload = _cached(path, {"name": "glyphs", "fingerprint": fingerprint}, lambda: build_glyphs(seed=seed))
     return ImageDataset(name="glyphs", source=str(path), **payload)
 
 
@@ -451,7 +450,7 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
 
         source = str(folder)
     digest = hashlib.sha256(f"{folder.resolve()}-{key}".encode()).hexdigest()[:12]
-    payload = _cached(cache_dir() / f"omniglot-{digest}.pt", build)
+    payload = _cached(cache_dir() / f"omniglot-{digest}.pt", {"name": "omniglot", "source": f"{folder.resolve()}-{key}"}, build)
     return ImageDataset(name="omniglot", source=source, **payload)
 
 

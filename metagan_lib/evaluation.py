@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .artifacts import load_or_build, load_payload, save_payload
+from .artifacts import fingerprint, load_or_build
 from .data import ImageDataset
 from .tasks import TaskSampler, to_signed
 
@@ -226,21 +226,14 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
 
 def train_or_load_feature_net(path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu",
                               progress: bool = True) -> FeatureNet:
-    """Load the feature network cached at ``path`` (if trained for ``steps`` on this dataset's seen classes), else train and save it."""
-    shapes = [list(v.shape) for v in FeatureNet(len(dataset.seen_classes)).state_dict().values()]
-    key = {"steps": steps, "seen_classes": dataset.seen_classes.tolist(), "dataset": dataset.name, "shapes": shapes}
+    """The feature network cached at ``path`` (trained for ``steps`` with ``seed`` on these seen classes), else train and save it."""
+    key = {"kind": "feature-net", "steps": steps, "seed": seed, "dataset": dataset.name, "seen_classes": dataset.seen_classes.tolist(),
+           "data": fingerprint(dataset.images), "labels": fingerprint(dataset.labels)}
 
-    def rebuild(payload: dict) -> tuple[dict, FeatureNet | None]:
-        if payload["key"] != key:  # another dataset, split or training length: retrain
-            return payload["key"], None
+    def from_payload(state: dict) -> FeatureNet:
         net = FeatureNet(len(dataset.seen_classes)).to(device)
-        net.load_state_dict(payload["state"])
-        return key, net.eval()
+        net.load_state_dict(state)
+        return net.eval()
 
-    def build() -> tuple[dict, FeatureNet]:
-        return key, train_feature_net(dataset, steps, seed=seed, device=device, progress=progress)
-
-    _, net = load_or_build(path, lambda p: load_payload(p, rebuild, what="feature network", device=device),
-                           lambda cached: cached[1] is not None, build,
-                           lambda cached, p: save_payload({"key": key, "state": cached[1].state_dict()}, p))
-    return net
+    return load_or_build(path, key, lambda: train_feature_net(dataset, steps, seed=seed, device=device, progress=progress),
+                         to_payload=lambda net: net.state_dict(), from_payload=from_payload, device=device)

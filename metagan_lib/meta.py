@@ -31,7 +31,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from . import checks
-from .artifacts import load_or_build, load_payload, save_payload
+from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 from .data import check_image_batch
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import build_gan
@@ -384,16 +384,24 @@ def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> 
 
 
 def save_meta(meta: MetaGAN, path) -> None:
-    """Write a meta-GAN (config, meta-parameters, rates, history) to ``path``."""
+    """Write a meta-GAN (config, meta-parameters, rates, history) to ``path`` (no cache key: never reused as a cache)."""
+    save_payload({"key": None, "artefact": _meta_payload(meta)}, path)
+
+
+def _meta_payload(meta: MetaGAN) -> dict:
     detach = lambda x: {k: v.detach().cpu() for k, v in x.items()} if isinstance(x, dict) else x  # noqa: E731
-    payload = {"config": asdict(meta.config), "g_params": detach(meta.g_params), "d_params": detach(meta.d_params),
-               "g_lr": detach(meta.g_lr), "d_lr": detach(meta.d_lr), "step": meta.step, "history": meta.history}
-    save_payload(payload, path)
+    return {"config": asdict(meta.config), "g_params": detach(meta.g_params), "d_params": detach(meta.d_params),
+            "g_lr": detach(meta.g_lr), "d_lr": detach(meta.d_lr), "step": meta.step, "history": meta.history}
 
 
 def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
-    """Read a meta-GAN written by :func:`save_meta` (a damaged file raises a ``ValueError`` naming it)."""
-    return load_payload(path, lambda payload: _meta_from_payload(payload, device), what="meta-GAN", device=device)
+    """Read a meta-GAN written by :func:`save_meta` or :func:`train_or_load_meta`."""
+    payload = read_payload(path, device)
+    if payload is None:
+        raise FileNotFoundError(f"No readable meta-GAN at {path}; train it with train_or_load_meta (it writes the file).")
+    return _meta_from_payload(payload["artefact"], device)
+
+
 
 
 def _meta_from_payload(payload: dict, device: torch.device | str) -> MetaGAN:
@@ -408,10 +416,10 @@ def _meta_from_payload(payload: dict, device: torch.device | str) -> MetaGAN:
 
 def train_or_load_meta(path, config: MetaConfig, sampler, meta_steps: int, *, seed: int = 0,
                        device: torch.device | str = "cpu", progress: bool = True, description: str = "meta-training") -> MetaGAN:
-    """Load the meta-GAN cached at ``path`` if it has this config and step count, else meta-train it and save it there."""
+    """The meta-GAN cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else meta-train it and save it there."""
     def build() -> MetaGAN:
         return MetaTrainer(new_meta_gan(config, device, seed=seed), sampler, seed=seed).train(meta_steps, progress=progress,
                                                                                                description=description)
 
-    return load_or_build(path, lambda p: load_meta(p, device), lambda meta: meta.config == config and meta.step == meta_steps,
-                         build, save_meta)
+    return load_or_build(path, meta_training_key("meta-gan", config, sampler, meta_steps, seed), build, to_payload=_meta_payload,
+                         from_payload=lambda payload: _meta_from_payload(payload, device), device=device)

@@ -73,6 +73,7 @@ class TaskSampler:
             table[row, : len(members)] = members
         self.table = table.to(self.device)
         self.counts = counts.to(self.device)
+        self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.dataset_name = dataset.name
 

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checks, losses
-from .artifacts import load_or_build, load_payload, save_payload
+from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
 from .data import check_image_batch
 from .models import build_gan
@@ -188,7 +188,7 @@ def train_gan(
         if config.ema_decay is not None and run.ema_generator is None:
             run.ema_generator = copy.deepcopy(run.generator)
     device = next(run.generator.parameters()).device
-    data = checks.signed_images(images.to(device), "training images")  # uint8 -> [-1, 1]; floats must already be there
+    data = checks.signed_images(images.to(device), "training images").float()  # uint8 -> [-1, 1]; floats must already be there
     rng = torch.Generator(device=device).manual_seed(seed + 1)
     fixed_z = torch.randn(16, run.generator.z_dim, generator=rng, device=device)
     opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)
@@ -242,8 +242,13 @@ def train_gan(
 
 
 def save_run(run: GANRun, path: str | Path) -> Path:
-    """Write a run (config, weights, EMA weights, history, snapshots) to ``path``."""
-    payload = {
+    """Write a run (config, weights, EMA weights, history, snapshots) to ``path`` (no cache key: :func:`train_or_load`
+    never reuses it)."""
+    return save_payload({"key": None, "artefact": _run_payload(run)}, path)
+
+
+def _run_payload(run: GANRun) -> dict:
+    return {
         "config": asdict(run.config),
         "generator": run.generator.state_dict(),
         "discriminator": run.discriminator.state_dict(),
@@ -252,12 +257,19 @@ def save_run(run: GANRun, path: str | Path) -> Path:
         "history": run.history,
         "snapshots": run.snapshots,
     }
-    return save_payload(payload, path)
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> GANRun:
-    """Read a run written by :func:`save_run` onto ``device`` (a damaged file raises a ``ValueError`` naming it)."""
-    return load_payload(path, lambda payload: _run_from_payload(payload, device), what="GAN run", device=device)
+    """Read a run written by :func:`save_run` or :func:`train_or_load` onto ``device``."""
+    payload = read_payload(path, device)
+    if payload is None:
+        raise FileNotFoundError(f"No readable GAN run at {path}; train it with train_or_load (it writes the file).")
+    return _run_from_payload(payload["artefact"], device)
+
+
+def run_key(images: torch.Tensor, config: GANConfig, seed: int) -> dict:
+    """Everything that determines a trained GAN: its config, seed and training images."""
+    return {"kind": "gan", "config": asdict(config), "seed": seed, "data": fingerprint(images)}
 
 
 def _run_from_payload(payload: dict, device: torch.device | str) -> GANRun:
@@ -285,10 +297,10 @@ def train_or_load(
     progress: bool = True,
     description: str = "GAN",
 ) -> GANRun:
-    """Load the run cached at ``path`` if its config matches ``config``, else train it and save it there."""
-    return load_or_build(path, lambda p: load_run(p, device), lambda run: run.config == config,
+    """The run cached at ``path`` if it was trained with this config and seed on these images, else train it and save it there."""
+    return load_or_build(path, run_key(images, config, seed),
                          lambda: train_gan(images, config, seed=seed, device=device, progress=progress, description=description),
-                         save_run)
+                         to_payload=_run_payload, from_payload=lambda payload: _run_from_payload(payload, device), device=device)
 
 
 def relative_cost(config: GANConfig) -> float:
@@ -319,7 +331,7 @@ def train_or_load_many(jobs: dict[str, tuple[str | Path, GANConfig]], images: to
 
     device = torch.device(device)
     missing = {name: (Path(path), config) for name, (path, config) in jobs.items()
-               if not (Path(path).exists() and load_run(path).config == config)}
+               if not is_current(path, run_key(images, config, seed))}
     if missing and worker_count(len(missing), device) > 1:
         longest_first = sorted(missing.items(), key=lambda item: -relative_cost(item[1][1]))  # no worker is left with a long run at the end
         parallel_calls([partial(_train_and_save, path, images, config, seed, name) for name, (path, config) in longest_first],

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from metagan_lib import context as C
+from metagan_lib.artifacts import DamagedArtifactWarning
 from metagan_lib import inversion
 from metagan_lib.models import ConvGenerator
 from metagan_lib.tasks import TaskSampler
@@ -135,7 +136,7 @@ def test_adapting_many_classes_equals_one_by_one(glyphs):
     assert torch.equal(C.adapt_contexts(model, support, 0), model.meta_params["context"].detach().expand(3, -1))
 
 
-def test_training_is_reproducible_caches_and_rejects_a_damaged_file(glyphs, tmp_path):
+def test_training_is_reproducible_caches_and_rebuilds_a_damaged_file(glyphs, tmp_path):
     config = C.ContextConfig(rule="fomaml", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
     sampler = lambda: TaskSampler(glyphs, glyphs.seen_classes, seed=0)  # noqa: E731
     a = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
@@ -144,8 +145,9 @@ def test_training_is_reproducible_caches_and_rejects_a_damaged_file(glyphs, tmp_
     loaded = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
     assert loaded.step == 2 and all(torch.equal(a.meta_params[k], loaded.meta_params[k]) for k in a.meta_params)
     (tmp_path / "a.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="damaged.*delete it"):
-        C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
+    with pytest.warns(DamagedArtifactWarning, match="a.pt cannot be used.*rebuilding it"):
+        rebuilt = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
+    assert all(torch.equal(a.meta_params[k], rebuilt.meta_params[k]) for k in a.meta_params)
 
 
 def test_bad_config_is_a_clear_error():
