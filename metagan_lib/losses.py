@@ -37,6 +37,13 @@ def generator_loss_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
+def combined_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """The single objective some texts write, ``L = L_G + weight * L_D`` (non-saturating ``L_G``). Descending it over both
+    players' parameters is *not* the GAN game: per fake logit its gradient is ``-(1 - D) + weight * D``, zero at
+    ``D(G(z)) = 1 / (1 + weight)`` for both players (notebook 01, section 4)."""
+    return generator_loss_nonsaturating(fake_logits) + weight * discriminator_loss(real_logits, fake_logits)
+
+
 def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     """WGAN critic loss ``E[f(G(z))] - E[f(x)]`` (the critic maximises ``E[f(x)] - E[f(G(z))]``)."""
     return fake_scores.mean() - real_scores.mean()

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from metagan_lib import losses
@@ -113,3 +114,16 @@ def test_optimal_discriminator_identity():
         assert losses.value_function(other, p_data, p_model, dx) < v_star
     # the JSD of a distribution with itself is 0 and V(D*, G) = -log 4 there
     assert close(losses.jensen_shannon(p_data, p_data, dx), 0.0, 1e-12)
+
+
+@pytest.mark.parametrize("weight", [0.1, 1.0, 10.0])
+def test_combined_loss_gradients_match_the_hand_derived_ones(weight):
+    real = torch.tensor([1.5, -0.5, 3.0], dtype=torch.float64, requires_grad=True)
+    fake = torch.tensor([-2.0, 0.0, 0.7, 4.0], dtype=torch.float64, requires_grad=True)
+    grad_real, grad_fake = torch.autograd.grad(losses.combined_loss(real, fake, weight), (real, fake))
+    d_real, d_fake = torch.sigmoid(real.detach()), torch.sigmoid(fake.detach())
+    assert torch.allclose(grad_fake, (-(1 - d_fake) + weight * d_fake) / len(fake), atol=1e-12)
+    assert torch.allclose(grad_real, -weight * (1 - d_real) / len(real), atol=1e-12)
+    at_rest = torch.logit(torch.tensor([1 / (1 + weight)], dtype=torch.float64)).requires_grad_(True)
+    grad_at_rest, = torch.autograd.grad(losses.combined_loss(real.detach(), at_rest, weight), at_rest)
+    assert abs(grad_at_rest.item()) < 1e-12  # both players stop at D(G(z)) = 1 / (1 + weight)
