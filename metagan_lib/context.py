@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from . import checks
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
+from .monitor import Monitor
 
 Params = dict[str, torch.Tensor]
 OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
@@ -394,12 +395,17 @@ class ContextTrainer:
             model.history[key].append(value)
         return model.history["outer_loss"][-1], model.history["d_loss"][-1]
 
-    def train(self, steps: int, progress: bool = True, description: str = "context meta-training") -> ContextMetaGAN:
+    def train(self, steps: int, progress: bool = True, description: str = "context meta-training",
+              log_dir: Path | str | None = None) -> ContextMetaGAN:
+        """``steps`` meta-steps; with ``log_dir``, the losses also go to TensorBoard there."""
         bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
+        monitor = Monitor(log_dir)
         for index in bar:
             outer, d = self.step()
+            monitor.scalars(self.model.step, {"outer_loss": outer, "d_loss": d})
             if progress and index % 20 == 0:
                 bar.set_postfix(outer=f"{outer:.3f}", d=f"{d:.3f}")
+        monitor.close()
         return self.model
 
 

@@ -23,6 +23,7 @@ adapted weights: ``theta <- theta + epsilon * mean_i (theta'_i - theta)``; it ne
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from . import checks
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 from .data import check_image_batch
+from .monitor import Monitor
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import build_gan
 
@@ -293,12 +295,17 @@ class MetaTrainer:
         meta.history["g_loss"].append(g_value)
         return d_value, g_value
 
-    def train(self, steps: int, progress: bool = True, description: str = "meta-training") -> MetaGAN:
+    def train(self, steps: int, progress: bool = True, description: str = "meta-training",
+              log_dir: str | Path | None = None) -> MetaGAN:
+        """``steps`` meta-steps; with ``log_dir``, the losses also go to TensorBoard there."""
         bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
+        monitor = Monitor(log_dir)
         for index in bar:
             d_value, g_value = self.step()
+            monitor.scalars(self.meta.step, {"d_loss": d_value, "g_loss": g_value})
             if progress and index % 10 == 0:
                 bar.set_postfix(d=f"{d_value:.3f}", g=f"{g_value:.3f}")
+        monitor.close()
         return self.meta
 
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from . import checks, losses
 from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
+from .monitor import Monitor
 from .data import check_image_batch
 from .models import build_gan
 
@@ -165,6 +166,7 @@ def train_gan(
     device: torch.device | str | None = None,
     progress: bool = True,
     description: str = "GAN",
+    log_dir: str | Path | None = None,
 ) -> GANRun:
     """Train a GAN on ``images`` (``uint8`` or float in [-1, 1], ``[N, 1, 28, 28]``).
 
@@ -175,6 +177,7 @@ def train_gan(
         seed: seeds the network initialisation (fresh runs) and all sampling.
         device: where to train; defaults to the run's device, else CPU.
         progress: show a tqdm progress bar.
+        log_dir: when set, losses and sample grids also go to TensorBoard there (:class:`~metagan_lib.monitor.Monitor`).
 
     Returns:
         The run, with ``history`` holding per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake``
@@ -207,6 +210,7 @@ def train_gan(
     history = run.history
     for key in ("step", "d_loss", "g_loss", "d_real", "d_fake"):
         history.setdefault(key, [])
+    monitor = Monitor(log_dir)
     bar = tqdm(range(config.steps), desc=description, disable=not progress, leave=False)
     for _ in bar:
         for _ in range(config.d_steps):
@@ -230,14 +234,17 @@ def train_gan(
         history["g_loss"].append(g_loss.item())
         history["d_real"].append(stats["d_real"])
         history["d_fake"].append(stats["d_fake"])
+        monitor.scalars(run.step, {key: history[key][-1] for key in ("d_loss", "g_loss", "d_real", "d_fake")})
         if config.sample_every and run.step % config.sample_every == 0:
             with torch.no_grad():
                 run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
+            monitor.images("samples", run.step, run.snapshots[-1][1])
         if progress and run.step % 25 == 0:
             bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
     with torch.no_grad():
         if not run.snapshots or run.snapshots[-1][0] != run.step:
             run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
+    monitor.close()
     return run
 
 

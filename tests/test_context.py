@@ -166,3 +166,13 @@ def test_latent_inversion_reconstructs_images_the_generator_can_make():
     assert error(100) < 0.5 * error(0)
     noisy = inversion.invert_and_sample(inversion.LatentInversion(generator, noise_scale=0.5), targets, 20, n=3)
     assert noisy.shape == (2, 3, 1, 28, 28) and not torch.allclose(noisy, inversion.invert_and_sample(method, targets, 20, n=3))
+
+
+def test_meta_training_writes_its_losses_to_tensorboard(glyphs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = C.ContextConfig(rule="reptile", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
+    model = C.new_context_gan(config, seed=0)
+    C.ContextTrainer(model, TaskSampler(glyphs, glyphs.seen_classes, seed=0)).train(2, progress=False, log_dir=tmp_path)
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert [e.value for e in events.Scalars("outer_loss")] == pytest.approx(model.history["outer_loss"], rel=1e-6)

@@ -126,3 +126,17 @@ def test_relative_cost_orders_runs_by_their_passes():
     assert relative_cost(plain) == 100 * 2
     assert relative_cost(plain.replace(r1_gamma=1.0)) == 100 * 3
     assert relative_cost(plain.replace(loss="wgan-gp", d_steps=2)) == 100 * 5
+
+
+def test_tensorboard_log_holds_the_losses_and_samples_the_run_recorded(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    config = GANConfig(z_dim=8, width=8, steps=3, batch_size=8, sample_every=2)
+    run = train_gan(images, config, seed=0, progress=False, log_dir=tmp_path / "tb")
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        logged = events.Scalars(key)
+        assert [e.step for e in logged] == [1, 2, 3]
+        assert [e.value for e in logged] == pytest.approx(run.history[key], rel=1e-6)
+    assert [e.step for e in events.Images("samples")] == [2]

@@ -1,0 +1,43 @@
+"""Watching training in TensorBoard: losses as scalars, sample grids as images.
+
+Every trainer takes ``log_dir``; when it is set, a :class:`Monitor` writes TensorBoard event files
+there (``tensorboard --logdir <log_dir>`` shows them), when it is ``None`` nothing is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid
+
+from .tasks import to_unit
+
+
+class Monitor:
+    """Scalars and image grids to TensorBoard when ``log_dir`` is given; a no-op otherwise."""
+
+    def __init__(self, log_dir: str | Path | None):
+        self.writer = None
+        if log_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ImportError("log_dir needs the tensorboard package: pip install tensorboard "
+                                  "(it is among this project's dependencies; run make venv).") from error
+            self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """One point per name at ``step``."""
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(name, value, step)
+
+    def images(self, tag: str, step: int, images: torch.Tensor, nrow: int = 4) -> None:
+        """A grid of images ``[B, 1, H, W]`` in [-1, 1]."""
+        if self.writer is not None:
+            self.writer.add_image(tag, make_grid(to_unit(images.detach().cpu()), nrow=nrow), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
