@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .data import DATASET_NAMES
 from .paths import repo_root
-from .profiles import PROFILE_NAMES, resolve_profile
+from .profiles import PROFILE_NAMES, check_profile, resolve_profile
 from .runtime import DEVICE_CHOICES, choose_device
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
@@ -85,7 +85,7 @@ def reproduce(profile: str, dataset: str = "glyphs", device: str = "auto", only:
 
     Everything is checked before the first notebook starts: the profile (``$METAGAN_PROFILE`` overrides it,
     with a notice), the dataset name (any case), the device (``cuda`` needs CUDA) and the notebook numbers."""
-    profile = resolve_profile(profile)
+    profile = resolve_profile(check_profile(profile))  # a bad --profile is an error even when the variable overrides it
     dataset = dataset.strip().lower()
     if dataset not in DATASET_NAMES:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}.")
