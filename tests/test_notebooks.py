@@ -1,6 +1,5 @@
 """The notebooks' structure, the profiles and the papermill runner."""
 
-import json
 import re
 import subprocess
 import sys
