@@ -6,4 +6,4 @@ device), ``models``, ``losses``, ``augment``, ``train`` (the plain GAN trainer),
 papermill runner).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -47,8 +47,14 @@ def full_key(key: dict) -> dict:
 def meta_training_key(kind: str, config, sampler, meta_steps: int, seed: int) -> dict:
     """Everything that determines a meta-trained model: its kind, config (a dataclass), meta-steps, seed, and its task
     sampler's images and seed."""
-    return {"kind": kind, "config": asdict(config), "steps": meta_steps, "seed": seed,
-            "data": fingerprint(sampler.images), "sampler_seed": sampler.seed}
+    return {
+        "kind": kind,
+        "config": asdict(config),
+        "steps": meta_steps,
+        "seed": seed,
+        "data": fingerprint(sampler.images),
+        "sampler_seed": sampler.seed,
+    }
 
 
 def save_payload(payload: dict, path: Path | str) -> Path:
@@ -85,7 +91,9 @@ def _damaged(path: Path, cause: Exception) -> None:
         reason = "not a torch file of tensors and plain values"
     else:
         reason = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
-    warnings.warn(f"The cached file {path} cannot be used ({reason}); rebuilding it.", DamagedArtifactWarning, stacklevel=3)
+    warnings.warn(
+        f"The cached file {path} cannot be used ({reason}); rebuilding it.", DamagedArtifactWarning, stacklevel=3
+    )
     return None
 
 
@@ -95,8 +103,15 @@ def is_current(path: Path | str, key: dict) -> bool:
     return payload is not None and payload["key"] == full_key(key)
 
 
-def load_or_build(path: Path | str, key: dict, build: Callable[[], T], *, to_payload: Callable[[T], Any],
-                  from_payload: Callable[[Any], T], device: torch.device | str = "cpu") -> T:
+def load_or_build(
+    path: Path | str,
+    key: dict,
+    build: Callable[[], T],
+    *,
+    to_payload: Callable[[T], Any],
+    from_payload: Callable[[Any], T],
+    device: torch.device | str = "cpu",
+) -> T:
     """The artefact cached at ``path`` under ``key``, else ``build()``, written there.
 
     ``to_payload`` turns the artefact into tensors and plain values; ``from_payload`` turns them back.

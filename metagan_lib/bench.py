@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 from .data import ImageDataset
-from .meta import MetaConfig, MetaTrainer, draw_noise, new_meta_gan
 from .losses import discriminator_loss, generator_loss_nonsaturating
+from .meta import MetaConfig, MetaTrainer, draw_noise, new_meta_gan
+from .models import materialise
 from .runtime import choose_device
 from .tasks import TaskSampler
 
@@ -41,7 +42,9 @@ def synthetic_dataset(classes: int = 20, per_class: int = 20, seed: int = 0) -> 
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (classes * per_class, 1, 28, 28), generator=generator, dtype=torch.uint8)
     labels = torch.arange(classes).repeat_interleave(per_class)
-    return ImageDataset("synthetic", images, labels, tuple(map(str, range(classes))), torch.arange(classes), torch.arange(0), "random")
+    return ImageDataset(
+        "synthetic", images, labels, tuple(map(str, range(classes))), torch.arange(classes), torch.arange(0), "random"
+    )
 
 
 def _synchronise(device: torch.device) -> None:
@@ -64,30 +67,41 @@ def time_steps(step, device: torch.device, warmup: int, repeats: int) -> float:
 
 
 def make_higher_maml_step(meta, sampler, noise_generator):
-    """A second-order MAML meta-step written with ``higher``, task by task (same losses as metagan_lib.meta)."""
+    """A second-order MAML meta-step written with ``higher``, task by task (same losses as metagan_lib.meta).
+
+    ``higher`` needs real modules: they start from copies of the meta-GAN's parameter dicts.
+    """
     import higher
 
-    cfg = meta.config
-    generator, discriminator = meta.generator, meta.discriminator
-    meta_optimizer = torch.optim.Adam(list(generator.parameters()) + list(discriminator.parameters()), lr=cfg.meta_lr)
+    generator, discriminator = (
+        materialise(meta.generator, meta.g_params),
+        materialise(meta.discriminator, meta.d_params),
+    )
+    meta_optimizer = torch.optim.Adam(
+        list(generator.parameters()) + list(discriminator.parameters()), lr=meta.config.meta_lr
+    )
 
     def step() -> None:
-        _higher_maml_step(higher, meta, sampler, noise_generator, meta_optimizer)
+        _higher_maml_step(higher, (generator, discriminator), meta, sampler, noise_generator, meta_optimizer)
 
     return step
 
 
-def _higher_maml_step(higher, meta, sampler, noise_generator, meta_optimizer) -> None:
+def _higher_maml_step(higher, modules, meta, sampler, noise_generator, meta_optimizer) -> None:
     cfg = meta.config
-    generator, discriminator = meta.generator, meta.discriminator
+    generator, discriminator = modules
     episode = sampler.sample(cfg.tasks, 1, cfg.shots, cfg.queries)
     inner, outer = draw_noise(noise_generator, cfg.tasks, cfg.inner_steps, cfg.fake_batch, cfg.z_dim, meta.device)
     meta_optimizer.zero_grad(set_to_none=True)
     for t in range(cfg.tasks):
         f_gen = higher.monkeypatch(generator, copy_initial_weights=False)
         f_disc = higher.monkeypatch(discriminator, copy_initial_weights=False)
-        opt_g = higher.get_diff_optim(torch.optim.SGD(generator.parameters(), lr=cfg.inner_lr), generator.parameters(), fmodel=f_gen)
-        opt_d = higher.get_diff_optim(torch.optim.SGD(discriminator.parameters(), lr=cfg.inner_lr), discriminator.parameters(), fmodel=f_disc)
+        opt_g = higher.get_diff_optim(
+            torch.optim.SGD(generator.parameters(), lr=cfg.inner_lr), generator.parameters(), fmodel=f_gen
+        )
+        opt_d = higher.get_diff_optim(
+            torch.optim.SGD(discriminator.parameters(), lr=cfg.inner_lr), discriminator.parameters(), fmodel=f_disc
+        )
         support = episode.support[t, 0]
         for s in range(cfg.inner_steps):
             opt_d.step(discriminator_loss(f_disc(support), f_disc(f_gen(inner[t, s, 0]))))
@@ -126,9 +140,11 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 trainer.step()
 
-        rows.append(_row("MAML 2nd order", "vmap + bf16 autocast", base, time_steps(autocast_step, device, warmup, repeats)))
+        rows.append(
+            _row("MAML 2nd order", "vmap + bf16 autocast", base, time_steps(autocast_step, device, warmup, repeats))
+        )
     with contextlib.suppress(ImportError):
-        import higher  # noqa: F401
+        import higher  # noqa: F401  (an availability probe: ImportError means not installed)
 
         meta = new_meta_gan(base, device, seed=0)
         noise = torch.Generator(device=device).manual_seed(1)
@@ -145,7 +161,8 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
         "tasks_per_meta_step": base.tasks,
         "rows": rows,
         "vmap_over_loop": vmap_["meta_steps_per_s"] / loop["meta_steps_per_s"],
-        "second_over_first_order_vmap": by_key[("MAML 1st order", "vmap")]["meta_steps_per_s"] / vmap_["meta_steps_per_s"],
+        "second_over_first_order_vmap": by_key[("MAML 1st order", "vmap")]["meta_steps_per_s"]
+        / vmap_["meta_steps_per_s"],
     }
 
 
@@ -159,12 +176,18 @@ def run_parallel_benchmark(quick: bool = False) -> dict:
 
     threads = torch.get_num_threads()
     if threads < 2:
-        raise ValueError("the parallel benchmark needs at least 2 threads (unset OMP_NUM_THREADS or set it to the core count)")
+        raise ValueError(
+            "the parallel benchmark needs at least 2 threads (unset OMP_NUM_THREADS or set it to the core count)"
+        )
     steps = 60 if quick else 300
     images = synthetic_dataset(classes=50, per_class=20).images
     base = GANConfig(architecture="conv", steps=steps, batch_size=64)  # a mix of the trainer's losses and penalties
-    variants = {"non-saturating": base, "WGAN-GP": base.replace(loss="wgan-gp"), "R1": base.replace(r1_gamma=1.0),
-                "EMA + DiffAugment": base.replace(ema_decay=0.999, augment=True)}
+    variants = {
+        "non-saturating": base,
+        "WGAN-GP": base.replace(loss="wgan-gp"),
+        "R1": base.replace(r1_gamma=1.0),
+        "EMA + DiffAugment": base.replace(ema_decay=0.999, augment=True),
+    }
     start = time.perf_counter()
     for config in variants.values():
         train_gan(images, config, seed=0, progress=False)
@@ -174,21 +197,37 @@ def run_parallel_benchmark(quick: bool = False) -> dict:
         start = time.perf_counter()
         train_or_load_many(jobs, images, seed=0)
         side_by_side = time.perf_counter() - start
-    return {"device_name": _cpu_name(), "threads": threads, "torch": torch.__version__, "runs": len(variants), "steps_per_run": steps,
-            "in_turn_s": in_turn, "side_by_side_s": side_by_side, "side_by_side_over_in_turn": in_turn / side_by_side}
+    return {
+        "device_name": _cpu_name(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "runs": len(variants),
+        "steps_per_run": steps,
+        "in_turn_s": in_turn,
+        "side_by_side_s": side_by_side,
+        "side_by_side_over_in_turn": in_turn / side_by_side,
+    }
 
 
 def format_parallel(result: dict) -> str:
-    return (f"{result['runs']} GAN runs x {result['steps_per_run']} steps (mixed losses and penalties) on {result['device_name']}, {result['threads']} threads:\n"
-            f"  in turn, {result['threads']} threads each: {result['in_turn_s']:.1f} s\n"
-            f"  side by side, 1-thread workers (start-up included): {result['side_by_side_s']:.1f} s\n"
-            f"side by side over in turn: {result['side_by_side_over_in_turn']:.2f}x")
+    return (
+        f"{result['runs']} GAN runs x {result['steps_per_run']} steps (mixed losses and penalties) on {result['device_name']}, {result['threads']} threads:\n"
+        f"  in turn, {result['threads']} threads each: {result['in_turn_s']:.1f} s\n"
+        f"  side by side, 1-thread workers (start-up included): {result['side_by_side_s']:.1f} s\n"
+        f"side by side over in turn: {result['side_by_side_over_in_turn']:.2f}x"
+    )
 
 
 def _row(method: str, path: str, config: MetaConfig, seconds: float) -> dict:
     images = config.tasks * (2 * config.inner_steps + 1) * config.fake_batch
-    return {"method": method, "path": path, "inner_steps": config.inner_steps, "ms_per_meta_step": 1000 * seconds,
-            "meta_steps_per_s": 1.0 / seconds, "images_per_s": images / seconds}
+    return {
+        "method": method,
+        "path": path,
+        "inner_steps": config.inner_steps,
+        "ms_per_meta_step": 1000 * seconds,
+        "meta_steps_per_s": 1.0 / seconds,
+        "images_per_s": images / seconds,
+    }
 
 
 def _cpu_name() -> str:
@@ -202,23 +241,32 @@ def _cpu_name() -> str:
 
 
 def format_table(result: dict) -> str:
-    lines = [f"device: {result['device']} ({result['device_name']}), {result['threads']} threads, torch {result['torch']}, "
-             f"{result['tasks_per_meta_step']} tasks per meta-step",
-             f"{'method':26s} {'path':22s} {'ms/meta-step':>13s} {'meta-steps/s':>13s} {'images/s':>10s}"]
+    lines = [
+        f"device: {result['device']} ({result['device_name']}), {result['threads']} threads, torch {result['torch']}, "
+        f"{result['tasks_per_meta_step']} tasks per meta-step",
+        f"{'method':26s} {'path':22s} {'ms/meta-step':>13s} {'meta-steps/s':>13s} {'images/s':>10s}",
+    ]
     for r in result["rows"]:
-        lines.append(f"{r['method']:26s} {r['path']:22s} {r['ms_per_meta_step']:13.1f} {r['meta_steps_per_s']:13.2f} {r['images_per_s']:10.0f}")
+        lines.append(
+            f"{r['method']:26s} {r['path']:22s} {r['ms_per_meta_step']:13.1f} {r['meta_steps_per_s']:13.2f} {r['images_per_s']:10.0f}"
+        )
     lines.append(f"vmap over loop (MAML 2nd order): {result['vmap_over_loop']:.2f}x")
     lines.append(f"1st over 2nd order (vmap): {result['second_over_first_order_vmap']:.2f}x")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metagan_lib.bench", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m metagan_lib.bench", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats (under a minute on a 2-core CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--parallel", action="store_true",
-                        help="instead: four GAN trainings in turn vs side by side in worker processes (CPU)")
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="instead: four GAN trainings in turn vs side by side in worker processes (CPU)",
+    )
     args = parser.parse_args(argv)
     try:
         result = run_parallel_benchmark(args.quick) if args.parallel else run_benchmark(args.quick, args.device)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .tasks import to_signed
+from .images import to_signed
 
 GROUPS = 8  # GroupNorm groups of the convolutional generators: channel widths must be multiples of it
 
@@ -42,7 +42,12 @@ def non_negative(name: str, value: object) -> None:
 
 
 def conv_width(name: str, value: object) -> None:
-    require(_is_int(value) and value > 0 and value % GROUPS == 0, name, value, f"a positive multiple of {GROUPS} (GroupNorm groups)")
+    require(
+        _is_int(value) and value > 0 and value % GROUPS == 0,
+        name,
+        value,
+        f"a positive multiple of {GROUPS} (GroupNorm groups)",
+    )
 
 
 def signed_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
@@ -57,6 +62,10 @@ def signed_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
     require(tuple(images.shape[-3:]) == (1, 28, 28), f"{name}.shape", tuple(images.shape), "[..., 1, 28, 28]")
     require(bool(torch.isfinite(images).all()), name, "<tensor with NaN or inf>", "finite")
     low, high = images.min().item(), images.max().item()
-    require(low >= -1.0 - 1e-4 and high <= 1.0 + 1e-4, f"{name} range", (round(low, 3), round(high, 3)),
-            "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)")
+    require(
+        low >= -1.0 - 1e-4 and high <= 1.0 + 1e-4,
+        f"{name} range",
+        (round(low, 3), round(high, 3)),
+        "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)",
+    )
     return images

@@ -39,9 +39,11 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from . import checks
+from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
+from .models import template
 from .monitor import Monitor
+from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
 OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
@@ -89,9 +91,12 @@ class PairDiscriminator(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(2, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
+            nn.Conv2d(2, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 7 * 7, 1),
         )
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
@@ -167,7 +172,16 @@ class ContextConfig:
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
             raise ValueError(f"Unknown outer rule {self.rule!r}; choose one of {', '.join(OUTER_RULES)}.")
-        for name in ("z_dim", "context_dim", "inner_steps", "inner_samples", "outer_samples", "tasks", "shots", "queries"):
+        for name in (
+            "z_dim",
+            "context_dim",
+            "inner_steps",
+            "inner_samples",
+            "outer_samples",
+            "tasks",
+            "shots",
+            "queries",
+        ):
             checks.positive_int(name, getattr(self, name))
         checks.conv_width("width", self.width)
         for name in ("inner_lr", "reptile_lr", "meta_lr", "d_lr"):
@@ -182,13 +196,15 @@ class ContextConfig:
 def standard_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextConfig]:
     """The four context meta-learners compared in notebooks 05-06, defined once."""
     base = ContextConfig(tasks=tasks, shots=shots)
-    return {f"context {name}": base.replace(rule=rule)
-            for name, rule in (("MAML", "maml"), ("FOMAML", "fomaml"), ("Meta-SGD", "meta-sgd"), ("Reptile", "reptile"))}
+    return {
+        f"context {name}": base.replace(rule=rule)
+        for name, rule in (("MAML", "maml"), ("FOMAML", "fomaml"), ("Meta-SGD", "meta-sgd"), ("Reptile", "reptile"))
+    }
 
 
 @dataclass
 class ContextMetaGAN:
-    """Modules (architecture only) and explicit parameters of a context meta-GAN.
+    """Module templates (architecture only, on the ``meta`` device) and explicit parameters of a context meta-GAN.
 
     ``meta_params``: the generator's weights plus ``"context"`` (``c0``, ``[context_dim]``) and, for
     Meta-SGD, ``"rates"`` (``[context_dim]``); ``d_params``: the pair discriminator's weights.
@@ -222,13 +238,13 @@ def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", s
         torch.manual_seed(seed)
         generator = ContextGenerator(config.z_dim, config.context_dim, config.width)
         discriminator = PairDiscriminator(config.width)
-    leaf = lambda t: t.detach().to(device).clone().requires_grad_(True)  # noqa: E731
+    leaf = lambda t: t.detach().to(device).clone().requires_grad_(True)
     meta_params = {k: leaf(v) for k, v in generator.named_parameters()}
     meta_params["context"] = leaf(torch.zeros(config.context_dim))
     if config.rule == "meta-sgd":
         meta_params["rates"] = leaf(torch.full((config.context_dim,), config.inner_lr))
     d_params = {k: leaf(v) for k, v in discriminator.named_parameters()}
-    return ContextMetaGAN(config, generator.to(device), discriminator.to(device), meta_params, d_params)
+    return ContextMetaGAN(config, template(generator), template(discriminator), meta_params, d_params)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,8 +257,9 @@ def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: 
     return functional_call(model.generator, g_params, (z, context))
 
 
-def inner_adapt(model: ContextMetaGAN, params: Params, support: torch.Tensor, noise: torch.Tensor,
-                first_order: bool = False) -> torch.Tensor:
+def inner_adapt(
+    model: ContextMetaGAN, params: Params, support: torch.Tensor, noise: torch.Tensor, first_order: bool = False
+) -> torch.Tensor:
     """The inner loop: ``c <- c - alpha * grad_c chamfer(G(z_t, c), support)`` from ``params["context"]``.
 
     Args:
@@ -267,8 +284,16 @@ def adversarial_loss(model: ContextMetaGAN, d_params: Params, shots: torch.Tenso
     return F.softplus(-functional_call(model.discriminator, d_params, (pair_up(shots, fake),))).mean()
 
 
-def task_outer_loss(model: ContextMetaGAN, params: Params, d_params: Params, support: torch.Tensor, query: torch.Tensor,
-                    inner_noise: torch.Tensor, outer_noise: torch.Tensor, first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def task_outer_loss(
+    model: ContextMetaGAN,
+    params: Params,
+    d_params: Params,
+    support: torch.Tensor,
+    query: torch.Tensor,
+    inner_noise: torch.Tensor,
+    outer_noise: torch.Tensor,
+    first_order: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples ``[B, ...]``."""
     context = inner_adapt(model, params, support, inner_noise, first_order)
     fake = generate(model, model.generator_params(params), outer_noise, context)
@@ -276,8 +301,15 @@ def task_outer_loss(model: ContextMetaGAN, params: Params, d_params: Params, sup
     return loss, fake
 
 
-def batched_outer_loss(model: ContextMetaGAN, support: torch.Tensor, query: torch.Tensor, inner_noise: torch.Tensor,
-                       outer_noise: torch.Tensor, first_order: bool, vectorised: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def batched_outer_loss(
+    model: ContextMetaGAN,
+    support: torch.Tensor,
+    query: torch.Tensor,
+    inner_noise: torch.Tensor,
+    outer_noise: torch.Tensor,
+    first_order: bool,
+    vectorised: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Outer losses ``[T]`` and adapted samples ``[T, B, ...]`` of ``T`` tasks; ``vectorised=False`` loops (the reference)."""
     d_params = {k: v.detach() for k, v in model.d_params.items()}
 
@@ -297,16 +329,28 @@ def batched_outer_loss(model: ContextMetaGAN, support: torch.Tensor, query: torc
 
 def gradient_rule(first_order: bool):
     """MAML (second order), FOMAML (``first_order``) and Meta-SGD: gradients of the mean outer loss."""
+
     def meta_gradients(model, support, query, inner_noise, outer_noise, vectorised):
         losses, fakes = batched_outer_loss(model, support, query, inner_noise, outer_noise, first_order, vectorised)
         names = list(model.meta_params)
         grads = torch.autograd.grad(losses.mean(), [model.meta_params[k] for k in names], allow_unused=True)
-        return {k: torch.zeros_like(model.meta_params[k]) if g is None else g for k, g in zip(names, grads)}, losses, fakes
+        return (
+            {k: torch.zeros_like(model.meta_params[k]) if g is None else g for k, g in zip(names, grads)},
+            losses,
+            fakes,
+        )
+
     return meta_gradients
 
 
-def reptile_task(model: ContextMetaGAN, params: Params, d_params: Params, support: torch.Tensor, inner_noise: torch.Tensor,
-                 outer_noise: torch.Tensor) -> tuple[Params, torch.Tensor, torch.Tensor]:
+def reptile_task(
+    model: ContextMetaGAN,
+    params: Params,
+    d_params: Params,
+    support: torch.Tensor,
+    inner_noise: torch.Tensor,
+    outer_noise: torch.Tensor,
+) -> tuple[Params, torch.Tensor, torch.Tensor]:
     """Reptile's adaptation to one task: the context's inner steps, then one step of all weights on the support loss.
 
     Returns the adapted parameters, that loss and the samples it scored."""
@@ -314,7 +358,9 @@ def reptile_task(model: ContextMetaGAN, params: Params, d_params: Params, suppor
 
     def support_loss(p):
         fake = generate(model, model.generator_params(p), outer_noise, p["context"])
-        loss = chamfer_distance(fake, support) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
+        loss = chamfer_distance(fake, support) + model.config.adv_weight * adversarial_loss(
+            model, d_params, support, fake
+        )
         return loss, (loss, fake)
 
     start = {**{k: v.detach() for k, v in model.generator_params(params).items()}, "context": context}
@@ -325,7 +371,7 @@ def reptile_task(model: ContextMetaGAN, params: Params, d_params: Params, suppor
 def reptile_rule(model, support, query, inner_noise, outer_noise, vectorised):
     """Reptile: the direction ``theta - mean_i theta'_i`` (Adam then moves ``theta`` towards the adapted values)."""
     d_params = {k: v.detach() for k, v in model.d_params.items()}
-    one_task = lambda s, n_in, n_out: reptile_task(model, model.meta_params, d_params, s, n_in, n_out)  # noqa: E731
+    one_task = lambda s, n_in, n_out: reptile_task(model, model.meta_params, d_params, s, n_in, n_out)
     if vectorised:
         adapted, losses, fakes = vmap(one_task)(support, inner_noise, outer_noise)
     else:
@@ -335,8 +381,12 @@ def reptile_rule(model, support, query, inner_noise, outer_noise, vectorised):
     return {k: (v - adapted[k].mean(0)).detach() for k, v in model.meta_params.items()}, losses, fakes
 
 
-OUTER_RULES_DISPATCH = {"maml": gradient_rule(False), "fomaml": gradient_rule(True), "meta-sgd": gradient_rule(False),
-                        "reptile": reptile_rule}
+OUTER_RULES_DISPATCH = {
+    "maml": gradient_rule(False),
+    "fomaml": gradient_rule(True),
+    "meta-sgd": gradient_rule(False),
+    "reptile": reptile_rule,
+}
 
 
 def discriminator_loss_r1(model: ContextMetaGAN, real_pairs: torch.Tensor, fake_pairs: torch.Tensor) -> torch.Tensor:
@@ -363,7 +413,7 @@ class ContextTrainer:
 
     def __init__(self, model: ContextMetaGAN, sampler, seed: int = 0, vectorised: bool = True):
         self.model, self.sampler, self.vectorised = model, sampler, vectorised
-        self.noise = torch.Generator(device=model.device).manual_seed(seed + 1)
+        self.noise = seeds.generator(seed, "meta-training noise", device=model.device)
         self.meta_optimizer = torch.optim.Adam(model.meta_params.values(), lr=model.config.meta_lr, betas=(0.5, 0.999))
         self.d_optimizer = torch.optim.Adam(model.d_params.values(), lr=model.config.d_lr, betas=(0.5, 0.999))
         for key in ("step", "outer_loss", "d_loss"):
@@ -374,7 +424,9 @@ class ContextTrainer:
         model, cfg = self.model, self.model.config
         episode = self.sampler.sample(cfg.tasks, ways=1, shots=cfg.shots, queries=cfg.queries)
         support, query = episode.support[:, 0], episode.query[:, 0]
-        inner = torch.randn(cfg.tasks, cfg.inner_steps, cfg.inner_samples, cfg.z_dim, generator=self.noise, device=model.device)
+        inner = torch.randn(
+            cfg.tasks, cfg.inner_steps, cfg.inner_samples, cfg.z_dim, generator=self.noise, device=model.device
+        )
         outer = torch.randn(cfg.tasks, cfg.outer_samples, cfg.z_dim, generator=self.noise, device=model.device)
         grads, losses, fakes = OUTER_RULES_DISPATCH[cfg.rule](model, support, query, inner, outer, self.vectorised)
         self.meta_optimizer.zero_grad(set_to_none=True)
@@ -395,8 +447,13 @@ class ContextTrainer:
             model.history[key].append(value)
         return model.history["outer_loss"][-1], model.history["d_loss"][-1]
 
-    def train(self, steps: int, progress: bool = True, description: str = "context meta-training",
-              log_dir: Path | str | None = None) -> ContextMetaGAN:
+    def train(
+        self,
+        steps: int,
+        progress: bool = True,
+        description: str = "context meta-training",
+        log_dir: Path | str | None = None,
+    ) -> ContextMetaGAN:
         """``steps`` meta-steps; with ``log_dir``, the losses also go to TensorBoard there."""
         bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
         monitor = Monitor(log_dir)
@@ -414,13 +471,6 @@ class ContextTrainer:
 # ----------------------------------------------------------------------------------------------
 
 
-def class_noise(seed: int, classes: int, shape: tuple[int, ...], stream: int, device: torch.device) -> torch.Tensor:
-    """Noise ``[classes, *shape]``: class ``c`` draws from its own generator seeded ``(seed, stream, c)``, so a class's
-    noise never depends on how many classes are adapted with it and streams never overlap."""
-    return torch.stack([torch.randn(*shape, generator=torch.Generator(device=device).manual_seed(hash((seed, stream, c)) % 2**62),
-                                    device=device) for c in range(classes)])
-
-
 @torch.no_grad()
 def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """Contexts ``[C, context_dim]`` adapted to ``C`` classes at once (support ``[C, K, 1, 28, 28]``), ``steps`` inner steps."""
@@ -431,7 +481,7 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
     params = {k: v.detach() for k, v in model.meta_params.items()}
     if steps == 0:
         return params["context"].expand(classes, -1).clone()
-    noise = class_noise(seed, classes, (steps, model.config.inner_samples, model.config.z_dim), 0, model.device)
+    noise = class_noise(seed, classes, (steps, model.config.inner_samples, model.config.z_dim), "adapt", model.device)
     return vmap(lambda s, n: inner_adapt(model, params, s, n, first_order=True))(support.to(model.device), noise)
 
 
@@ -439,7 +489,7 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
 def sample_contexts(model: ContextMetaGAN, contexts: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images per context: contexts ``[C, context_dim]`` -> ``[C, n, 1, 28, 28]``."""
     checks.positive_int("n", n)
-    z = class_noise(seed, len(contexts), (n, model.config.z_dim), 1, model.device)
+    z = class_noise(seed, len(contexts), (n, model.config.z_dim), "sample", model.device)
     g_params = {k: v.detach() for k, v in model.generator_params().items()}
     return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
 
@@ -460,9 +510,14 @@ def save_context_gan(model: ContextMetaGAN, path: Path | str) -> None:
 
 
 def _context_gan_payload(model: ContextMetaGAN) -> dict:
-    cpu = lambda params: {k: v.detach().cpu() for k, v in params.items()}  # noqa: E731
-    return {"config": asdict(model.config), "meta_params": cpu(model.meta_params), "d_params": cpu(model.d_params),
-            "step": model.step, "history": model.history}
+    cpu = lambda params: {k: v.detach().cpu() for k, v in params.items()}
+    return {
+        "config": asdict(model.config),
+        "meta_params": cpu(model.meta_params),
+        "d_params": cpu(model.d_params),
+        "step": model.step,
+        "history": model.history,
+    }
 
 
 def load_context_gan(path: Path | str, device: torch.device | str = "cpu") -> ContextMetaGAN:
@@ -484,14 +539,29 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
     return model
 
 
-def train_or_load_context_gan(path: Path | str, config: ContextConfig, sampler, meta_steps: int, *, seed: int = 0,
-                              device: torch.device | str = "cpu", progress: bool = True,
-                              description: str = "context meta-training") -> ContextMetaGAN:
+def train_or_load_context_gan(
+    path: Path | str,
+    config: ContextConfig,
+    sampler,
+    meta_steps: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    description: str = "context meta-training",
+) -> ContextMetaGAN:
     """The model cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else a freshly meta-trained one (saved there)."""
+
     def build() -> ContextMetaGAN:
         return ContextTrainer(new_context_gan(config, device, seed=seed), sampler, seed=seed).train(
-            meta_steps, progress=progress, description=description)
+            meta_steps, progress=progress, description=description
+        )
 
-    return load_or_build(path, meta_training_key("context-gan", config, sampler, meta_steps, seed), build,
-                         to_payload=_context_gan_payload, from_payload=lambda payload: _context_gan_from_payload(payload, device),
-                         device=device)
+    return load_or_build(
+        path,
+        meta_training_key("context-gan", config, sampler, meta_steps, seed),
+        build,
+        to_payload=_context_gan_payload,
+        from_payload=lambda payload: _context_gan_from_payload(payload, device),
+        device=device,
+    )

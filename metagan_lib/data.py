@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from .artifacts import load_or_build
+from .images import IMAGE_SIZE
 from .paths import DATA_ENV_VAR, cache_dir, data_dir
 
-IMAGE_SIZE = 28
 DATASET_NAMES = ("glyphs", "omniglot", "mnist")
 
 OMNIGLOT_SMALL_UNSEEN_ALPHABETS = ("Early_Aramaic", "Greek", "Tagalog")
@@ -168,7 +168,9 @@ def _fit_to_canvas(ink: torch.Tensor, size: int = IMAGE_SIZE, box: int = 20) -> 
     h, w = crop.shape
     scale = box / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = F.interpolate(crop[None, None], size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    resized = F.interpolate(
+        crop[None, None], size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+    )[0, 0]
     top, left = (size - new_h) // 2, (size - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = resized.clamp(0, 1)
     return canvas
@@ -180,7 +182,13 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def _cached(path: Path, key: dict, build: Callable[[], dict]) -> dict:
     """The processed dataset cached at ``path`` under ``key`` (the artefact store), else ``build()``, saved there."""
-    return load_or_build(path, {"kind": "dataset", **key}, build, to_payload=lambda payload: payload, from_payload=lambda payload: payload)
+    return load_or_build(
+        path,
+        {"kind": "dataset", **key},
+        build,
+        to_payload=lambda payload: payload,
+        from_payload=lambda payload: payload,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,12 +230,10 @@ def _render_glyph(font, char: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(font.get_image(), dtype=np.float32) / 255.0)
 
 
-def _jitter(
-    clean: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
+def _jitter(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random affine + elastic warp + stroke-width change of ``[B, 1, H, W]`` images in [0, 1]."""
     batch, _, height, width = clean.shape
-    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    u = lambda *shape: torch.rand(*shape, generator=generator)
     angle = (u(batch) - 0.5) * 2 * np.deg2rad(12)
     scale = 0.9 + 0.2 * u(batch)
     shear = (u(batch) - 0.5) * 0.3
@@ -361,11 +367,15 @@ def _read_omniglot_zips(zips: list[Path]) -> dict[tuple[str, str], list[bytes]]:
         try:
             found = _read_omniglot_zip(zip_path)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
-            raise DatasetError(f"{zip_path} is damaged ({type(error).__name__}: {error}); delete it and download it again "
-                               "(or replace it with a good copy).") from None
+            raise DatasetError(
+                f"{zip_path} is damaged ({type(error).__name__}: {error}); delete it and download it again "
+                "(or replace it with a good copy)."
+            ) from None
         if not found:
-            raise DatasetError(f"{zip_path} holds no Omniglot images (<set>/<alphabet>/<character>/<file>.png); "
-                               "replace it with the original archive.")
+            raise DatasetError(
+                f"{zip_path} holds no Omniglot images (<set>/<alphabet>/<character>/<file>.png); "
+                "replace it with the original archive."
+            )
         for key, files in found.items():
             characters.setdefault(key, {}).update(files)
     return {key: [files[name] for name in sorted(files)] for key, files in sorted(characters.items())}
@@ -419,6 +429,7 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
     background, evaluation = full_root / "images_background", full_root / "images_evaluation"
     small = [folder / z for z in OMNIGLOT_SMALL_ZIPS]
     if not (background.is_dir() and evaluation.is_dir()) and not all(p.exists() for p in small):
+
         def fetch() -> None:
             from torchvision.datasets import Omniglot
 
@@ -428,14 +439,15 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
         cause = _try_download(download, fetch)
         if not (background.is_dir() and evaluation.is_dir()):
             raise _missing_data_error(
-                "omniglot", folder,
+                "omniglot",
+                folder,
                 "omniglot-py/images_background and images_evaluation (torchvision's layout), "
                 f"or the two files {' and '.join(OMNIGLOT_SMALL_ZIPS)}",
                 cause,
             )
     if background.is_dir() and evaluation.is_dir():
         key = f"full-{background.stat().st_mtime_ns}"
-        build = lambda: _assemble_omniglot(  # noqa: E731
+        build = lambda: _assemble_omniglot(
             [(_read_omniglot_folder(background), False), (_read_omniglot_folder(evaluation), True)]
         )
         source = str(full_root)
@@ -450,7 +462,9 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
 
         source = str(folder)
     digest = hashlib.sha256(f"{folder.resolve()}-{key}".encode()).hexdigest()[:12]
-    payload = _cached(cache_dir() / f"omniglot-{digest}.pt", {"name": "omniglot", "source": f"{folder.resolve()}-{key}"}, build)
+    payload = _cached(
+        cache_dir() / f"omniglot-{digest}.pt", {"name": "omniglot", "source": f"{folder.resolve()}-{key}"}, build
+    )
     return ImageDataset(name="omniglot", source=source, **payload)
 
 
@@ -478,7 +492,9 @@ def _read_idx(path: Path) -> torch.Tensor:
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (gzip.BadGzipFile, zlib.error, EOFError) as error:
-        raise DatasetError(f"{path} is damaged ({type(error).__name__}: {error}); delete it and download it again.") from None
+        raise DatasetError(
+            f"{path} is damaged ({type(error).__name__}: {error}); delete it and download it again."
+        ) from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file (bad header); delete it and download again.")
     ndim = data[3]
@@ -503,6 +519,7 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
 
     splits = available()
     if not splits:
+
         def fetch() -> None:
             from torchvision.datasets import MNIST
 
@@ -513,14 +530,19 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
         splits = available()
         if not splits:
             raise _missing_data_error(
-                "mnist", raw, "the IDX files of at least one split (e.g. t10k-images-idx3-ubyte[.gz] "
-                "and t10k-labels-idx1-ubyte[.gz])", cause,
+                "mnist",
+                raw,
+                "the IDX files of at least one split (e.g. t10k-images-idx3-ubyte[.gz] "
+                "and t10k-labels-idx1-ubyte[.gz])",
+                cause,
             )
     pairs = [(_read_idx(splits[s][0]), _read_idx(splits[s][1])) for s in sorted(splits)]
     for split, (split_images, split_labels) in zip(sorted(splits), pairs):
         if split_labels.ndim != 1 or len(split_images) != len(split_labels):
-            raise DatasetError(f"{splits[split][1]} holds {len(split_labels)} labels but {splits[split][0]} holds "
-                               f"{len(split_images)} images; download both files again.")
+            raise DatasetError(
+                f"{splits[split][1]} holds {len(split_labels)} labels but {splits[split][0]} holds "
+                f"{len(split_images)} images; download both files again."
+            )
     images = torch.cat([i for i, _ in pairs])
     labels = torch.cat([lab for _, lab in pairs]).to(torch.int64)
     unseen = torch.tensor(MNIST_UNSEEN_DIGITS, dtype=torch.int64)

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import seeds
 from .artifacts import fingerprint, load_or_build
 from .data import ImageDataset
-from .tasks import TaskSampler, to_signed
+from .images import to_signed
+from .tasks import TaskSampler
 
 
 class FeatureNet(nn.Module):
@@ -48,8 +50,16 @@ class FeatureNet(nn.Module):
         return self.head(F.relu(self.body(images)))
 
 
-def train_feature_net(dataset: ImageDataset, steps: int, *, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-                      device: torch.device | str = "cpu", progress: bool = True) -> FeatureNet:
+def train_feature_net(
+    dataset: ImageDataset,
+    steps: int,
+    *,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> FeatureNet:
     """Train a :class:`FeatureNet` to classify the **seen** classes only (unseen images never enter)."""
     images, labels = dataset.subset(dataset.seen_classes)
     remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
@@ -59,7 +69,7 @@ def train_feature_net(dataset: ImageDataset, steps: int, *, batch_size: int = 12
         torch.manual_seed(seed)
         net = FeatureNet(len(dataset.seen_classes)).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = seeds.generator(seed, "feature-net batches", device=device)
     for _ in tqdm(range(steps), desc="feature network", disable=not progress, leave=False):
         rows = torch.randint(len(images), (batch_size,), generator=generator, device=device)
         batch = to_signed(images[rows])
@@ -114,6 +124,7 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     Precision: share of fake points inside the real manifold (the union of balls around each real
     point reaching its k-th nearest real neighbour); recall: share of real points inside the fake manifold.
     """
+
     def coverage(reference: torch.Tensor, queries: torch.Tensor) -> float:
         radii = _kth_neighbour_radius(reference, min(k, len(reference) - 1))
         inside = torch.cdist(queries, reference) <= radii[None, :] * (1 + 1e-6)
@@ -141,8 +152,13 @@ def sample_quality(net: FeatureNet, fake: torch.Tensor, real: torch.Tensor, k: i
     """
     fake_features, real_features = embed(net, fake), embed(net, real)
     precision, recall = precision_recall(real_features, fake_features, k=k)
-    return {"frechet_distance": frechet_distance(fake_features, real_features), "precision": precision, "recall": recall,
-            "diversity": mean_pairwise_distance(fake_features), "real_diversity": mean_pairwise_distance(real_features)}
+    return {
+        "frechet_distance": frechet_distance(fake_features, real_features),
+        "precision": precision,
+        "recall": recall,
+        "diversity": mean_pairwise_distance(fake_features),
+        "real_diversity": mean_pairwise_distance(real_features),
+    }
 
 
 def class_fidelity(fake: torch.Tensor, fake_labels: torch.Tensor, prototypes: torch.Tensor) -> float:
@@ -168,16 +184,18 @@ def copy_score(fake: torch.Tensor, reference: torch.Tensor, shots: torch.Tensor)
     return nearest_is_shot.float().mean().item() * (len(shots) + len(reference)) / len(shots)
 
 
-def prototype_accuracy(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
-                       ways: int) -> float:
+def prototype_accuracy(
+    support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor, ways: int
+) -> float:
     """Nearest-prototype classification accuracy; labels in ``0..ways-1``."""
     prototypes = torch.stack([support[support_labels == c].mean(0) for c in range(ways)])
     return (torch.cdist(query, prototypes).argmin(1) == query_labels).float().mean().item()
 
 
 @torch.no_grad()
-def few_shot_accuracy(net: FeatureNet, dataset: ImageDataset, ways: int, shots: int, episodes: int, queries: int = 10,
-                      seed: int = 0) -> list[float]:
+def few_shot_accuracy(
+    net: FeatureNet, dataset: ImageDataset, ways: int, shots: int, episodes: int, queries: int = 10, seed: int = 0
+) -> list[float]:
     """Prototype-classifier accuracy of ``ways``-way ``shots``-shot episodes on **unseen** classes, one value per episode."""
     device = next(net.parameters()).device
     sampler = TaskSampler(dataset, dataset.unseen_classes, device=device, seed=seed)
@@ -197,8 +215,38 @@ def few_shot_accuracy(net: FeatureNet, dataset: ImageDataset, ways: int, shots: 
 # ----------------------------------------------------------------------------------------------
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T95 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 @dataclass(frozen=True)
@@ -224,16 +272,30 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
     return Estimate(mean, t * math.sqrt(variance / n), n)
 
 
-def train_or_load_feature_net(path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu",
-                              progress: bool = True) -> FeatureNet:
+def train_or_load_feature_net(
+    path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True
+) -> FeatureNet:
     """The feature network cached at ``path`` (trained for ``steps`` with ``seed`` on these seen classes), else train and save it."""
-    key = {"kind": "feature-net", "steps": steps, "seed": seed, "dataset": dataset.name, "seen_classes": dataset.seen_classes.tolist(),
-           "data": fingerprint(dataset.images), "labels": fingerprint(dataset.labels)}
+    key = {
+        "kind": "feature-net",
+        "steps": steps,
+        "seed": seed,
+        "dataset": dataset.name,
+        "seen_classes": dataset.seen_classes.tolist(),
+        "data": fingerprint(dataset.images),
+        "labels": fingerprint(dataset.labels),
+    }
 
     def from_payload(state: dict) -> FeatureNet:
         net = FeatureNet(len(dataset.seen_classes)).to(device)
         net.load_state_dict(state)
         return net.eval()
 
-    return load_or_build(path, key, lambda: train_feature_net(dataset, steps, seed=seed, device=device, progress=progress),
-                         to_payload=lambda net: net.state_dict(), from_payload=from_payload, device=device)
+    return load_or_build(
+        path,
+        key,
+        lambda: train_feature_net(dataset, steps, seed=seed, device=device, progress=progress),
+        to_payload=lambda net: net.state_dict(),
+        from_payload=from_payload,
+        device=device,
+    )

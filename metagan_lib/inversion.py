@@ -14,8 +14,8 @@ from torch import nn
 from torch.func import functional_call
 
 from . import checks
-from .context import class_noise
-from .data import IMAGE_SIZE
+from .images import IMAGE_SIZE
+from .seeds import class_noise
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def invert(inversion: LatentInversion, images: torch.Tensor, steps: int, seed: i
     device = next(generator.parameters()).device
     frozen = {k: v.detach() for k, v in generator.named_parameters()}
     classes, shots = images.shape[:2]
-    z = class_noise(seed, classes, (shots, generator.z_dim), 2, device).flatten(0, 1).requires_grad_(True)
+    z = class_noise(seed, classes, (shots, generator.z_dim), "invert", device).flatten(0, 1).requires_grad_(True)
     targets = images.flatten(0, 1).to(device)
     optimizer = torch.optim.Adam([z], lr=inversion.lr)
     with torch.enable_grad():
@@ -50,12 +50,14 @@ def sample_around(inversion: LatentInversion, latents: torch.Tensor, n: int, see
     """``n`` images per class ``[C, n, 1, 28, 28]``: sample ``i`` of class ``c`` is ``G(z_{c, i mod K} + sigma * eps)``."""
     classes, shots, z_dim = latents.shape
     index = torch.arange(n, device=latents.device) % shots
-    eps = class_noise(seed, classes, (n, z_dim), 3, latents.device)
+    eps = class_noise(seed, classes, (n, z_dim), "sample", latents.device)
     z = latents[:, index] + inversion.noise_scale * eps
     return inversion.generator(z.flatten(0, 1)).view(classes, n, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
-def invert_and_sample(inversion: LatentInversion, shots: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:
+def invert_and_sample(
+    inversion: LatentInversion, shots: torch.Tensor, steps: int, n: int, seed: int = 0
+) -> torch.Tensor:
     """Invert each class's shots ``[C, K, ...]`` (``steps`` Adam steps) and draw ``n`` images per class around them."""
     shots = checks.signed_images(shots, "shots")
     checks.require(shots.ndim == 5, "shots shape", tuple(shots.shape), "[classes, K, 1, 28, 28]")

@@ -97,12 +97,12 @@ def optimal_discriminator(p_data: torch.Tensor, p_model: torch.Tensor) -> torch.
 def jensen_shannon(p: torch.Tensor, q: torch.Tensor, dx: float) -> torch.Tensor:
     """Jensen-Shannon divergence of two densities tabulated on a grid with spacing ``dx``."""
     m = 0.5 * (p + q)
-    kl = lambda a, b: torch.where(a > 0, a * (a / b).log(), torch.zeros_like(a)).sum() * dx  # noqa: E731
+    kl = lambda a, b: torch.where(a > 0, a * (a / b).log(), torch.zeros_like(a)).sum() * dx
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
 def value_function(d: torch.Tensor, p_data: torch.Tensor, p_model: torch.Tensor, dx: float) -> torch.Tensor:
     """``V(D, G) = E_data[log D] + E_g[log(1 - D)]`` on a grid (densities and ``D`` tabulated)."""
     tiny = torch.finfo(d.dtype).tiny  # D rounds to exactly 0 or 1 where one density is ~1e-40
-    term = lambda a, b: torch.where(a > 0, a * b.clamp_min(tiny).log(), torch.zeros_like(a))  # noqa: E731
+    term = lambda a, b: torch.where(a > 0, a * b.clamp_min(tiny).log(), torch.zeros_like(a))
     return (term(p_data, d) + term(p_model, 1.0 - d)).sum() * dx

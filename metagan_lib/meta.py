@@ -22,6 +22,7 @@ adapted weights: ``theta <- theta + epsilon * mean_i (theta'_i - theta)``; it ne
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -31,29 +32,33 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from . import checks
+from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 from .data import check_image_batch
-from .monitor import Monitor
 from .losses import discriminator_loss, generator_loss_nonsaturating
-from .models import build_gan
+from .models import build_gan, template
+from .monitor import Monitor
+from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
-LearningRate = float | Params
 MethodName = Literal["maml", "reptile", "meta-sgd"]
 METHODS = ("maml", "reptile", "meta-sgd")
 
 
-def sgd_step(params: Params, loss_fn: Callable[[Params], torch.Tensor], lr: LearningRate, first_order: bool = False) -> Params:
+def sgd_step(
+    params: Params, loss_fn: Callable[[Params], torch.Tensor], lr: float | Params, first_order: bool = False
+) -> Params:
     """One differentiable step ``theta - lr * grad loss_fn(theta)``.
 
-    ``lr`` is a float or a dict of per-entry learning rates (Meta-SGD). With ``first_order`` the
-    gradient is detached, so nothing is differentiated through it later.
+    ``lr`` is the formula's scalar ``alpha`` or a dict of per-entry rates shaped like ``params``
+    (what a :class:`MetaGAN` always holds). With ``first_order`` the gradient is detached, so nothing
+    is differentiated through it later.
     """
     grads = grad(loss_fn)(params)
     if first_order:
         grads = {k: g.detach() for k, g in grads.items()}
-    return {k: p - (lr[k] if isinstance(lr, dict) else lr) * grads[k] for k, p in params.items()}
+    rates = lr if isinstance(lr, dict) else dict.fromkeys(params, lr)
+    return {k: p - rates[k] * grads[k] for k, p in params.items()}
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,12 @@ class MetaConfig:
         checks.positive("meta_lr", self.meta_lr)
 
     def replace(self, **changes) -> "MetaConfig":
-        return MetaConfig(**{**asdict(self), **changes})
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def learns_rates(self) -> bool:
+        """Meta-SGD: the inner learning rates are meta-parameters too."""
+        return self.method == "meta-sgd"
 
 
 def standard_configs(tasks: int = 8, shots: int = 5) -> dict[str, MetaConfig]:
@@ -105,8 +115,17 @@ def standard_configs(tasks: int = 8, shots: int = 5) -> dict[str, MetaConfig]:
     MAML-family: 2 inner steps, alpha = 0.05, Adam 2e-3 outer, 10 query images per task.
     Reptile: 5 inner steps (it can afford more, having no second-order terms), epsilon = 0.1.
     """
-    maml = MetaConfig(method="maml", first_order=False, inner_steps=2, inner_lr=0.05, meta_lr=2e-3,
-                      tasks=tasks, shots=shots, queries=10, fake_batch=16)
+    maml = MetaConfig(
+        method="maml",
+        first_order=False,
+        inner_steps=2,
+        inner_lr=0.05,
+        meta_lr=2e-3,
+        tasks=tasks,
+        shots=shots,
+        queries=10,
+        fake_batch=16,
+    )
     return {
         "MAML": maml,
         "FOMAML": maml.replace(first_order=True),
@@ -117,10 +136,13 @@ def standard_configs(tasks: int = 8, shots: int = 5) -> dict[str, MetaConfig]:
 
 @dataclass
 class MetaGAN:
-    """A meta-GAN: the two networks' architectures, their meta-parameters and inner learning rates.
+    """A meta-GAN: architecture templates, meta-parameters and inner learning rates.
 
-    ``g_params``/``d_params`` are leaf tensors (the initialisation that is meta-learned);
-    ``g_lr``/``d_lr`` are floats, or for Meta-SGD dicts of learnable per-entry rates.
+    ``generator``/``discriminator`` are templates on the ``meta`` device (shapes, no values): they
+    are only ever called through ``functional_call`` with explicit parameters, so the parameter
+    dicts are the one source of truth. ``g_params``/``d_params`` are leaf tensors (the
+    initialisation that is meta-learned); ``g_lr``/``d_lr`` are per-entry rates shaped like them,
+    constant ``inner_lr`` for MAML and Reptile, learned (leaf tensors) for Meta-SGD.
     """
 
     config: MetaConfig
@@ -128,8 +150,8 @@ class MetaGAN:
     discriminator: nn.Module
     g_params: Params
     d_params: Params
-    g_lr: LearningRate
-    d_lr: LearningRate
+    g_lr: Params
+    d_lr: Params
     step: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
 
@@ -137,33 +159,43 @@ class MetaGAN:
     def device(self) -> torch.device:
         return next(iter(self.g_params.values())).device
 
+    def generator_tensors(self) -> list[torch.Tensor]:
+        """What the generator's outer loss updates: its parameters (and Meta-SGD's rates for them)."""
+        return list(self.g_params.values()) + (list(self.g_lr.values()) if self.config.learns_rates else [])
+
+    def discriminator_tensors(self) -> list[torch.Tensor]:
+        """What the discriminator's outer loss updates: its parameters (and Meta-SGD's rates for them)."""
+        return list(self.d_params.values()) + (list(self.d_lr.values()) if self.config.learns_rates else [])
+
     def trainable(self) -> list[torch.Tensor]:
-        """Everything the outer loop updates (parameters, and Meta-SGD's learning rates)."""
-        tensors = list(self.g_params.values()) + list(self.d_params.values())
-        for lr in (self.g_lr, self.d_lr):
-            if isinstance(lr, dict):
-                tensors += list(lr.values())
-        return tensors
+        """Everything the outer loop updates, generator's first."""
+        return self.generator_tensors() + self.discriminator_tensors()
 
 
-def _leaf_copy(params: Params, device: torch.device | str) -> Params:
-    return {k: v.detach().to(device).clone().requires_grad_(True) for k, v in params.items()}
+def _leaf_copy(params: Params, device: torch.device | str, requires_grad: bool = True) -> Params:
+    return {k: v.detach().to(device).clone().requires_grad_(requires_grad) for k, v in params.items()}
 
 
-def new_meta_gan(config: MetaConfig, device: torch.device | str = "cpu", seed: int = 0,
-                 generator: nn.Module | None = None, discriminator: nn.Module | None = None) -> MetaGAN:
+def constant_rates(params: Params, value: float, learnable: bool) -> Params:
+    """Per-entry rates ``value`` shaped like ``params`` (leaf tensors when ``learnable``)."""
+    return {k: torch.full_like(v, value).detach().requires_grad_(learnable) for k, v in params.items()}
+
+
+def new_meta_gan(
+    config: MetaConfig,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    generator: nn.Module | None = None,
+    discriminator: nn.Module | None = None,
+) -> MetaGAN:
     """A meta-GAN with fresh ``conv`` networks from ``seed`` (or the given modules' weights)."""
     if generator is None or discriminator is None:
         generator, discriminator = build_gan("conv", config.z_dim, config.width, seed=seed)
-    generator, discriminator = generator.to(device), discriminator.to(device)
     g_params = _leaf_copy(dict(generator.named_parameters()), device)
     d_params = _leaf_copy(dict(discriminator.named_parameters()), device)
-    if config.method == "meta-sgd":
-        g_lr = {k: torch.full_like(v, config.inner_lr).requires_grad_(True) for k, v in g_params.items()}
-        d_lr = {k: torch.full_like(v, config.inner_lr).requires_grad_(True) for k, v in d_params.items()}
-    else:
-        g_lr = d_lr = config.inner_lr
-    return MetaGAN(config, generator, discriminator, g_params, d_params, g_lr, d_lr)
+    g_lr = constant_rates(g_params, config.inner_lr, config.learns_rates)
+    d_lr = constant_rates(d_params, config.inner_lr, config.learns_rates)
+    return MetaGAN(config, template(generator), template(discriminator), g_params, d_params, g_lr, d_lr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,8 +203,9 @@ def new_meta_gan(config: MetaConfig, device: torch.device | str = "cpu", seed: i
 # ----------------------------------------------------------------------------------------------
 
 
-def inner_adapt(meta: MetaGAN, g_params: Params, d_params: Params, support: torch.Tensor, noise: torch.Tensor,
-                first_order: bool) -> tuple[Params, Params]:
+def inner_adapt(
+    meta: MetaGAN, g_params: Params, d_params: Params, support: torch.Tensor, noise: torch.Tensor, first_order: bool
+) -> tuple[Params, Params]:
     """Adapt both players to one task.
 
     Args:
@@ -183,18 +216,28 @@ def inner_adapt(meta: MetaGAN, g_params: Params, d_params: Params, support: torc
     Returns:
         Adapted ``(g_params, d_params)``.
     """
-    G = lambda p, z: functional_call(meta.generator, p, (z,))  # noqa: E731
-    D = lambda p, x: functional_call(meta.discriminator, p, (x,))  # noqa: E731
+    G = lambda p, z: functional_call(meta.generator, p, (z,))
+    D = lambda p, x: functional_call(meta.discriminator, p, (x,))
     for step in range(noise.shape[0]):
         fake = G(g_params, noise[step, 0])
         d_params = sgd_step(d_params, lambda p: discriminator_loss(D(p, support), D(p, fake)), meta.d_lr, first_order)
         frozen_d = d_params
-        g_params = sgd_step(g_params, lambda p: generator_loss_nonsaturating(D(frozen_d, G(p, noise[step, 1]))), meta.g_lr, first_order)
+        g_params = sgd_step(
+            g_params, lambda p: generator_loss_nonsaturating(D(frozen_d, G(p, noise[step, 1]))), meta.g_lr, first_order
+        )
     return g_params, d_params
 
 
-def task_outer_losses(meta: MetaGAN, g_params: Params, d_params: Params, support: torch.Tensor, query: torch.Tensor,
-                      inner_noise: torch.Tensor, outer_noise: torch.Tensor, first_order: bool) -> torch.Tensor:
+def task_outer_losses(
+    meta: MetaGAN,
+    g_params: Params,
+    d_params: Params,
+    support: torch.Tensor,
+    query: torch.Tensor,
+    inner_noise: torch.Tensor,
+    outer_noise: torch.Tensor,
+    first_order: bool,
+) -> torch.Tensor:
     """MAML's outer losses of one task: ``[L_D, L_G]`` of the adapted networks on the query images."""
     g_adapted, d_adapted = inner_adapt(meta, g_params, d_params, support, inner_noise, first_order)
     fake = functional_call(meta.generator, g_adapted, (outer_noise,))
@@ -203,8 +246,14 @@ def task_outer_losses(meta: MetaGAN, g_params: Params, d_params: Params, support
     return torch.stack([discriminator_loss(real_logits, fake_logits), generator_loss_nonsaturating(fake_logits)])
 
 
-def batched_outer_losses(meta: MetaGAN, support: torch.Tensor, query: torch.Tensor, inner_noise: torch.Tensor,
-                         outer_noise: torch.Tensor, vectorised: bool = True) -> torch.Tensor:
+def batched_outer_losses(
+    meta: MetaGAN,
+    support: torch.Tensor,
+    query: torch.Tensor,
+    inner_noise: torch.Tensor,
+    outer_noise: torch.Tensor,
+    vectorised: bool = True,
+) -> torch.Tensor:
     """Outer losses ``[T, 2]`` for ``T`` tasks (support ``[T, K, ...]``, query ``[T, Q, ...]``).
 
     ``vectorised=True`` runs all tasks at once with ``vmap``; ``False`` loops over tasks (the reference).
@@ -219,8 +268,11 @@ def batched_outer_losses(meta: MetaGAN, support: torch.Tensor, query: torch.Tens
     return torch.stack([one_task(*args) for args in zip(support, query, inner_noise, outer_noise)])
 
 
-def batched_adapt(meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tensor, vectorised: bool = True) -> tuple[Params, Params]:
+def batched_adapt(
+    meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tensor, vectorised: bool = True
+) -> tuple[Params, Params]:
     """Adapt to ``T`` tasks without tracking meta-gradients; parameters gain a leading task axis ``[T, ...]``."""
+
     def one_task(s, n):
         return inner_adapt(meta, meta.g_params, meta.d_params, s, n, first_order=True)
 
@@ -228,7 +280,7 @@ def batched_adapt(meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tenso
         if vectorised:
             return vmap(one_task)(support, inner_noise)
         results = [one_task(s, n) for s, n in zip(support, inner_noise)]
-    stack = lambda dicts: {k: torch.stack([d[k] for d in dicts]) for k in dicts[0]}  # noqa: E731
+    stack = lambda dicts: {k: torch.stack([d[k] for d in dicts]) for k in dicts[0]}
     return stack([r[0] for r in results]), stack([r[1] for r in results])
 
 
@@ -237,7 +289,9 @@ def batched_adapt(meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tenso
 # ----------------------------------------------------------------------------------------------
 
 
-def draw_noise(generator: torch.Generator, tasks: int, steps: int, batch: int, z_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_noise(
+    generator: torch.Generator, tasks: int, steps: int, batch: int, z_dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inner noise ``[T, steps, 2, B, z]`` and outer noise ``[T, B, z]``."""
     inner = torch.randn(tasks, steps, 2, batch, z_dim, generator=generator, device=device)
     outer = torch.randn(tasks, batch, z_dim, generator=generator, device=device)
@@ -245,14 +299,43 @@ def draw_noise(generator: torch.Generator, tasks: int, steps: int, batch: int, z
 
 
 def meta_gradients(meta: MetaGAN, losses: torch.Tensor) -> list[torch.Tensor]:
-    """Gradients for :meth:`MetaGAN.trainable`: ``mean L_D`` for D's parameters and rates, ``mean L_G`` for G's."""
+    """Gradients for :meth:`MetaGAN.trainable`: ``mean L_G`` for the generator's tensors, ``mean L_D`` for D's."""
     d_loss, g_loss = losses[:, 0].mean(), losses[:, 1].mean()
-    g_tensors = list(meta.g_params.values()) + (list(meta.g_lr.values()) if isinstance(meta.g_lr, dict) else [])
-    d_tensors = list(meta.d_params.values()) + (list(meta.d_lr.values()) if isinstance(meta.d_lr, dict) else [])
+    g_tensors, d_tensors = meta.generator_tensors(), meta.discriminator_tensors()
     g_grads = torch.autograd.grad(g_loss, g_tensors, retain_graph=True, allow_unused=True)
     d_grads = torch.autograd.grad(d_loss, d_tensors, allow_unused=True)
-    by_id = {id(t): g for t, g in zip(g_tensors + d_tensors, list(g_grads) + list(d_grads))}
-    return [by_id[id(t)] if by_id[id(t)] is not None else torch.zeros_like(t) for t in meta.trainable()]
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(g_tensors + d_tensors, g_grads + d_grads)]
+
+
+def gradient_outer_step(
+    meta: MetaGAN, optimizer, support, query, inner_noise, outer_noise, vectorised
+) -> tuple[float, float]:
+    """MAML / FOMAML / Meta-SGD: an optimiser step on the query losses of the adapted networks.
+
+    Meta-SGD's learned rates are clamped at 0 after the step. Returns (mean L_D, mean L_G).
+    """
+    losses = batched_outer_losses(meta, support, query, inner_noise, outer_noise, vectorised)
+    grads = meta_gradients(meta, losses)
+    optimizer.zero_grad(set_to_none=True)
+    for tensor, g in zip(meta.trainable(), grads):
+        tensor.grad = g
+    optimizer.step()
+    if meta.config.learns_rates:
+        with torch.no_grad():
+            for rate in list(meta.g_lr.values()) + list(meta.d_lr.values()):
+                rate.clamp_(min=0.0)
+    return losses[:, 0].mean().item(), losses[:, 1].mean().item()
+
+
+def reptile_outer_step(
+    meta: MetaGAN, optimizer, support, query, inner_noise, outer_noise, vectorised
+) -> tuple[float, float]:
+    """Reptile: no optimiser, no query set (see :func:`reptile_step`)."""
+    return reptile_step(meta, support, inner_noise, outer_noise, vectorised)
+
+
+OUTER_STEPS = {"maml": gradient_outer_step, "meta-sgd": gradient_outer_step, "reptile": reptile_outer_step}
+"""The one dispatch from :attr:`MetaConfig.method` to its outer step."""
 
 
 class MetaTrainer:
@@ -263,8 +346,11 @@ class MetaTrainer:
 
     def __init__(self, meta: MetaGAN, sampler, seed: int = 0, vectorised: bool = True):
         self.meta, self.sampler, self.vectorised = meta, sampler, vectorised
-        self.noise = torch.Generator(device=meta.device).manual_seed(seed + 1)
-        self.optimizer = None if meta.config.method == "reptile" else torch.optim.Adam(meta.trainable(), lr=meta.config.meta_lr, betas=(0.5, 0.999))
+        self.noise = seeds.generator(seed, "meta-training noise", device=meta.device)
+        uses_optimizer = meta.config.method != "reptile"
+        self.optimizer = (
+            torch.optim.Adam(meta.trainable(), lr=meta.config.meta_lr, betas=(0.5, 0.999)) if uses_optimizer else None
+        )
         for key in ("step", "d_loss", "g_loss"):
             meta.history.setdefault(key, [])
 
@@ -273,30 +359,19 @@ class MetaTrainer:
         meta, cfg = self.meta, self.meta.config
         queries = 0 if cfg.method == "reptile" else cfg.queries
         episode = self.sampler.sample(cfg.tasks, ways=1, shots=cfg.shots, queries=queries)
-        support = episode.support[:, 0]
         inner, outer = draw_noise(self.noise, cfg.tasks, cfg.inner_steps, cfg.fake_batch, cfg.z_dim, meta.device)
-        if cfg.method == "reptile":
-            d_value, g_value = reptile_step(meta, support, inner, outer, self.vectorised)
-        else:
-            losses = batched_outer_losses(meta, support, episode.query[:, 0], inner, outer, self.vectorised)
-            grads = meta_gradients(meta, losses)
-            self.optimizer.zero_grad(set_to_none=True)
-            for tensor, g in zip(meta.trainable(), grads):
-                tensor.grad = g
-            self.optimizer.step()
-            if isinstance(meta.g_lr, dict):  # learned rates stay non-negative
-                with torch.no_grad():
-                    for lr in list(meta.g_lr.values()) + list(meta.d_lr.values()):
-                        lr.clamp_(min=0.0)
-            d_value, g_value = losses[:, 0].mean().item(), losses[:, 1].mean().item()
+        outer_step = OUTER_STEPS[cfg.method]
+        d_value, g_value = outer_step(
+            meta, self.optimizer, episode.support[:, 0], episode.query[:, 0], inner, outer, self.vectorised
+        )
         meta.step += 1
-        meta.history["step"].append(meta.step)
-        meta.history["d_loss"].append(d_value)
-        meta.history["g_loss"].append(g_value)
+        for key, value in (("step", meta.step), ("d_loss", d_value), ("g_loss", g_value)):
+            meta.history[key].append(value)
         return d_value, g_value
 
-    def train(self, steps: int, progress: bool = True, description: str = "meta-training",
-              log_dir: str | Path | None = None) -> MetaGAN:
+    def train(
+        self, steps: int, progress: bool = True, description: str = "meta-training", log_dir: str | Path | None = None
+    ) -> MetaGAN:
         """``steps`` meta-steps; with ``log_dir``, the losses also go to TensorBoard there."""
         bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
         monitor = Monitor(log_dir)
@@ -309,8 +384,9 @@ class MetaTrainer:
         return self.meta
 
 
-def reptile_step(meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tensor, outer_noise: torch.Tensor,
-                 vectorised: bool = True) -> tuple[float, float]:
+def reptile_step(
+    meta: MetaGAN, support: torch.Tensor, inner_noise: torch.Tensor, outer_noise: torch.Tensor, vectorised: bool = True
+) -> tuple[float, float]:
     """``theta <- theta + epsilon * mean_i (theta'_i - theta)`` for both players.
 
     Returns the adapted networks' mean (L_D, L_G) on the support images (for monitoring).
@@ -341,51 +417,61 @@ class AdaptedGAN:
     steps: int
 
 
-def adapt(meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0, fake_batch: int | None = None) -> AdaptedGAN:
-    """Adapt the meta-initialisation to ``support_images`` (``[K, 1, 28, 28]`` in [-1, 1]) with ``steps`` inner steps."""
+def adapt(
+    meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0, fake_batch: int | None = None
+) -> AdaptedGAN:
+    """Adapt the meta-initialisation to ``support_images`` (``[K, 1, 28, 28]`` in [-1, 1]) with ``steps`` inner steps.
+
+    The noise is class 0's ``"adapt"`` stream of :func:`~metagan_lib.seeds.class_noise` (as in :func:`adapt_and_sample_many`).
+    """
     check_image_batch(support_images, "support images")
     support_images = checks.signed_images(support_images, "support images")
     checks.non_negative_int("steps", steps)
     if fake_batch is not None:
         checks.positive_int("fake_batch", fake_batch)
     batch = fake_batch or meta.config.fake_batch
-    device = meta.device
-    noise = torch.randn(steps, 2, batch, meta.config.z_dim, generator=torch.Generator(device=device).manual_seed(seed), device=device)
+    noise = class_noise(seed, 1, (steps, 2, batch, meta.config.z_dim), "adapt", meta.device)[0]
     with torch.no_grad():
-        g_params, d_params = inner_adapt(meta, meta.g_params, meta.d_params, support_images.to(device), noise, first_order=True)
+        g_params, d_params = inner_adapt(
+            meta, meta.g_params, meta.d_params, support_images.to(meta.device), noise, first_order=True
+        )
     return AdaptedGAN({k: v.detach() for k, v in g_params.items()}, {k: v.detach() for k, v in d_params.items()}, steps)
 
 
-def adapt_and_sample_many(meta: MetaGAN, support_images: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:
+def adapt_and_sample_many(
+    meta: MetaGAN, support_images: torch.Tensor, steps: int, n: int, seed: int = 0
+) -> torch.Tensor:
     """Adapt to ``C`` classes at once (``vmap``) and sample: support ``[C, K, 1, 28, 28]`` -> images ``[C, n, 1, 28, 28]``.
 
-    Class ``c`` gets the same noise as ``adapt(meta, support_images[c], steps, seed + c)`` followed by
-    ``sample(meta, adapted, n, seed + c + 1)`` would give (tested).
+    Class ``c`` adapts with the ``"adapt"`` stream and samples with the ``"sample"`` stream of
+    :func:`~metagan_lib.seeds.class_noise`, seeds ``derive_seed(seed, stream, c)``: no two streams overlap,
+    and class 0 gets what ``sample(meta, adapt(meta, support_images[0], steps, seed), n, seed)`` gives (tested).
     """
     support_images = checks.signed_images(support_images, "support images")
-    checks.require(support_images.ndim == 5, "support images shape", tuple(support_images.shape), "[classes, K, 1, 28, 28]")
+    checks.require(
+        support_images.ndim == 5, "support images shape", tuple(support_images.shape), "[classes, K, 1, 28, 28]"
+    )
     checks.non_negative_int("steps", steps)
     checks.positive_int("n", n)
-    device = meta.device
-    classes = len(support_images)
+    device, classes, z_dim = meta.device, len(support_images), meta.config.z_dim
     with torch.no_grad():
         if steps > 0:
-            noise = torch.stack([torch.randn(steps, 2, meta.config.fake_batch, meta.config.z_dim,
-                                             generator=torch.Generator(device=device).manual_seed(seed + c), device=device)
-                                 for c in range(classes)])
-            g_params, _ = vmap(lambda s, z: inner_adapt(meta, meta.g_params, meta.d_params, s, z, first_order=True))(support_images.to(device), noise)
+            noise = class_noise(seed, classes, (steps, 2, meta.config.fake_batch, z_dim), "adapt", device)
+            g_params, _ = vmap(lambda s, z: inner_adapt(meta, meta.g_params, meta.d_params, s, z, first_order=True))(
+                support_images.to(device), noise
+            )
         else:
             g_params = {k: v.detach().expand(classes, *v.shape) for k, v in meta.g_params.items()}
-        z = torch.stack([torch.randn(n, meta.config.z_dim, generator=torch.Generator(device=device).manual_seed(seed + c + 1), device=device)
-                         for c in range(classes)])
+        z = class_noise(seed, classes, (n, z_dim), "sample", device)
         return vmap(lambda p, zz: functional_call(meta.generator, p, (zz,)))(g_params, z)
 
 
 def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` images ``[n, 1, 28, 28]`` from the adapted generator (the meta-initialisation when ``adapted`` is ``None``)."""
+    """``n`` images ``[n, 1, 28, 28]`` from the adapted generator (the meta-initialisation when ``adapted`` is ``None``);
+    the noise is class 0's ``"sample"`` stream of :func:`~metagan_lib.seeds.class_noise`."""
     checks.positive_int("n", n)
     params = meta.g_params if adapted is None else adapted.g_params
-    z = torch.randn(n, meta.config.z_dim, generator=torch.Generator(device=meta.device).manual_seed(seed), device=meta.device)
+    z = class_noise(seed, 1, (n, meta.config.z_dim), "sample", meta.device)[0]
     with torch.no_grad():
         return functional_call(meta.generator, params, (z,))
 
@@ -396,37 +482,61 @@ def save_meta(meta: MetaGAN, path) -> None:
 
 
 def _meta_payload(meta: MetaGAN) -> dict:
-    detach = lambda x: {k: v.detach().cpu() for k, v in x.items()} if isinstance(x, dict) else x  # noqa: E731
-    return {"config": asdict(meta.config), "g_params": detach(meta.g_params), "d_params": detach(meta.d_params),
-            "g_lr": detach(meta.g_lr), "d_lr": detach(meta.d_lr), "step": meta.step, "history": meta.history}
+    detach = lambda params: {k: v.detach().cpu() for k, v in params.items()}
+    learned = meta.config.learns_rates  # constant rates are rebuilt from the config
+    return {
+        "config": asdict(meta.config),
+        "g_params": detach(meta.g_params),
+        "d_params": detach(meta.d_params),
+        "g_lr": detach(meta.g_lr) if learned else None,
+        "d_lr": detach(meta.d_lr) if learned else None,
+        "step": meta.step,
+        "history": meta.history,
+    }
 
 
 def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
     """Read a meta-GAN written by :func:`save_meta` or :func:`train_or_load_meta`."""
     payload = read_payload(path, device)
     if payload is None:
-        raise FileNotFoundError(f"No readable meta-GAN at {path}; train it with train_or_load_meta (it writes the file).")
+        raise FileNotFoundError(
+            f"No readable meta-GAN at {path}; train it with train_or_load_meta (it writes the file)."
+        )
     return _meta_from_payload(payload["artefact"], device)
-
-
 
 
 def _meta_from_payload(payload: dict, device: torch.device | str) -> MetaGAN:
     meta = new_meta_gan(MetaConfig(**payload["config"]), device)
     meta.g_params, meta.d_params = _leaf_copy(payload["g_params"], device), _leaf_copy(payload["d_params"], device)
-    for name in ("g_lr", "d_lr"):
-        value = payload[name]
-        setattr(meta, name, _leaf_copy(value, device) if isinstance(value, dict) else value)
+    if meta.config.learns_rates:
+        meta.g_lr, meta.d_lr = _leaf_copy(payload["g_lr"], device), _leaf_copy(payload["d_lr"], device)
     meta.step, meta.history = payload["step"], payload["history"]
     return meta
 
 
-def train_or_load_meta(path, config: MetaConfig, sampler, meta_steps: int, *, seed: int = 0,
-                       device: torch.device | str = "cpu", progress: bool = True, description: str = "meta-training") -> MetaGAN:
+def train_or_load_meta(
+    path,
+    config: MetaConfig,
+    sampler,
+    meta_steps: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    description: str = "meta-training",
+) -> MetaGAN:
     """The meta-GAN cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else meta-train it and save it there."""
-    def build() -> MetaGAN:
-        return MetaTrainer(new_meta_gan(config, device, seed=seed), sampler, seed=seed).train(meta_steps, progress=progress,
-                                                                                               description=description)
 
-    return load_or_build(path, meta_training_key("meta-gan", config, sampler, meta_steps, seed), build, to_payload=_meta_payload,
-                         from_payload=lambda payload: _meta_from_payload(payload, device), device=device)
+    def build() -> MetaGAN:
+        return MetaTrainer(new_meta_gan(config, device, seed=seed), sampler, seed=seed).train(
+            meta_steps, progress=progress, description=description
+        )
+
+    return load_or_build(
+        path,
+        meta_training_key("meta-gan", config, sampler, meta_steps, seed),
+        build,
+        to_payload=_meta_payload,
+        from_payload=lambda payload: _meta_from_payload(payload, device),
+        device=device,
+    )

@@ -18,10 +18,12 @@ themselves, which is numerically stable.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from .data import IMAGE_SIZE
+from .images import IMAGE_SIZE
 
 
 class MLPGenerator(nn.Module):
@@ -110,7 +112,9 @@ ARCHITECTURES = {
 }
 
 
-def build_gan(architecture: str = "conv", z_dim: int = 64, width: int = 32, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+def build_gan(
+    architecture: str = "conv", z_dim: int = 64, width: int = 32, seed: int = 0
+) -> tuple[nn.Module, nn.Module]:
     """A fresh (generator, discriminator) pair, initialised from ``seed``."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
@@ -125,3 +129,20 @@ def build_gan(architecture: str = "conv", z_dim: int = 64, width: int = 32, seed
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def template(module: nn.Module) -> nn.Module:
+    """An architecture-only copy of ``module`` on the ``meta`` device (parameter shapes, no values).
+
+    The meta-learners call templates only through ``torch.func.functional_call`` with explicit
+    parameter dicts, which are then the one source of truth for the weights.
+    """
+    return copy.deepcopy(module).to("meta")
+
+
+def materialise(module_template: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
+    """A stand-alone module holding copies of ``params`` (for code that needs real modules, e.g. ``higher``)."""
+    device = next(iter(params.values())).device
+    module = copy.deepcopy(module_template).to_empty(device=device)
+    module.load_state_dict({k: v.detach() for k, v in params.items()})
+    return module

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
-from .tasks import to_unit
+from .images import to_unit
 
 
 class Monitor:
@@ -23,8 +23,10 @@ class Monitor:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:
-                raise ImportError("log_dir needs the tensorboard package: pip install tensorboard "
-                                  "(it is among this project's dependencies; run make venv).") from error
+                raise ImportError(
+                    "log_dir needs the tensorboard package: pip install tensorboard "
+                    "(it is among this project's dependencies; run make venv)."
+                ) from error
             self.writer = SummaryWriter(str(log_dir))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:

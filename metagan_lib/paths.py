@@ -29,8 +29,10 @@ def data_dir() -> Path:
     if configured:
         path = Path(configured).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"${DATA_ENV_VAR} is {configured!r}, which is not a folder; point it at the folder "
-                                    "that holds omniglot/ and mnist/, or unset it to use the default cache folder.")
+            raise FileNotFoundError(
+                f"${DATA_ENV_VAR} is {configured!r}, which is not a folder; point it at the folder "
+                "that holds omniglot/ and mnist/, or unset it to use the default cache folder."
+            )
         return path
     return cache_dir() / "data"
 

@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .tasks import to_unit
+from .images import to_unit
+from .seeds import derive_seed
 
 
 def use_png_inline() -> None:
@@ -57,7 +58,9 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     return (cumulative[1:] - cumulative[starts]) / (np.arange(1, len(values) + 1) - starts)
 
 
-def plot_histories(histories: Mapping[str, Mapping[str, Sequence[float]]], keys: Sequence[str] = ("d_loss", "g_loss"), window: int = 50) -> plt.Figure:
+def plot_histories(
+    histories: Mapping[str, Mapping[str, Sequence[float]]], keys: Sequence[str] = ("d_loss", "g_loss"), window: int = 50
+) -> plt.Figure:
     """One panel per key, one smoothed curve per run."""
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -78,7 +81,9 @@ def save_figure(fig: plt.Figure, folder: Path, name: str) -> Path:
     return path
 
 
-def show_adaptation(meta, shots: torch.Tensor, steps: Sequence[int] = (0, 1, 5, 20), samples: int = 5, seed: int = 0) -> plt.Figure:
+def show_adaptation(
+    meta, shots: torch.Tensor, steps: Sequence[int] = (0, 1, 5, 20), samples: int = 5, seed: int = 0
+) -> plt.Figure:
     """For each task in ``shots`` (``[T, K, 1, 28, 28]``): the K shots, then samples after each number of adaptation steps.
 
     Step 0 is the meta-initialisation itself. Uses :func:`metagan_lib.meta.adapt` and :func:`metagan_lib.meta.sample`.
@@ -91,8 +96,22 @@ def show_adaptation(meta, shots: torch.Tensor, steps: Sequence[int] = (0, 1, 5, 
     for row in range(tasks):
         show_grid(shots[row], nrow=len(shots[row]), title="K shots" if row == 0 else None, ax=axes[row][0])
         for col, k in enumerate(steps, 1):
-            adapted = adapt(meta, shots[row], steps=k, seed=seed) if k > 0 else None
-            show_grid(sample(meta, adapted, samples, seed=seed + row), nrow=samples,
-                      title=(f"after {k} steps" if k else "meta-init") if row == 0 else None, ax=axes[row][col])
+            row_seed = derive_seed(seed, "row", row)
+            adapted = adapt(meta, shots[row], steps=k, seed=row_seed) if k > 0 else None
+            show_grid(
+                sample(meta, adapted, samples, seed=row_seed),
+                nrow=samples,
+                title=(f"after {k} steps" if k else "meta-init") if row == 0 else None,
+                ax=axes[row][col],
+            )
     fig.tight_layout()
     return fig
+
+
+def clipped_error_bars(
+    means: Sequence[float], half_widths: Sequence[float], low: float = float("-inf"), high: float = float("inf")
+) -> list[list[float]]:
+    """Asymmetric ``yerr`` ``[[below...], [above...]]`` for ``mean ± half_width``, cut at the metric's range ``[low, high]``."""
+    below = [min(h, m - low) for m, h in zip(means, half_widths)]
+    above = [min(h, high - m) for m, h in zip(means, half_widths)]
+    return [below, above]

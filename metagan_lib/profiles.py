@@ -35,15 +35,44 @@ _SETTINGS: dict[str, dict[str, dict]] = {
     },
     "05": {
         "smoke": {"reptile_steps": 6, "meta_sgd_steps": 4, "tasks": 8, "shots": 5, "show_tasks": 3, "context_steps": 4},
-        "full": {"reptile_steps": 600, "meta_sgd_steps": 400, "tasks": 8, "shots": 5, "show_tasks": 3, "context_steps": 1000},
+        "full": {
+            "reptile_steps": 600,
+            "meta_sgd_steps": 400,
+            "tasks": 8,
+            "shots": 5,
+            "show_tasks": 3,
+            "context_steps": 1000,
+        },
     },
     "06": {
-        "smoke": {"seeds": [0, 1, 2], "classes": 5, "generated_per_class": 10, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 3],
-                  "default_shots": 5, "adapt_steps": 3, "inversion_steps": 10, "downstream_episodes": 2, "feature_steps": 100,
-                  "tasks": 8, "shots": 5},
-        "full": {"seeds": [0, 1, 2, 3, 4], "classes": 20, "generated_per_class": 20, "shot_counts": [1, 5, 10], "step_counts": [0, 1, 3, 20],
-                 "default_shots": 5, "adapt_steps": 20, "inversion_steps": 200, "downstream_episodes": 10, "feature_steps": 2000,
-                 "tasks": 8, "shots": 5},
+        "smoke": {
+            "seeds": [0, 1, 2],
+            "classes": 5,
+            "generated_per_class": 10,
+            "shot_counts": [1, 5, 10],
+            "step_counts": [0, 1, 3],
+            "default_shots": 5,
+            "adapt_steps": 3,
+            "inversion_steps": 10,
+            "downstream_episodes": 2,
+            "feature_steps": 100,
+            "tasks": 8,
+            "shots": 5,
+        },
+        "full": {
+            "seeds": [0, 1, 2, 3, 4],
+            "classes": 20,
+            "generated_per_class": 20,
+            "shot_counts": [1, 5, 10],
+            "step_counts": [0, 1, 3, 20],
+            "default_shots": 5,
+            "adapt_steps": 20,
+            "inversion_steps": 200,
+            "downstream_episodes": 10,
+            "feature_steps": 2000,
+            "tasks": 8,
+            "shots": 5,
+        },
     },
 }
 
@@ -63,7 +92,9 @@ def resolve_profile(profile: str) -> str:
     if not override:
         return check_profile(profile)
     if override not in PROFILE_NAMES:
-        raise ValueError(f"${PROFILE_ENV_VAR} is {override!r}; set it to one of {', '.join(PROFILE_NAMES)}, or unset it.")
+        raise ValueError(
+            f"${PROFILE_ENV_VAR} is {override!r}; set it to one of {', '.join(PROFILE_NAMES)}, or unset it."
+        )
     if override != profile:
         print(f"note: ${PROFILE_ENV_VAR}={override} overrides profile={profile!r}")
     return override
@@ -99,6 +130,8 @@ def artifact_path(profile: str, dataset: str, seed: int, name: str) -> Path:
     """Cache file for a trained artefact, keyed by profile, dataset and seed."""
     from . import __version__
 
-    path = cache_dir() / "artifacts" / f"v{__version__}" / check_profile(profile) / dataset / f"seed{seed}" / f"{name}.pt"
+    path = (
+        cache_dir() / "artifacts" / f"v{__version__}" / check_profile(profile) / dataset / f"seed{seed}" / f"{name}.pt"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

@@ -52,7 +52,9 @@ def find_notebooks(folder: Path | None = None, only: list[str] | None = None) ->
         wanted = {o.zfill(2) for o in only}
         unknown = wanted - {p.name[:2] for p in notebooks}
         if unknown:
-            raise ValueError(f"No notebook numbered {', '.join(sorted(unknown))} in {folder}; have {', '.join(p.name for p in notebooks)}.")
+            raise ValueError(
+                f"No notebook numbered {', '.join(sorted(unknown))} in {folder}; have {', '.join(p.name for p in notebooks)}."
+            )
         notebooks = [p for p in notebooks if p.name[:2] in wanted]
     return notebooks
 
@@ -67,8 +69,16 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(notebook), str(partial_output), parameters=parameters, kernel_name=kernel,
-            cwd=str(notebook.parent), progress_bar=False, log_output=False,
+            str(notebook),
+            str(partial_output),
+            parameters=parameters,
+            kernel_name=kernel,
+            cwd=str(notebook.parent),
+            progress_bar=False,
+            log_output=False,
+            # the kernel's own start-up log (e.g. its notice that the local TCP transport is unencrypted) is noise here;
+            # errors in the notebook still surface through papermill
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as error:
         raise NotebookFailed(
@@ -79,8 +89,13 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "
     return time.perf_counter() - start
 
 
-def reproduce(profile: str, dataset: str = "glyphs", device: str = "auto", only: list[str] | None = None,
-              output_root: Path | None = None) -> list[NotebookResult]:
+def reproduce(
+    profile: str,
+    dataset: str = "glyphs",
+    device: str = "auto",
+    only: list[str] | None = None,
+    output_root: Path | None = None,
+) -> list[NotebookResult]:
     """Run the notebooks; return one result per notebook that ran (stopping at the first failure).
 
     Everything is checked before the first notebook starts: the profile (``$METAGAN_PROFILE`` overrides it,
@@ -98,7 +113,10 @@ def reproduce(profile: str, dataset: str = "glyphs", device: str = "auto", only:
     results: list[NotebookResult] = []
     parameters = {"profile": profile, "dataset": dataset, "device": device}
     for index, notebook in enumerate(notebooks, 1):
-        print(f"[{index}/{len(notebooks)}] {notebook.name} (profile={profile}, dataset={dataset}, device={device}) ...", flush=True)
+        print(
+            f"[{index}/{len(notebooks)}] {notebook.name} (profile={profile}, dataset={dataset}, device={device}) ...",
+            flush=True,
+        )
         try:
             seconds = run_notebook(notebook, out_dir / notebook.name, parameters)
         except NotebookFailed:
@@ -121,7 +139,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metagan_lib.reproduce", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m metagan_lib.reproduce", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     parser.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILE_NAMES)}")
     parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(DATASET_NAMES)} (default glyphs)")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} (default auto)")

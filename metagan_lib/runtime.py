@@ -80,7 +80,9 @@ def worker_count(jobs: int, device: torch.device | str = "cpu") -> int:
     setting = os.environ.get(WORKERS_ENV_VAR, "").strip()
     if setting:
         if not setting.isdigit() or int(setting) < 1:
-            raise ValueError(f"${WORKERS_ENV_VAR}={setting!r} is not a positive integer; unset it or set e.g. {WORKERS_ENV_VAR}=1.")
+            raise ValueError(
+                f"${WORKERS_ENV_VAR}={setting!r} is not a positive integer; unset it or set e.g. {WORKERS_ENV_VAR}=1."
+            )
         return min(int(setting), jobs)
     return max(1, min(torch.get_num_threads(), jobs))
 
@@ -115,8 +117,14 @@ def _workers_ignore_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], *, device: torch.device | str = "cpu",
-                 workers: int | None = None, description: str | None = None) -> list[T]:
+def parallel_map(
+    fn: Callable[[Any], T],
+    items: Sequence[Any],
+    *,
+    device: torch.device | str = "cpu",
+    workers: int | None = None,
+    description: str | None = None,
+) -> list[T]:
     """``[fn(item) for item in items]``, computed by several processes on a CPU.
 
     Why: a 2-core CPU runs two single-threaded jobs faster than the same jobs one after the other

@@ -12,16 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import ImageDataset
-
-
-def to_signed(images: torch.Tensor) -> torch.Tensor:
-    """``uint8`` images in [0, 255] -> float in [-1, 1] (the generator's ``tanh`` range)."""
-    return images.float().div(127.5).sub(1.0)
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> [0, 1] for display."""
-    return images.add(1.0).div(2.0).clamp(0.0, 1.0)
+from .images import to_signed
 
 
 @dataclass(frozen=True)
@@ -60,8 +51,10 @@ class TaskSampler:
         if len(torch.unique(self.classes)) != len(self.classes):
             raise ValueError(f"classes holds duplicates ({self.classes.tolist()}); pass each class index once.")
         if self.classes.min() < 0 or self.classes.max() >= dataset.num_classes:
-            raise ValueError(f"classes must be indices in [0, {dataset.num_classes - 1}] of {dataset.name!r}; "
-                             f"got min {int(self.classes.min())}, max {int(self.classes.max())}.")
+            raise ValueError(
+                f"classes must be indices in [0, {dataset.num_classes - 1}] of {dataset.name!r}; "
+                f"got min {int(self.classes.min())}, max {int(self.classes.max())}."
+            )
         images, labels = dataset.subset(self.classes)
         self.images = images.to(self.device)
         counts = torch.stack([(labels == c).sum() for c in self.classes])
@@ -86,7 +79,9 @@ class TaskSampler:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer; got {value!r}.")
         if ways < 1 or shots < 1 or queries < 0:
-            raise ValueError(f"Need ways >= 1, shots >= 1 and queries >= 0; got ways={ways}, shots={shots}, queries={queries}.")
+            raise ValueError(
+                f"Need ways >= 1, shots >= 1 and queries >= 0; got ways={ways}, shots={shots}, queries={queries}."
+            )
         if ways > self.num_classes:
             raise ValueError(
                 f"{ways}-way tasks need {ways} classes but this sampler has {self.num_classes}; lower the number of ways."

@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from . import seeds
 from .meta import Params, sgd_step
 from .runtime import limited_threads
 
@@ -31,9 +32,11 @@ class SineTasks:
     phase: torch.Tensor
 
 
-def sample_sine_tasks(tasks: int, shots: int, queries: int, generator: torch.Generator, device: torch.device | str = "cpu") -> SineTasks:
+def sample_sine_tasks(
+    tasks: int, shots: int, queries: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> SineTasks:
     """Draw ``tasks`` sine tasks with ``shots`` support and ``queries`` query points each."""
-    u = lambda *shape: torch.rand(*shape, generator=generator, device=device)  # noqa: E731
+    u = lambda *shape: torch.rand(*shape, generator=generator, device=device)
     amplitude, phase = 0.1 + 4.9 * u(tasks), math.pi * u(tasks)
     x = 10 * u(tasks, shots + queries, 1) - 5
     y = amplitude[:, None, None] * torch.sin(x - phase[:, None, None])
@@ -44,24 +47,41 @@ def sine_model(seed: int = 0, hidden: int = 40) -> nn.Module:
     """The MLP of the MAML paper: 1 -> 40 -> 40 -> 1 with ReLU."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        return nn.Sequential(
+            nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
 
 
 def mse(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (functional_call(model, params, (x,)) - y).pow(2).mean()
 
 
-def adapt_regression(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, inner_lr: float, steps: int,
-                     first_order: bool = False) -> Params:
+def adapt_regression(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    inner_lr: float,
+    steps: int,
+    first_order: bool = False,
+) -> Params:
     """``steps`` gradient steps of MSE on ``(x, y)`` from ``params`` (differentiable unless ``first_order``)."""
     for _ in range(steps):
         params = sgd_step(params, lambda p: mse(model, p, x, y), inner_lr, first_order)
     return params
 
 
-def query_losses(model: nn.Module, params: Params, tasks: SineTasks, inner_lr: float, steps: int, first_order: bool,
-                 vectorised: bool = True) -> torch.Tensor:
+def query_losses(
+    model: nn.Module,
+    params: Params,
+    tasks: SineTasks,
+    inner_lr: float,
+    steps: int,
+    first_order: bool,
+    vectorised: bool = True,
+) -> torch.Tensor:
     """Query MSE ``[T]`` of each task after adapting on its support set (``steps=0``: no adaptation)."""
+
     def one(x_s, y_s, x_q, y_q):
         return mse(model, adapt_regression(model, params, x_s, y_s, inner_lr, steps, first_order), x_q, y_q)
 
@@ -77,18 +97,28 @@ class SineRun:
     history: list[float] = field(default_factory=list)
 
 
-def train_sine(model: nn.Module, meta_steps: int, *, inner_steps: int = 1, inner_lr: float = 0.01, first_order: bool = False,
-               tasks: int = 25, shots: int = 10, meta_lr: float = 1e-3, seed: int = 0, progress: bool = True,
-               description: str = "MAML (sine)") -> SineRun:
+def train_sine(
+    model: nn.Module,
+    meta_steps: int,
+    *,
+    inner_steps: int = 1,
+    inner_lr: float = 0.01,
+    first_order: bool = False,
+    tasks: int = 25,
+    shots: int = 10,
+    meta_lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "MAML (sine)",
+) -> SineRun:
     """Meta-train ``model``'s initialisation with MAML (``inner_steps=0``: plain multi-task pretraining).
 
-    Runs on one thread: the 40-unit MLP's products are too small to gain from more (on 2 cores,
-    the full profile's three runs took 78 s on one thread, 128 s on two).
+    Runs on one thread: the 40-unit MLP's products are too small to gain from more.
     """
     with limited_threads(1):
         params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
         optimizer = torch.optim.Adam(params.values(), lr=meta_lr)
-        generator = torch.Generator().manual_seed(seed)
+        generator = seeds.generator(seed, "sine tasks")
         run = SineRun(params)
         for _ in tqdm(range(meta_steps), desc=description, disable=not progress, leave=False):
             batch = sample_sine_tasks(tasks, shots, shots, generator)
@@ -100,6 +130,8 @@ def train_sine(model: nn.Module, meta_steps: int, *, inner_steps: int = 1, inner
         return run
 
 
-def evaluate_sine(model: nn.Module, params: Params, tasks: SineTasks, inner_lr: float, steps: list[int]) -> dict[int, float]:
+def evaluate_sine(
+    model: nn.Module, params: Params, tasks: SineTasks, inner_lr: float, steps: list[int]
+) -> dict[int, float]:
     """Mean query MSE after each number of adaptation steps in ``steps``."""
     return {s: query_losses(model, params, tasks, inner_lr, s, first_order=True).mean().item() for s in steps}

@@ -9,23 +9,32 @@ penalty mixing) comes from one explicit generator seeded by ``seed``, so a run i
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checks, losses
+from . import checks, losses, seeds
 from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
-from .monitor import Monitor
 from .data import check_image_batch
 from .models import build_gan
+from .monitor import Monitor
 
 LossName = Literal["nonsaturating", "saturating", "wgan-gp", "hinge"]
-LOSS_NAMES = ("nonsaturating", "saturating", "wgan-gp", "hinge")
+LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "nonsaturating": (losses.discriminator_loss, losses.generator_loss_nonsaturating),
+    "saturating": (losses.discriminator_loss, losses.generator_loss_saturating),
+    "wgan-gp": (losses.wasserstein_critic_loss, losses.wasserstein_generator_loss),
+    "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
+}
+"""The one table from a loss name to its (discriminator loss, generator loss), both of logits."""
+LOSS_NAMES = tuple(LOSSES)
+HISTORY_KEYS = ("step", "d_loss", "g_loss", "d_real", "d_fake")
 
 
 @dataclass(frozen=True)
@@ -81,12 +90,14 @@ class GANConfig:
             checks.positive(name, getattr(self, name))
         for name in ("gp_weight", "r1_gamma"):
             checks.non_negative(name, getattr(self, name))
-        checks.require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas, "two numbers in [0, 1)")
+        checks.require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas, "two numbers in [0, 1)"
+        )
         if self.grad_clip is not None:
             checks.positive("grad_clip", self.grad_clip)
 
     def replace(self, **changes) -> "GANConfig":
-        return GANConfig(**{**asdict(self), **changes})
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -131,15 +142,14 @@ def new_run(config: GANConfig, device: torch.device | str = "cpu", seed: int = 0
     return GANRun(config=config, generator=generator, discriminator=discriminator, ema_generator=ema)
 
 
-def _discriminator_objective(run: GANRun, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+def _discriminator_objective(
+    run: GANRun, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The discriminator's loss from :data:`LOSSES`, plus WGAN-GP's or R1's penalty when configured."""
     cfg, disc = run.config, run.discriminator
     real_logits, fake_logits = disc(real), disc(fake)
-    if cfg.loss in ("nonsaturating", "saturating"):
-        loss = losses.discriminator_loss(real_logits, fake_logits)
-    elif cfg.loss == "hinge":
-        loss = losses.hinge_discriminator_loss(real_logits, fake_logits)
-    else:
-        loss = losses.wasserstein_critic_loss(real_logits, fake_logits)
+    loss = LOSSES[cfg.loss][0](real_logits, fake_logits)
+    if cfg.loss == "wgan-gp":
         mix = torch.rand(len(real), generator=rng, device=real.device)
         loss = loss + cfg.gp_weight * losses.gradient_penalty(disc, real, fake, mix)
     if cfg.r1_gamma > 0:
@@ -147,14 +157,56 @@ def _discriminator_objective(run: GANRun, real: torch.Tensor, fake: torch.Tensor
     return loss, {"d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item()}
 
 
-def _generator_objective(cfg: GANConfig, fake_logits: torch.Tensor) -> torch.Tensor:
-    if cfg.loss == "nonsaturating":
-        return losses.generator_loss_nonsaturating(fake_logits)
-    if cfg.loss == "saturating":
-        return losses.generator_loss_saturating(fake_logits)
-    if cfg.loss == "hinge":
-        return losses.hinge_generator_loss(fake_logits)
-    return losses.wasserstein_generator_loss(fake_logits)
+def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, grad_clip: float | None) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    optimizer.step()
+
+
+def discriminator_step(
+    run: GANRun, optimizer: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator
+) -> dict[str, float]:
+    """One discriminator update on a real and a (detached) generated batch ``[B, 1, 28, 28]``.
+
+    Returns ``d_loss`` and the mean logits ``d_real``, ``d_fake``.
+    """
+    loss, stats = _discriminator_objective(run, real, fake, rng)
+    _update(optimizer, loss, run.discriminator, run.config.grad_clip)
+    return {"d_loss": loss.item(), **stats}
+
+
+def generator_step(
+    run: GANRun, optimizer: torch.optim.Optimizer, z: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor]
+) -> float:
+    """One generator update on noise ``z [B, z_dim]`` (then the EMA update); returns the generator's loss."""
+    loss = LOSSES[run.config.loss][1](run.discriminator(augment(run.generator(z))))
+    _update(optimizer, loss, run.generator, run.config.grad_clip)
+    if run.ema_generator is not None:
+        update_ema(run.ema_generator, run.generator, run.config.ema_decay)
+    return loss.item()
+
+
+def _record(run: GANRun, stats: dict[str, float], monitor: Monitor, fixed_z: torch.Tensor) -> None:
+    """Count the step, append its numbers to the history (and TensorBoard), keep a snapshot when due."""
+    run.step += 1
+    for key, value in {"step": run.step, **stats}.items():
+        run.history[key].append(value)
+    monitor.scalars(run.step, stats)
+    if run.config.sample_every and run.step % run.config.sample_every == 0:
+        with torch.no_grad():
+            run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
+        monitor.images("samples", run.step, run.snapshots[-1][1])
+
+
+def _continue_or_start(run: GANRun | None, config: GANConfig, device, seed: int) -> GANRun:
+    if run is None:
+        return new_run(config, device or "cpu", seed)
+    run.config = config
+    if config.ema_decay is not None and run.ema_generator is None:
+        run.ema_generator = copy.deepcopy(run.generator)
+    return run
 
 
 def train_gan(
@@ -168,13 +220,14 @@ def train_gan(
     description: str = "GAN",
     log_dir: str | Path | None = None,
 ) -> GANRun:
-    """Train a GAN on ``images`` (``uint8`` or float in [-1, 1], ``[N, 1, 28, 28]``).
+    """Train a GAN on ``images`` (``uint8`` or float in [-1, 1], ``[N, 1, 28, 28]``): per step, ``d_steps``
+    :func:`discriminator_step` s, then one :func:`generator_step`.
 
     Args:
         images: the training images; moved to the device once.
         config: the run's settings (``config.steps`` generator updates are made).
         run: continue (fine-tune) this run's networks; a fresh run is built when ``None``.
-        seed: seeds the network initialisation (fresh runs) and all sampling.
+        seed: seeds the network initialisation (fresh runs) and, through its ``"training noise"`` stream, all sampling.
         device: where to train; defaults to the run's device, else CPU.
         progress: show a tqdm progress bar.
         log_dir: when set, losses and sample grids also go to TensorBoard there (:class:`~metagan_lib.monitor.Monitor`).
@@ -184,32 +237,18 @@ def train_gan(
         (mean logits) and ``snapshots`` holding ``(step, samples [16, 1, 28, 28])``.
     """
     check_image_batch(images, "training images")
-    if run is None:
-        run = new_run(config, device or "cpu", seed)
-    else:
-        run.config = config
-        if config.ema_decay is not None and run.ema_generator is None:
-            run.ema_generator = copy.deepcopy(run.generator)
+    run = _continue_or_start(run, config, device, seed)
     device = next(run.generator.parameters()).device
-    data = checks.signed_images(images.to(device), "training images").float()  # uint8 -> [-1, 1]; floats must already be there
-    rng = torch.Generator(device=device).manual_seed(seed + 1)
+    data = checks.signed_images(images.to(device), "training images").float()  # floats must already be in [-1, 1]
+    rng = seeds.generator(seed, "training noise", device=device)
     fixed_z = torch.randn(16, run.generator.z_dim, generator=rng, device=device)
     opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)
     opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=config.lr_d, betas=config.betas)
     augment = (lambda x: diff_augment(x, rng)) if config.augment else (lambda x: x)
     batch = min(config.batch_size, len(data))
-
-    def noise() -> torch.Tensor:
-        return torch.randn(batch, run.generator.z_dim, generator=rng, device=device)
-
-    def step_with_clip(optimizer: torch.optim.Optimizer, module: nn.Module) -> None:
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-        optimizer.step()
-
-    history = run.history
-    for key in ("step", "d_loss", "g_loss", "d_real", "d_fake"):
-        history.setdefault(key, [])
+    noise = lambda: torch.randn(batch, run.generator.z_dim, generator=rng, device=device)
+    for key in HISTORY_KEYS:
+        run.history.setdefault(key, [])
     monitor = Monitor(log_dir)
     bar = tqdm(range(config.steps), desc=description, disable=not progress, leave=False)
     for _ in bar:
@@ -217,32 +256,13 @@ def train_gan(
             real = data[torch.randint(len(data), (batch,), generator=rng, device=device)]
             with torch.no_grad():
                 fake = run.generator(noise())
-            d_loss, stats = _discriminator_objective(run, augment(real), augment(fake), rng)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            step_with_clip(opt_d, run.discriminator)
-        fake_logits = run.discriminator(augment(run.generator(noise())))
-        g_loss = _generator_objective(config, fake_logits)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        step_with_clip(opt_g, run.generator)
-        if run.ema_generator is not None:
-            update_ema(run.ema_generator, run.generator, config.ema_decay)
-        run.step += 1
-        history["step"].append(run.step)
-        history["d_loss"].append(d_loss.item())
-        history["g_loss"].append(g_loss.item())
-        history["d_real"].append(stats["d_real"])
-        history["d_fake"].append(stats["d_fake"])
-        monitor.scalars(run.step, {key: history[key][-1] for key in ("d_loss", "g_loss", "d_real", "d_fake")})
-        if config.sample_every and run.step % config.sample_every == 0:
-            with torch.no_grad():
-                run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
-            monitor.images("samples", run.step, run.snapshots[-1][1])
+            stats = discriminator_step(run, opt_d, augment(real), augment(fake), rng)
+        stats["g_loss"] = generator_step(run, opt_g, noise(), augment)
+        _record(run, stats, monitor, fixed_z)
         if progress and run.step % 25 == 0:
-            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
-    with torch.no_grad():
-        if not run.snapshots or run.snapshots[-1][0] != run.step:
+            bar.set_postfix(d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}")
+    if not run.snapshots or run.snapshots[-1][0] != run.step:
+        with torch.no_grad():
             run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
     monitor.close()
     return run
@@ -305,9 +325,14 @@ def train_or_load(
     description: str = "GAN",
 ) -> GANRun:
     """The run cached at ``path`` if it was trained with this config and seed on these images, else train it and save it there."""
-    return load_or_build(path, run_key(images, config, seed),
-                         lambda: train_gan(images, config, seed=seed, device=device, progress=progress, description=description),
-                         to_payload=_run_payload, from_payload=lambda payload: _run_from_payload(payload, device), device=device)
+    return load_or_build(
+        path,
+        run_key(images, config, seed),
+        lambda: train_gan(images, config, seed=seed, device=device, progress=progress, description=description),
+        to_payload=_run_payload,
+        from_payload=lambda payload: _run_from_payload(payload, device),
+        device=device,
+    )
 
 
 def relative_cost(config: GANConfig) -> float:
@@ -321,8 +346,13 @@ def _train_and_save(path: Path, images: torch.Tensor, config: GANConfig, seed: i
     train_or_load(path, images, config, seed=seed, device="cpu", progress=False, description=description)
 
 
-def train_or_load_many(jobs: dict[str, tuple[str | Path, GANConfig]], images: torch.Tensor, *, seed: int = 0,
-                       device: torch.device | str = "cpu") -> dict[str, GANRun]:
+def train_or_load_many(
+    jobs: dict[str, tuple[str | Path, GANConfig]],
+    images: torch.Tensor,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict[str, GANRun]:
     """:func:`train_or_load` for several independent runs ``{name: (path, config)}``, all on ``images`` with ``seed``.
 
     On a CPU the runs not yet cached train side by side in worker processes
@@ -337,10 +367,21 @@ def train_or_load_many(jobs: dict[str, tuple[str | Path, GANConfig]], images: to
     from .runtime import parallel_calls, worker_count
 
     device = torch.device(device)
-    missing = {name: (Path(path), config) for name, (path, config) in jobs.items()
-               if not is_current(path, run_key(images, config, seed))}
+    missing = {
+        name: (Path(path), config)
+        for name, (path, config) in jobs.items()
+        if not is_current(path, run_key(images, config, seed))
+    }
     if missing and worker_count(len(missing), device) > 1:
-        longest_first = sorted(missing.items(), key=lambda item: -relative_cost(item[1][1]))  # no worker is left with a long run at the end
-        parallel_calls([partial(_train_and_save, path, images, config, seed, name) for name, (path, config) in longest_first],
-                       device=device, description=f"training {len(missing)} GANs in parallel")
-    return {name: train_or_load(path, images, config, seed=seed, device=device, description=name) for name, (path, config) in jobs.items()}
+        longest_first = sorted(
+            missing.items(), key=lambda item: -relative_cost(item[1][1])
+        )  # no worker is left with a long run at the end
+        parallel_calls(
+            [partial(_train_and_save, path, images, config, seed, name) for name, (path, config) in longest_first],
+            device=device,
+            description=f"training {len(missing)} GANs in parallel",
+        )
+    return {
+        name: train_or_load(path, images, config, seed=seed, device=device, description=name)
+        for name, (path, config) in jobs.items()
+    }

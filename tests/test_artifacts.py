@@ -82,10 +82,15 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_two_processes_filling_an_empty_cache_both_succeed(tmp_path):
-    script = ("import sys, torch\nfrom metagan_lib import artifacts as A\n"
-              "for _ in range(20):\n"
-              "    A.save_payload({'key': None, 'artefact': torch.randn(20000)}, sys.argv[1])\n")
-    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "shared.pt")], stderr=subprocess.PIPE) for _ in range(2)]
+    script = (
+        "import sys, torch\nfrom metagan_lib import artifacts as A\n"
+        "for _ in range(20):\n"
+        "    A.save_payload({'key': None, 'artefact': torch.randn(20000)}, sys.argv[1])\n"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "shared.pt")], stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     assert [run.wait(timeout=120) for run in runs] == [0, 0], [run.stderr.read() for run in runs]
     assert A.read_payload(tmp_path / "shared.pt") is not None and [p.name for p in tmp_path.iterdir()] == ["shared.pt"]
 
@@ -96,7 +101,11 @@ def test_gan_cache_key_holds_config_seed_and_training_images(tmp_path):
     path = tmp_path / "gan.pt"
     run = train_or_load(path, images, config, seed=0, progress=False)
     assert A.is_current(path, run_key(images, config, 0))
-    for other in (run_key(images, config, 1), run_key(torch.zeros_like(images), config, 0), run_key(images, config.replace(steps=2), 0)):
+    for other in (
+        run_key(images, config, 1),
+        run_key(torch.zeros_like(images), config, 0),
+        run_key(images, config.replace(steps=2), 0),
+    ):
         assert not A.is_current(path, other)
     assert torch.equal(load_run(path).generator.project.weight, run.generator.project.weight)
     retrained = train_or_load(path, images, config, seed=1, progress=False)  # another seed: retrained, not served stale
@@ -110,4 +119,6 @@ def test_dataset_cache_from_an_older_format_is_rebuilt(tmp_path, monkeypatch):
     torch.save({"images": torch.zeros(1)}, path)  # written by an older version: no key
     with pytest.warns(A.DamagedArtifactWarning, match="processed.pt"):
         D._cached(path, {"name": "test"}, lambda: calls.append(1) or {"images": torch.ones(1)})
-    assert calls == [1] and torch.equal(D._cached(path, {"name": "test"}, lambda: pytest.fail("rebuilt twice"))["images"], torch.ones(1))
+    assert calls == [1] and torch.equal(
+        D._cached(path, {"name": "test"}, lambda: pytest.fail("rebuilt twice"))["images"], torch.ones(1)
+    )

@@ -4,15 +4,26 @@ import pytest
 import torch
 
 from metagan_lib import context as C
-from metagan_lib.artifacts import DamagedArtifactWarning
 from metagan_lib import inversion
+from metagan_lib.artifacts import DamagedArtifactWarning
 from metagan_lib.models import ConvGenerator
 from metagan_lib.tasks import TaskSampler
 
 
 def tiny_model(rule="maml", dtype=torch.float64, seed=0):
-    config = C.ContextConfig(rule=rule, z_dim=3, context_dim=4, width=8, inner_steps=2, inner_lr=0.7, inner_samples=5,
-                             outer_samples=6, tasks=3, shots=4, queries=5)
+    config = C.ContextConfig(
+        rule=rule,
+        z_dim=3,
+        context_dim=4,
+        width=8,
+        inner_steps=2,
+        inner_lr=0.7,
+        inner_samples=5,
+        outer_samples=6,
+        tasks=3,
+        shots=4,
+        queries=5,
+    )
     model = C.new_context_gan(config, seed=seed)
     model.generator, model.discriminator = model.generator.to(dtype), model.discriminator.to(dtype)
     g = torch.Generator().manual_seed(seed + 7)
@@ -78,7 +89,11 @@ def test_second_order_meta_gradient_matches_finite_differences(rule):
         with torch.no_grad():
             for k, v in direction.items():
                 params[k].add_(sign * h * v)
-        value = C.batched_outer_loss(model, support, query, inner, outer, first_order=False, vectorised=False)[0].mean().item()
+        value = (
+            C.batched_outer_loss(model, support, query, inner, outer, first_order=False, vectorised=False)[0]
+            .mean()
+            .item()
+        )
         with torch.no_grad():
             for k, v in direction.items():
                 params[k].sub_(sign * h * v)
@@ -129,7 +144,7 @@ def test_adapting_many_classes_equals_one_by_one(glyphs):
     model = C.new_context_gan(C.ContextConfig(), seed=0)
     support = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 3, 5).support[0]
     together = C.adapt_and_sample(model, support, steps=2, n=4, seed=11)
-    alone = torch.cat([C.adapt_and_sample(model, support[c:c + 1], steps=2, n=4, seed=11) for c in range(1)])
+    alone = torch.cat([C.adapt_and_sample(model, support[c : c + 1], steps=2, n=4, seed=11) for c in range(1)])
     assert together.shape == (3, 4, 1, 28, 28)
     assert torch.allclose(together[:1], alone, atol=1e-5)
     assert not torch.allclose(together[0], together[1])  # classes draw different noise
@@ -138,7 +153,7 @@ def test_adapting_many_classes_equals_one_by_one(glyphs):
 
 def test_training_is_reproducible_caches_and_rebuilds_a_damaged_file(glyphs, tmp_path):
     config = C.ContextConfig(rule="fomaml", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
-    sampler = lambda: TaskSampler(glyphs, glyphs.seen_classes, seed=0)  # noqa: E731
+    sampler = lambda: TaskSampler(glyphs, glyphs.seen_classes, seed=0)
     a = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
     b = C.train_or_load_context_gan(tmp_path / "b.pt", config, sampler(), 2, progress=False)
     assert all(torch.equal(a.meta_params[k], b.meta_params[k]) for k in a.meta_params)
@@ -162,10 +177,12 @@ def test_latent_inversion_reconstructs_images_the_generator_can_make():
     generator = ConvGenerator(z_dim=8, width=8).eval()
     targets = generator(torch.randn(6, 8)).detach().view(2, 3, 1, 28, 28)
     method = inversion.LatentInversion(generator, noise_scale=0.0, lr=0.05)
-    error = lambda steps: (inversion.invert_and_sample(method, targets, steps, n=3) - targets).pow(2).mean().item()  # noqa: E731
+    error = lambda steps: (inversion.invert_and_sample(method, targets, steps, n=3) - targets).pow(2).mean().item()
     assert error(100) < 0.5 * error(0)
     noisy = inversion.invert_and_sample(inversion.LatentInversion(generator, noise_scale=0.5), targets, 20, n=3)
-    assert noisy.shape == (2, 3, 1, 28, 28) and not torch.allclose(noisy, inversion.invert_and_sample(method, targets, 20, n=3))
+    assert noisy.shape == (2, 3, 1, 28, 28) and not torch.allclose(
+        noisy, inversion.invert_and_sample(method, targets, 20, n=3)
+    )
 
 
 def test_meta_training_writes_its_losses_to_tensorboard(glyphs, tmp_path):

@@ -1,10 +1,9 @@
-import torch
 import pytest
-
-from metagan_lib import data as data_module
-from metagan_lib.data import DatasetError, build_glyphs, check_image_batch, load_dataset
+import torch
 
 from conftest import shared_data_folder
+from metagan_lib import data as data_module
+from metagan_lib.data import DatasetError, build_glyphs, check_image_batch, load_dataset
 
 
 def assert_well_formed(dataset, min_classes, min_per_class):
@@ -61,7 +60,7 @@ def test_omniglot_small_sets_from_data_folder(monkeypatch):
     omniglot = load_dataset("omniglot", download=False)
     assert_well_formed(omniglot, min_classes=242, min_per_class=20)
     assert len(omniglot.images) == 4840 and omniglot.num_classes == 242
-    alphabets = lambda classes: {omniglot.class_names[c].split("/")[0] for c in classes.tolist()}  # noqa: E731
+    alphabets = lambda classes: {omniglot.class_names[c].split("/")[0] for c in classes.tolist()}
     assert alphabets(omniglot.unseen_classes) == set(data_module.OMNIGLOT_SMALL_UNSEEN_ALPHABETS)
     assert not alphabets(omniglot.seen_classes) & alphabets(omniglot.unseen_classes)
     assert str(folder) in omniglot.source

@@ -44,7 +44,9 @@ def test_diversity_fidelity_and_memorisation():
     assert E.class_fidelity(fake, torch.tensor([0, 1, 1]), prototypes) == pytest.approx(2 / 3)
     shots, held_out = clusters(5, n=5), clusters(6, n=50)
     copies = shots.repeat(10, 1) + 1e-4 * clusters(7, n=50)
-    assert E.copy_score(copies, held_out, shots) == pytest.approx(55 / 5)  # every nearest neighbour is a shot: (K + R) / K
+    assert E.copy_score(copies, held_out, shots) == pytest.approx(
+        55 / 5
+    )  # every nearest neighbour is a shot: (K + R) / K
     assert E.copy_score(copies, held_out, shots) > E.COPY_FLAG  # flagged
     new_instances = [E.copy_score(clusters(100 + s, n=50), held_out, shots) for s in range(20)]
     assert 0.6 < sum(new_instances) / 20 < 1.4 and sum(new_instances) / 20 < E.COPY_FLAG  # about chance: not flagged

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
+from metagan_lib import evaluation as E
 from metagan_lib import fewshot, profiles
 from metagan_lib import meta as M
 from metagan_lib.context import ContextConfig, new_context_gan
-from metagan_lib import evaluation as E
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
 from metagan_lib.tasks import TaskSampler
@@ -18,8 +18,13 @@ def methods():
     config = M.standard_configs(tasks=2, shots=5)["MAML"]
     return [
         fewshot.Method("scratch", model=M.new_meta_gan(config, seed=1), steps=1),
-        fewshot.Method("context FOMAML", kind="context", model=new_context_gan(ContextConfig(rule="fomaml", width=8)), steps=2,
-                       role="meta-learner"),
+        fewshot.Method(
+            "context FOMAML",
+            kind="context",
+            model=new_context_gan(ContextConfig(rule="fomaml", width=8)),
+            steps=2,
+            role="meta-learner",
+        ),
         fewshot.Method("real held-out (ceiling)", kind="ceiling", role="reference"),
         fewshot.Method("copy shots + augmentation", kind="copy", role="reference"),
     ]
@@ -66,7 +71,9 @@ def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, me
     for name in (m.name for m in methods):
         assert set(scores[name]) == set(fewshot.METRICS)
     ceiling = scores["real held-out (ceiling)"]
-    assert ceiling["precision"] > 0.5 and ceiling["copy_score"] < E.COPY_FLAG  # held-out real images: new instances, not flagged
+    assert (
+        ceiling["precision"] > 0.5 and ceiling["copy_score"] < E.COPY_FLAG
+    )  # held-out real images: new instances, not flagged
     # the shots themselves, copied: flagged (through the same feature network)
     episode = TaskSampler(glyphs, glyphs.unseen_classes, seed=3).sample(1, 1, 5, 10)
     shots, held_out = E.embed(net, episode.support[0, 0]), E.embed(net, episode.query[0, 0])
@@ -105,24 +112,55 @@ def test_pretraining_and_meta_training_see_seen_classes_only(glyphs, monkeypatch
     drawn = []
     original = sampler.sample
     sampler.sample = lambda *a, **k: drawn.append(original(*a, **k)) or drawn[-1]
-    M.MetaTrainer(M.new_meta_gan(M.standard_configs(tasks=2, shots=2)["FOMAML"].replace(queries=2)), sampler).train(2, progress=False)
+    M.MetaTrainer(M.new_meta_gan(M.standard_configs(tasks=2, shots=2)["FOMAML"].replace(queries=2)), sampler).train(
+        2, progress=False
+    )
     assert drawn and all(set(e.classes.flatten().tolist()) <= set(glyphs.seen_classes.tolist()) for e in drawn)
 
 
 def fake_results():
-    entry = lambda m, c=0.01: {"mean": m, "ci95": c, "n": 3}  # noqa: E731
-    metrics = lambda fd, copy=1.0: {"class_frechet_distance": entry(fd), "class_fidelity": entry(1 - fd), "diversity": entry(0.1),  # noqa: E731
-                                    "copy_score": entry(copy), "frechet_distance": entry(fd), "precision": entry(0.5),
-                                    "recall": entry(0.4), "diverged": entry(0.0)}
-    rows = {"context MAML": metrics(0.2), "fine-tune pretrained GAN": metrics(0.5), "scratch": metrics(0.9),
-            "copy shots + augmentation": metrics(0.1, copy=2.5), "_real_diversity": {"diversity": entry(0.2)}}
-    roles = {"context MAML": ("context", "meta-learner", 3), "fine-tune pretrained GAN": ("adapt", "baseline", 20),
-             "scratch": ("adapt", "baseline", 20), "copy shots + augmentation": ("copy", "reference", 0)}
-    return {"dataset": "glyphs", "profile": "smoke", "settings": {"default_shots": 5, "seeds": [0, 1, 2], "classes": 5},
-            "methods": {m: {"kind": k, "role": r, "steps": s} for m, (k, r, s) in roles.items()},
-            "by_shots": {"5": rows}, "by_steps": {"20": rows},
-            "downstream": {"20-way 1-shot": {"none": entry(0.5), "context MAML": {**entry(0.7), "weight": 0.25,
-                                                                                 "by_weight": {"0.0": entry(0.5), "0.25": entry(0.7), "0.5": entry(0.3)}}}}}
+    entry = lambda m, c=0.01: {"mean": m, "ci95": c, "n": 3}
+    metrics = lambda fd, copy=1.0: {
+        "class_frechet_distance": entry(fd),
+        "class_fidelity": entry(1 - fd),
+        "diversity": entry(0.1),
+        "copy_score": entry(copy),
+        "frechet_distance": entry(fd),
+        "precision": entry(0.5),
+        "recall": entry(0.4),
+        "diverged": entry(0.0),
+    }
+    rows = {
+        "context MAML": metrics(0.2),
+        "fine-tune pretrained GAN": metrics(0.5),
+        "scratch": metrics(0.9),
+        "copy shots + augmentation": metrics(0.1, copy=2.5),
+        "_real_diversity": {"diversity": entry(0.2)},
+    }
+    roles = {
+        "context MAML": ("context", "meta-learner", 3),
+        "fine-tune pretrained GAN": ("adapt", "baseline", 20),
+        "scratch": ("adapt", "baseline", 20),
+        "copy shots + augmentation": ("copy", "reference", 0),
+    }
+    return {
+        "dataset": "glyphs",
+        "profile": "smoke",
+        "settings": {"default_shots": 5, "seeds": [0, 1, 2], "classes": 5},
+        "methods": {m: {"kind": k, "role": r, "steps": s} for m, (k, r, s) in roles.items()},
+        "by_shots": {"5": rows},
+        "by_steps": {"20": rows},
+        "downstream": {
+            "20-way 1-shot": {
+                "none": entry(0.5),
+                "context MAML": {
+                    **entry(0.7),
+                    "weight": 0.25,
+                    "by_weight": {"0.0": entry(0.5), "0.25": entry(0.7), "0.5": entry(0.3)},
+                },
+            }
+        },
+    }
 
 
 def test_results_files_table_verdicts_and_readme(tmp_path):
@@ -133,11 +171,18 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
     assert "| context MAML | 3 | 0.2 ± 0.01 |" in table and "+ context MAML" in table and "(w=0.25)" in table
     verdicts = fewshot.verdicts(results)
     assert any("class_frechet_distance: best context MAML" in v and "beyond the 95% intervals" in v for v in verdicts)
-    assert any(v.startswith("vs fine-tune pretrained GAN (20 steps): class FD: context MAML (0.2 ± 0.01) beats fine-tune") for v in verdicts)
+    assert any(
+        v.startswith("vs fine-tune pretrained GAN (20 steps): class FD: context MAML (0.2 ± 0.01) beats fine-tune")
+        for v in verdicts
+    )
     assert any("Flagged as copying the shots: copy shots + augmentation" in v for v in verdicts)
     assert not any("Flagged" in v and "context MAML" in v for v in verdicts)
     assert any("help: context MAML" in v for v in verdicts)
-    assert any("Unselected weights" in v and "above real shots only beyond the intervals: none; below: context MAML at w=0.5" in v for v in verdicts)
+    assert any(
+        "Unselected weights" in v
+        and "above real shots only beyond the intervals: none; below: context MAML at w=0.5" in v
+        for v in verdicts
+    )
     results["by_shots"]["5"]["context MAML"]["copy_score"] = {"mean": 1.4, "ci95": 0.2, "n": 3}
     assert any(v.startswith("Near the copy flag: context MAML") for v in fewshot.verdicts(results))
     readme = tmp_path / "README.md"
@@ -171,15 +216,25 @@ def test_verdicts_flag_every_diverged_method_and_only_those():
 def test_setting_selection_uses_seen_classes_only(glyphs, net, drawn):
     config = M.standard_configs()["MAML"]
     grid = [0.05, 0.01, 0.001]
-    best, scores = fewshot.select_setting(lambda lr: fewshot.Method("scratch", model=M.new_meta_gan(config.replace(inner_lr=lr), seed=1), steps=1),
-                                          glyphs, net, grid, shots=2, classes=3, generated_per_class=4)
+    best, scores = fewshot.select_setting(
+        lambda lr: fewshot.Method("scratch", model=M.new_meta_gan(config.replace(inner_lr=lr), seed=1), steps=1),
+        glyphs,
+        net,
+        grid,
+        shots=2,
+        classes=3,
+        generated_per_class=4,
+    )
     assert best in grid and scores[best] == min(scores.values())
     assert drawn and all(set(d.tolist()) <= set(glyphs.seen_classes.tolist()) for d in drawn)
     assert fewshot.inside_grid(0.01, grid) and not fewshot.inside_grid(0.05, grid)
 
 
 def test_mixing_weights_prefer_the_real_shots_on_ties():
-    assert fewshot.choose_mix_weights({"a": {0.0: 0.9, 0.25: 0.9, 0.5: 0.8}, "b": {0.0: 0.5, 0.25: 0.6, 0.5: 0.7}}) == {"a": 0.0, "b": 0.5}
+    assert fewshot.choose_mix_weights({"a": {0.0: 0.9, 0.25: 0.9, 0.5: 0.8}, "b": {0.0: 0.5, 0.25: 0.6, 0.5: 0.7}}) == {
+        "a": 0.0,
+        "b": 0.5,
+    }
 
 
 def test_method_kinds_and_roles_are_checked():
@@ -207,28 +262,50 @@ def test_benchmark_runs_every_setting_and_picks_weights_on_seen_classes(monkeypa
 
     monkeypatch.setattr(fewshot, "evaluate_seed", fake_evaluate)
     monkeypatch.setattr(fewshot, "downstream_seed", fake_downstream)
-    results = fewshot.run_benchmark([], glyphs, net, seeds=[0, 1], shot_counts=[1, 5], step_counts=[0, 20], default_shots=5,
-                                    classes=2, generated_per_class=2, downstream_episodes=1)
-    assert sorted(calls, key=str) == sorted([(1, None, 0), (1, None, 1), (5, None, 0), (5, None, 1), (5, 0, 0), (5, 0, 1),
-                                             (5, 20, 0), (5, 20, 1)], key=str)
+    results = fewshot.run_benchmark(
+        [],
+        glyphs,
+        net,
+        seeds=[0, 1],
+        shot_counts=[1, 5],
+        step_counts=[0, 20],
+        default_shots=5,
+        classes=2,
+        generated_per_class=2,
+        downstream_episodes=1,
+    )
+    assert sorted(calls, key=str) == sorted(
+        [(1, None, 0), (1, None, 1), (5, None, 0), (5, None, 1), (5, 0, 0), (5, 0, 1), (5, 20, 0), (5, 20, 1)], key=str
+    )
     assert results["by_steps"]["0"]["MAML"]["class_frechet_distance"]["mean"] == pytest.approx(5.5)
-    assert sum(p is not None for p in pools) == 2 and all(torch.equal(p, glyphs.seen_classes) for p in pools if p is not None)
+    assert sum(p is not None for p in pools) == 2 and all(
+        torch.equal(p, glyphs.seen_classes) for p in pools if p is not None
+    )
     assert set(results["downstream"]) == {"5-way 5-shot", "20-way 1-shot"}
     assert results["downstream"]["20-way 1-shot"]["MAML"]["weight"] == 0.25
     assert results["downstream"]["20-way 1-shot"]["MAML"]["mean"] == pytest.approx(0.705)
-    assert results["downstream"]["20-way 1-shot"]["MAML"]["by_weight"]["0.5"]["mean"] == pytest.approx(0.1)  # reported, not chosen
+    assert results["downstream"]["20-way 1-shot"]["MAML"]["by_weight"]["0.5"]["mean"] == pytest.approx(
+        0.1
+    )  # reported, not chosen
     assert results["downstream_validation"]["20-way 1-shot"]["MAML"] == {"0.0": 0.5, "0.25": 0.6, "0.5": 0.4}
 
 
 def test_benchmark_in_worker_processes_equals_the_benchmark_in_this_process(glyphs, methods, net, monkeypatch):
-    budget = dict(seeds=[0, 1], shot_counts=[1, 2], step_counts=[0, 1], default_shots=2, classes=3,
-                  generated_per_class=4, downstream_episodes=1)
+    budget = dict(
+        seeds=[0, 1],
+        shot_counts=[1, 2],
+        step_counts=[0, 1],
+        default_shots=2,
+        classes=3,
+        generated_per_class=4,
+        downstream_episodes=1,
+    )
     monkeypatch.setenv(WORKERS_ENV_VAR, "1")
     with limited_threads(1):  # a worker's thread count, so that sums run in the same order
         in_process = fewshot.run_benchmark(methods, glyphs, net, **budget)
     monkeypatch.setenv(WORKERS_ENV_VAR, "2")
     in_workers = fewshot.run_benchmark(methods, glyphs, net, **budget)
-    flat = lambda tree: {k: v for k, v in leaves(tree)}  # noqa: E731
+    flat = lambda tree: {k: v for k, v in leaves(tree)}
     expected, got = flat(in_process), flat(in_workers)
     assert expected.keys() == got.keys() and len(expected) > 100
     for key, value in expected.items():

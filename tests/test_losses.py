@@ -11,7 +11,7 @@ D_REAL, D_FAKE = torch.sigmoid(REAL), torch.sigmoid(FAKE)
 
 
 def close(a, b, tol=1e-12):
-    value = lambda x: float(x.detach()) if isinstance(x, torch.Tensor) else float(x)  # noqa: E731  (no float32 round trip)
+    value = lambda x: float(x.detach()) if isinstance(x, torch.Tensor) else float(x)  # no float32 round trip
     return abs(value(a) - value(b)) < tol
 
 
@@ -52,7 +52,9 @@ def test_equilibrium_values():
 
 def nonlinear_critic():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    ).double()
 
 
 def per_sample_gradients(critic, images):
@@ -66,7 +68,7 @@ def per_sample_gradients(critic, images):
 
 def test_gradient_penalty_matches_a_computation_by_hand():
     critic = nonlinear_critic()
-    score = lambda x: critic(x).squeeze(-1)  # noqa: E731
+    score = lambda x: critic(x).squeeze(-1)
     real, fake = torch.randn(6, 1, 4, 4, dtype=torch.float64), torch.randn(6, 1, 4, 4, dtype=torch.float64)
     mix = torch.rand(6, dtype=torch.float64)
     interpolated = mix.view(-1, 1, 1, 1) * real + (1 - mix.view(-1, 1, 1, 1)) * fake
@@ -76,7 +78,7 @@ def test_gradient_penalty_matches_a_computation_by_hand():
 
 def test_gradient_penalty_of_a_linear_critic_is_closed_form():
     weight = torch.randn(16, dtype=torch.float64)
-    critic = lambda x: x.flatten(1) @ weight  # noqa: E731  gradient = weight everywhere
+    critic = lambda x: x.flatten(1) @ weight  # gradient = weight everywhere
     real, fake = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.randn(3, 1, 4, 4, dtype=torch.float64)
     penalty = losses.gradient_penalty(critic, real, fake, torch.rand(3, dtype=torch.float64))
     assert close(penalty, (weight.norm() - 1) ** 2, 1e-10)
@@ -84,8 +86,12 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form():
 
 def test_gradient_penalty_is_differentiable_in_the_critic():
     critic = nonlinear_critic()
-    penalty = losses.gradient_penalty(lambda x: critic(x).squeeze(-1), torch.randn(4, 1, 4, 4, dtype=torch.float64),
-                                      torch.randn(4, 1, 4, 4, dtype=torch.float64), torch.rand(4, dtype=torch.float64))
+    penalty = losses.gradient_penalty(
+        lambda x: critic(x).squeeze(-1),
+        torch.randn(4, 1, 4, 4, dtype=torch.float64),
+        torch.randn(4, 1, 4, 4, dtype=torch.float64),
+        torch.rand(4, dtype=torch.float64),
+    )
     penalty.backward()
     # every weight shapes the input gradient; the last bias does not, so it gets none
     for name, p in critic.named_parameters():
@@ -95,7 +101,7 @@ def test_gradient_penalty_is_differentiable_in_the_critic():
 
 def test_r1_penalty_matches_a_computation_by_hand():
     critic = nonlinear_critic()
-    score = lambda x: critic(x).squeeze(-1)  # noqa: E731
+    score = lambda x: critic(x).squeeze(-1)
     real = torch.randn(5, 1, 4, 4, dtype=torch.float64)
     expected = per_sample_gradients(score, real).flatten(1).pow(2).sum(dim=1).mean()
     assert close(losses.r1_penalty(score, real), expected, 1e-10)
@@ -104,7 +110,7 @@ def test_r1_penalty_matches_a_computation_by_hand():
 def test_optimal_discriminator_identity():
     grid = torch.linspace(-10, 10, 40001, dtype=torch.float64)
     dx = float(grid[1] - grid[0])
-    normal = lambda mu, s: torch.exp(-0.5 * ((grid - mu) / s) ** 2) / (s * math.sqrt(2 * math.pi))  # noqa: E731
+    normal = lambda mu, s: torch.exp(-0.5 * ((grid - mu) / s) ** 2) / (s * math.sqrt(2 * math.pi))
     p_data, p_model = normal(0.0, 1.0), normal(1.5, 0.7)
     d_star = losses.optimal_discriminator(p_data, p_model)
     v_star = losses.value_function(d_star, p_data, p_model, dx)
@@ -125,5 +131,5 @@ def test_combined_loss_gradients_match_the_hand_derived_ones(weight):
     assert torch.allclose(grad_fake, (-(1 - d_fake) + weight * d_fake) / len(fake), atol=1e-12)
     assert torch.allclose(grad_real, -weight * (1 - d_real) / len(real), atol=1e-12)
     at_rest = torch.logit(torch.tensor([1 / (1 + weight)], dtype=torch.float64)).requires_grad_(True)
-    grad_at_rest, = torch.autograd.grad(losses.combined_loss(real.detach(), at_rest, weight), at_rest)
+    (grad_at_rest,) = torch.autograd.grad(losses.combined_loss(real.detach(), at_rest, weight), at_rest)
     assert abs(grad_at_rest.item()) < 1e-12  # both players stop at D(G(z)) = 1 / (1 + weight)

@@ -6,6 +6,7 @@ from torch.func import functional_call
 from metagan_lib import meta as M
 from metagan_lib.losses import discriminator_loss
 from metagan_lib.runtime import limited_threads
+from metagan_lib.seeds import class_noise, derive_seed
 from metagan_lib.tasks import TaskSampler
 
 
@@ -31,7 +32,17 @@ class TinyDiscriminator(nn.Module):
 
 def tiny_problem(method="maml", first_order=False, tasks=3, steps=2, seed=0):
     torch.manual_seed(seed)
-    config = M.MetaConfig(method=method, first_order=first_order, z_dim=3, inner_steps=steps, inner_lr=0.3, tasks=tasks, shots=4, queries=5, fake_batch=6)
+    config = M.MetaConfig(
+        method=method,
+        first_order=first_order,
+        z_dim=3,
+        inner_steps=steps,
+        inner_lr=0.3,
+        tasks=tasks,
+        shots=4,
+        queries=5,
+        fake_batch=6,
+    )
     meta = M.new_meta_gan(config, generator=TinyGenerator().double(), discriminator=TinyDiscriminator().double())
     g = torch.Generator().manual_seed(seed + 1)
     support = torch.rand(tasks, 4, 1, 2, 2, generator=g, dtype=torch.float64) * 2 - 1
@@ -47,7 +58,9 @@ def flat_grads(meta, losses):
 
 @pytest.mark.parametrize("method,first_order", [("maml", False), ("maml", True), ("meta-sgd", False)])
 def test_vmap_path_equals_loop_path_on_the_real_networks(glyphs, method, first_order):
-    config = M.MetaConfig(method=method, first_order=first_order, tasks=3, shots=2, queries=3, fake_batch=4, inner_steps=2)
+    config = M.MetaConfig(
+        method=method, first_order=first_order, tasks=3, shots=2, queries=3, fake_batch=4, inner_steps=2
+    )
     meta = M.new_meta_gan(config, seed=0)
     episode = TaskSampler(glyphs, glyphs.seen_classes, seed=0).sample(3, 1, 2, 3)
     inner, outer = M.draw_noise(torch.Generator().manual_seed(0), 3, 2, 4, config.z_dim, torch.device("cpu"))
@@ -86,7 +99,9 @@ def test_second_order_meta_gradient_matches_finite_differences():
                 with torch.no_grad():
                     for p, v in zip(params, direction):
                         p.add_(sign * h * v)
-                value = M.batched_outer_losses(meta, support, query, inner, outer, vectorised=False)[:, which].mean().item()
+                value = (
+                    M.batched_outer_losses(meta, support, query, inner, outer, vectorised=False)[:, which].mean().item()
+                )
                 with torch.no_grad():
                     for p, v in zip(params, direction):
                         p.sub_(sign * h * v)
@@ -117,17 +132,28 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_parameters():
             acc += g / 2
     for got, want in zip(first_order, expected_g + expected_d):
         assert torch.allclose(got, want, atol=1e-12)
-    second_order = M.meta_gradients(*(lambda m: (m, M.batched_outer_losses(m, support, query, inner, outer, False)))(
-        tiny_problem("maml", first_order=False, tasks=2)[0]))
+    second_order = M.meta_gradients(
+        *(lambda m: (m, M.batched_outer_losses(m, support, query, inner, outer, False)))(
+            tiny_problem("maml", first_order=False, tasks=2)[0]
+        )
+    )
     assert max((a - b).abs().max().item() for a, b in zip(first_order, second_order)) > 1e-4
 
 
 def test_first_order_drops_exactly_the_hessian_term():
     """One inner step on a regression loss: d/dtheta L_q(theta') = (I - alpha H_s) grad L_q(theta')."""
     torch.manual_seed(0)
-    x_s, y_s, x_q, y_q = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
-    loss = lambda p, x, y: ((torch.tanh(x @ p["w"]) * p["a"] - y) ** 2).mean()  # noqa: E731
-    theta = {"w": torch.randn(3, dtype=torch.float64, requires_grad=True), "a": torch.tensor(1.3, dtype=torch.float64, requires_grad=True)}
+    x_s, y_s, x_q, y_q = (
+        torch.randn(5, 3, dtype=torch.float64),
+        torch.randn(5, dtype=torch.float64),
+        torch.randn(7, 3, dtype=torch.float64),
+        torch.randn(7, dtype=torch.float64),
+    )
+    loss = lambda p, x, y: ((torch.tanh(x @ p["w"]) * p["a"] - y) ** 2).mean()
+    theta = {
+        "w": torch.randn(3, dtype=torch.float64, requires_grad=True),
+        "a": torch.tensor(1.3, dtype=torch.float64, requires_grad=True),
+    }
     alpha = 0.1
 
     def outer_grad(first_order):
@@ -138,8 +164,10 @@ def test_first_order_drops_exactly_the_hessian_term():
     adapted = {k: v.detach() for k, v in M.sgd_step(theta, lambda p: loss(p, x_s, y_s), alpha).items()}
     adapted = {k: v.requires_grad_(True) for k, v in adapted.items()}
     g_q = torch.autograd.grad(loss(adapted, x_q, y_q), list(adapted.values()))
-    flat = lambda w, a: {"w": w, "a": a}  # noqa: E731
-    _, hvp = torch.autograd.functional.hvp(lambda w, a: loss(flat(w, a), x_s, y_s), tuple(v.detach() for v in theta.values()), g_q)
+    flat = lambda w, a: {"w": w, "a": a}
+    _, hvp = torch.autograd.functional.hvp(
+        lambda w, a: loss(flat(w, a), x_s, y_s), tuple(v.detach() for v in theta.values()), g_q
+    )
     for s, f, h in zip(second, first, hvp):
         assert torch.allclose(s - f, -alpha * h, atol=1e-12)
     for f, g in zip(first, g_q):
@@ -148,7 +176,9 @@ def test_first_order_drops_exactly_the_hessian_term():
 
 def test_reptile_update_matches_its_formula():
     meta, support, _, inner, outer = tiny_problem("reptile", first_order=True)
-    before = {k: v.detach().clone() for k, v in {**meta.g_params, **{f"d.{k}": v for k, v in meta.d_params.items()}}.items()}
+    before = {
+        k: v.detach().clone() for k, v in {**meta.g_params, **{f"d.{k}": v for k, v in meta.d_params.items()}}.items()
+    }
     g_ad, d_ad = M.batched_adapt(meta, support, inner, vectorised=False)
     M.reptile_step(meta, support, inner, outer, vectorised=True)
     epsilon = meta.config.meta_lr
@@ -168,7 +198,7 @@ def test_meta_sgd_learning_rates_receive_gradients_and_change(glyphs):
     assert len(changed) == len(before)
     meta2, support, query, inner, outer = tiny_problem("meta-sgd")
     grads = M.meta_gradients(meta2, M.batched_outer_losses(meta2, support, query, inner, outer))
-    lr_grads = grads[len(meta2.g_params) + len(meta2.d_params):]
+    lr_grads = grads[len(meta2.g_params) + len(meta2.d_params) :]
     assert len(lr_grads) == len(meta2.g_params) + len(meta2.d_params)
     assert all(g.abs().sum() > 0 for g in lr_grads)
 
@@ -203,12 +233,27 @@ def test_meta_training_is_reproducible_and_saves(glyphs, tmp_path):
 def test_adapting_many_classes_at_once_equals_one_by_one(glyphs):
     meta = M.new_meta_gan(M.standard_configs()["Meta-SGD"], seed=0)
     support = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    shape = (3, 2, meta.config.fake_batch, meta.config.z_dim)
     # one thread: on two, batched and single convolutions split their sums differently (AVX-512 CPUs: up to 1e-3
     # after three GAN steps, which amplify rounding); the comparison is of the arithmetic, not of the rounding
     with limited_threads(1):
         many = M.adapt_and_sample_many(meta, support, steps=3, n=4, seed=10)
-        for c in range(3):
-            one = M.sample(meta, M.adapt(meta, support[c], steps=3, seed=10 + c), 4, seed=10 + c + 1)
-            assert torch.allclose(many[c], one, atol=1e-5)
+        for c in range(3):  # the reference loop: class c's own "adapt" and "sample" streams
+            noise = class_noise(10, 3, shape, "adapt")[c]
+            g_params, _ = M.inner_adapt(meta, meta.g_params, meta.d_params, support[c], noise, first_order=True)
+            one = functional_call(meta.generator, g_params, (class_noise(10, 3, (4, meta.config.z_dim), "sample")[c],))
+            assert torch.allclose(many[c], one.detach(), atol=1e-5)
+        first = M.sample(meta, M.adapt(meta, support[0], steps=3, seed=10), 4, seed=10)
+        assert torch.allclose(many[0], first, atol=1e-5)
     unadapted = M.adapt_and_sample_many(meta, support, steps=0, n=4, seed=10)
-    assert torch.allclose(unadapted[1], M.sample(meta, None, 4, seed=12), atol=1e-6)
+    assert torch.allclose(unadapted[0], M.sample(meta, None, 4, seed=10), atol=1e-6)
+    assert not torch.allclose(unadapted[1], unadapted[0])
+
+
+def test_adaptation_and_sampling_streams_of_different_classes_never_coincide():
+    seeds = {derive_seed(s, stream, c) for s in range(5) for stream in ("adapt", "sample") for c in range(50)}
+    assert len(seeds) == 5 * 2 * 50  # (the old rule gave class c's sampling seed to class c + 1's adaptation)
+    noise = {stream: class_noise(0, 50, (8,), stream) for stream in ("adapt", "sample")}
+    rows = torch.cat([noise["adapt"], noise["sample"]])
+    assert len(torch.unique(rows, dim=0)) == 100
+    assert derive_seed(3, "adapt", 1) == derive_seed(3, "adapt", 1) and 0 <= derive_seed(3, "adapt", 1) < 2**63

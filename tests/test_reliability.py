@@ -40,7 +40,9 @@ def test_profile_override_is_announced_and_a_bad_value_names_the_variable(monkey
 
 def _record_runs(monkeypatch) -> list:
     calls = []
-    monkeypatch.setattr(reproduce, "run_notebook", lambda notebook, output, parameters: calls.append((output, parameters)) or 0.0)
+    monkeypatch.setattr(
+        reproduce, "run_notebook", lambda notebook, output, parameters: calls.append((output, parameters)) or 0.0
+    )
     return calls
 
 
@@ -111,23 +113,34 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_the_runner_its_kernel_and_its_workers(tmp_path):
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell("import time\nfrom metagan_lib.runtime import parallel_map\n"
-                                                "parallel_map(time.sleep, [120, 120], workers=2)")]
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "import time\nfrom metagan_lib.runtime import parallel_map\nparallel_map(time.sleep, [120, 120], workers=2)"
+        )
+    ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "07_sleep.ipynb")
     out = tmp_path / "runs"
     out.mkdir()
     (out / "07_sleep.ipynb").write_text("previous good run")
-    script = ("import sys\nfrom pathlib import Path\nfrom metagan_lib import reproduce\n"
-              f"reproduce.find_notebooks = lambda only=None: [Path({str(tmp_path)!r}) / '07_sleep.ipynb']\n"
-              f"sys.exit(reproduce.main(['--profile', 'smoke', '--output-dir', {str(out)!r}]))\n")
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom metagan_lib import reproduce\n"
+        f"reproduce.find_notebooks = lambda only=None: [Path({str(tmp_path)!r}) / '07_sleep.ipynb']\n"
+        f"sys.exit(reproduce.main(['--profile', 'smoke', '--output-dir', {str(out)!r}]))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != profiles.PROFILE_ENV_VAR}
-    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline, family = time.time() + 120, set()
     while time.time() < deadline and len(family) < 3:  # kernel + two workers
         time.sleep(0.5)
-        family = {p for p in _descendants(runner.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
-                  or "kernel" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")}
+        family = {
+            p
+            for p in _descendants(runner.pid)
+            if "spawn" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+            or "kernel" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        }
     assert len(family) >= 3, f"workers never started: {family}"
     runner.send_signal(signal.SIGTERM)
     _, stderr = runner.communicate(timeout=60)
@@ -198,10 +211,18 @@ def test_damaged_mnist_files_name_the_file(tmp_path, damage):
     raw = tmp_path / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     images = gzip.compress(_idx(bytes(3 * 28 * 28), (3, 28, 28)))
-    labels = gzip.compress(_idx(bytes([1, 2] if damage == "label count" else [1, 2, 3]), (2,) if damage == "label count" else (3,)))
-    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(images[: len(images) // 2] if damage == "truncated gzip" else images)
+    labels = gzip.compress(
+        _idx(bytes([1, 2] if damage == "label count" else [1, 2, 3]), (2,) if damage == "label count" else (3,))
+    )
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(
+        images[: len(images) // 2] if damage == "truncated gzip" else images
+    )
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(labels)
-    expected = "t10k-images-idx3-ubyte.gz is damaged" if damage == "truncated gzip" else "t10k-labels-idx1-ubyte.gz holds 2 labels but"
+    expected = (
+        "t10k-images-idx3-ubyte.gz is damaged"
+        if damage == "truncated gzip"
+        else "t10k-labels-idx1-ubyte.gz holds 2 labels but"
+    )
     with pytest.raises(D.DatasetError, match=expected):
         D.load_mnist(tmp_path / "mnist", download=False)
 
@@ -209,12 +230,24 @@ def test_damaged_mnist_files_name_the_file(tmp_path, damage):
 # ---------------------------------------------------------------- API arguments
 
 BAD_CONFIGS = [
-    (GANConfig, dict(z_dim=0), "z_dim"), (GANConfig, dict(width=12), "width"), (GANConfig, dict(steps=-1), "steps"),
-    (GANConfig, dict(batch_size=0), "batch_size"), (GANConfig, dict(d_steps=0), "d_steps"), (GANConfig, dict(r1_gamma=-1.0), "r1_gamma"),
-    (GANConfig, dict(grad_clip=-1.0), "grad_clip"), (GANConfig, dict(lr_g=0.0), "lr_g"), (GANConfig, dict(architecture="resnet"), "architecture"),
-    (MetaConfig, dict(inner_lr=-0.1), "inner_lr"), (MetaConfig, dict(meta_lr=0.0), "meta_lr"), (MetaConfig, dict(z_dim=0), "z_dim"),
-    (MetaConfig, dict(queries=0), "queries"), (MetaConfig, dict(fake_batch=0), "fake_batch"), (MetaConfig, dict(width=4), "width"),
-    (ContextConfig, dict(inner_lr=-1.0), "inner_lr"), (ContextConfig, dict(context_dim=0), "context_dim"), (ContextConfig, dict(r1=-1.0), "r1"),
+    (GANConfig, dict(z_dim=0), "z_dim"),
+    (GANConfig, dict(width=12), "width"),
+    (GANConfig, dict(steps=-1), "steps"),
+    (GANConfig, dict(batch_size=0), "batch_size"),
+    (GANConfig, dict(d_steps=0), "d_steps"),
+    (GANConfig, dict(r1_gamma=-1.0), "r1_gamma"),
+    (GANConfig, dict(grad_clip=-1.0), "grad_clip"),
+    (GANConfig, dict(lr_g=0.0), "lr_g"),
+    (GANConfig, dict(architecture="resnet"), "architecture"),
+    (MetaConfig, dict(inner_lr=-0.1), "inner_lr"),
+    (MetaConfig, dict(meta_lr=0.0), "meta_lr"),
+    (MetaConfig, dict(z_dim=0), "z_dim"),
+    (MetaConfig, dict(queries=0), "queries"),
+    (MetaConfig, dict(fake_batch=0), "fake_batch"),
+    (MetaConfig, dict(width=4), "width"),
+    (ContextConfig, dict(inner_lr=-1.0), "inner_lr"),
+    (ContextConfig, dict(context_dim=0), "context_dim"),
+    (ContextConfig, dict(r1=-1.0), "r1"),
 ]
 
 
@@ -233,12 +266,15 @@ def tiny_meta():
     return meta.new_meta_gan(MetaConfig(z_dim=8, width=8, fake_batch=4), "cpu", seed=0)
 
 
-@pytest.mark.parametrize("support, match", [
-    (torch.full((5, 1, 28, 28), 200.0), r"support images range=.* within \[-1, 1\]"),
-    (torch.full((5, 1, 28, 28), float("nan")), "support images=.* must be finite"),
-    (torch.zeros(0, 1, 28, 28), r"support images.shape=.* must be non-empty"),
-    (torch.zeros(5, 3, 28, 28), r"support images must have shape \[batch, 1, 28, 28\]"),
-])
+@pytest.mark.parametrize(
+    "support, match",
+    [
+        (torch.full((5, 1, 28, 28), 200.0), r"support images range=.* within \[-1, 1\]"),
+        (torch.full((5, 1, 28, 28), float("nan")), "support images=.* must be finite"),
+        (torch.zeros(0, 1, 28, 28), r"support images.shape=.* must be non-empty"),
+        (torch.zeros(5, 3, 28, 28), r"support images must have shape \[batch, 1, 28, 28\]"),
+    ],
+)
 def test_adapt_refuses_bad_support_images(tiny_meta, support, match):
     with pytest.raises(ValueError, match=match):
         meta.adapt(tiny_meta, support, steps=1)
@@ -250,17 +286,25 @@ def test_adapt_converts_uint8_like_training_and_refuses_bad_counts(tiny_meta):
     as_float = meta.adapt(tiny_meta, images.float() / 127.5 - 1, steps=1)
     assert all(torch.equal(as_uint8.g_params[k], as_float.g_params[k]) for k in as_uint8.g_params)
     signed = images.float() / 127.5 - 1
-    for call, name in [(lambda: meta.adapt(tiny_meta, signed, steps=-3), "steps"),
-                       (lambda: meta.adapt(tiny_meta, signed, steps=1, fake_batch=0), "fake_batch"),
-                       (lambda: meta.sample(tiny_meta, None, n=-1), "n"),
-                       (lambda: new_run(GANConfig(z_dim=8, width=8), "cpu").sample(-1), "n")]:
+    for call, name in [
+        (lambda: meta.adapt(tiny_meta, signed, steps=-3), "steps"),
+        (lambda: meta.adapt(tiny_meta, signed, steps=1, fake_batch=0), "fake_batch"),
+        (lambda: meta.sample(tiny_meta, None, n=-1), "n"),
+        (lambda: new_run(GANConfig(z_dim=8, width=8), "cpu").sample(-1), "n"),
+    ]:
         with pytest.raises(ValueError, match=rf"^{name}=-?\d+ is not accepted"):
             call()
 
 
-@pytest.mark.parametrize("classes, ways, match", [
-    ([3, 3], 2, "duplicates"), ([0, 10_000], 2, r"indices in \[0, 950\]"), ([-1, 2], 2, "indices in"), ([1, 2, 3], 2.5, "ways must be an integer"),
-])
+@pytest.mark.parametrize(
+    "classes, ways, match",
+    [
+        ([3, 3], 2, "duplicates"),
+        ([0, 10_000], 2, r"indices in \[0, 950\]"),
+        ([-1, 2], 2, "indices in"),
+        ([1, 2, 3], 2.5, "ways must be an integer"),
+    ],
+)
 def test_task_sampler_refuses_bad_classes_and_counts(glyphs, classes, ways, match):
     with pytest.raises((ValueError, TypeError), match=match):
         TaskSampler(glyphs, torch.tensor(classes), seed=0).sample(1, ways=ways, shots=1)

@@ -5,7 +5,14 @@ from functools import partial
 import pytest
 import torch
 
-from metagan_lib.runtime import WORKERS_ENV_VAR, choose_device, limited_threads, parallel_calls, parallel_map, worker_count
+from metagan_lib.runtime import (
+    WORKERS_ENV_VAR,
+    choose_device,
+    limited_threads,
+    parallel_calls,
+    parallel_map,
+    worker_count,
+)
 
 
 def test_parallel_map_keeps_the_order_of_the_items():

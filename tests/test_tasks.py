@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from metagan_lib.tasks import TaskSampler, to_signed, to_unit
+from metagan_lib.images import to_signed, to_unit
+from metagan_lib.tasks import TaskSampler
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,19 @@ import pytest
 import torch
 
 from metagan_lib.augment import cutout, diff_augment, translate
-from metagan_lib.tasks import to_signed
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
-from metagan_lib.train import GANConfig, load_run, new_run, relative_cost, save_run, train_gan, train_or_load, train_or_load_many, update_ema
+from metagan_lib.tasks import to_signed
+from metagan_lib.train import (
+    GANConfig,
+    load_run,
+    new_run,
+    relative_cost,
+    save_run,
+    train_gan,
+    train_or_load,
+    train_or_load_many,
+    update_ema,
+)
 
 TINY = GANConfig(architecture="conv", width=8, z_dim=16, steps=30, batch_size=32)
 
@@ -109,8 +119,11 @@ def test_bad_config_and_images_are_clear_errors(images):
 
 
 def test_runs_trained_side_by_side_equal_runs_trained_in_turn(images, tmp_path, monkeypatch):
-    jobs = {"plain": (tmp_path / "a.pt", TINY), "R1 + EMA + augment": (tmp_path / "b.pt", TINY.replace(r1_gamma=1.0, ema_decay=0.9, augment=True)),
-            "WGAN-GP": (tmp_path / "c.pt", TINY.replace(loss="wgan-gp"))}
+    jobs = {
+        "plain": (tmp_path / "a.pt", TINY),
+        "R1 + EMA + augment": (tmp_path / "b.pt", TINY.replace(r1_gamma=1.0, ema_decay=0.9, augment=True)),
+        "WGAN-GP": (tmp_path / "c.pt", TINY.replace(loss="wgan-gp")),
+    }
     monkeypatch.setenv(WORKERS_ENV_VAR, "2")
     runs = train_or_load_many(jobs, images, seed=3)
     for name, (path, config) in jobs.items():
