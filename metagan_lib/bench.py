@@ -211,7 +211,8 @@ def run_parallel_benchmark(quick: bool = False) -> dict:
 
 def format_parallel(result: dict) -> str:
     return (
-        f"{result['runs']} GAN runs x {result['steps_per_run']} steps (mixed losses and penalties) on {result['device_name']}, {result['threads']} threads:\n"
+        f"{result['runs']} GAN runs x {result['steps_per_run']} steps (mixed losses and penalties) "
+        f"on {result['device_name']}, {result['threads']} threads:\n"
         f"  in turn, {result['threads']} threads each: {result['in_turn_s']:.1f} s\n"
         f"  side by side, 1-thread workers (start-up included): {result['side_by_side_s']:.1f} s\n"
         f"side by side over in turn: {result['side_by_side_over_in_turn']:.2f}x"
@@ -248,7 +249,8 @@ def format_table(result: dict) -> str:
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['method']:26s} {r['path']:22s} {r['ms_per_meta_step']:13.1f} {r['meta_steps_per_s']:13.2f} {r['images_per_s']:10.0f}"
+            f"{r['method']:26s} {r['path']:22s} {r['ms_per_meta_step']:13.1f} "
+            f"{r['meta_steps_per_s']:13.2f} {r['images_per_s']:10.0f}"
         )
     lines.append(f"vmap over loop (MAML 2nd order): {result['vmap_over_loop']:.2f}x")
     lines.append(f"1st over 2nd order (vmap): {result['second_over_first_order_vmap']:.2f}x")

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
-from .models import template
+from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
+from .models import ContextGenerator, PairDiscriminator, template
 from .monitor import Monitor
 from .seeds import class_noise
 
@@ -49,85 +49,11 @@ Params = dict[str, torch.Tensor]
 OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
 
 
-# ----------------------------------------------------------------------------------------------
-# Networks
-# ----------------------------------------------------------------------------------------------
-
-
-class ContextGenerator(nn.Module):
-    """``G(z, c)``: noise ``[B, z_dim]`` and one context ``[context_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1].
-
-    Linear([z, c]) -> 7x7 -> GroupNorm, FiLM(c), ReLU -> 14x14 -> GroupNorm, FiLM(c), ReLU -> 28x28, tanh.
-    FiLM layers start at zero (identity), so an untrained context changes only the first layer.
-    """
-
-    def __init__(self, z_dim: int = 16, context_dim: int = 64, width: int = 32, groups: int = 8):
-        super().__init__()
-        self.z_dim, self.context_dim, self.width = z_dim, context_dim, width
-        self.project = nn.Linear(z_dim + context_dim, 2 * width * 7 * 7)
-        self.norm1, self.film1 = nn.GroupNorm(groups, 2 * width), nn.Linear(context_dim, 4 * width)
-        self.up1 = nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1)
-        self.norm2, self.film2 = nn.GroupNorm(groups, width), nn.Linear(context_dim, 2 * width)
-        self.up2 = nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)
-        for film in (self.film1, self.film2):
-            nn.init.zeros_(film.weight)
-            nn.init.zeros_(film.bias)
-
-    @staticmethod
-    def _film(h: torch.Tensor, scale_shift: torch.Tensor) -> torch.Tensor:
-        scale, shift = scale_shift.chunk(2)
-        return h * (1 + scale.view(1, -1, 1, 1)) + shift.view(1, -1, 1, 1)
-
-    def forward(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        h = self.project(torch.cat([z, context.expand(len(z), -1)], dim=1)).view(-1, 2 * self.width, 7, 7)
-        h = self.up1(F.relu(self._film(self.norm1(h), self.film1(context))))
-        h = self.up2(F.relu(self._film(self.norm2(h), self.film2(context))))
-        return torch.tanh(h)
-
-
-class PairDiscriminator(nn.Module):
-    """``D([shot, image])``: pairs ``[B, 2, 28, 28]`` (a shot of the class and a real or generated image) -> logits ``[B]``."""
-
-    def __init__(self, width: int = 32):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(2, width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Flatten(),
-            nn.Linear(2 * width * 7 * 7, 1),
-        )
-
-    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        return self.net(pairs).squeeze(-1)
-
-
 def pair_up(shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Pairs ``[B, 2, 28, 28]``: image ``i`` next to shot ``i mod K`` (shots ``[K, 1, 28, 28]``, images ``[B, 1, 28, 28]``)."""
+    """Pairs ``[B, 2, 28, 28]``: image ``i`` next to shot ``i mod K`` (shots ``[K, 1, 28, 28]``, images ``[B, 1, 28,
+    28]``)."""
     index = torch.arange(len(images), device=images.device) % len(shots)
     return torch.cat([shots[index], images], dim=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# The set distance
-# ----------------------------------------------------------------------------------------------
-
-
-def pyramid_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``[A, B]`` sum over scales 28/14/7 of the mean squared pixel difference between images ``a [A, 1, 28, 28]`` and ``b [B, ...]``."""
-    total = a.new_zeros(len(a), len(b))
-    for scale in (1, 2, 4):
-        fa = (F.avg_pool2d(a, scale) if scale > 1 else a).flatten(1)
-        fb = (F.avg_pool2d(b, scale) if scale > 1 else b).flatten(1)
-        total = total + ((fa[:, None] - fb[None]) ** 2).mean(-1)
-    return total
-
-
-def chamfer_distance(samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``mean_a min_b d(a, b) + mean_b min_a d(a, b)`` (a scalar) between two sets of images."""
-    d = pyramid_distances(samples, images)
-    return d.min(dim=1).values.mean() + d.min(dim=0).values.mean()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,7 +179,8 @@ def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", s
 
 
 def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """``G(z, c)`` with explicit generator weights: ``z [B, z_dim]``, ``context [context_dim]`` -> ``[B, 1, 28, 28]``."""
+    """``G(z, c)`` with explicit generator weights: ``z [B, z_dim]``, ``context [context_dim]`` -> ``[B, 1, 28,
+    28]``."""
     return functional_call(model.generator, g_params, (z, context))
 
 
@@ -294,7 +221,8 @@ def task_outer_loss(
     outer_noise: torch.Tensor,
     first_order: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples ``[B, ...]``."""
+    """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples ``[B,
+    ...]``."""
     context = inner_adapt(model, params, support, inner_noise, first_order)
     fake = generate(model, model.generator_params(params), outer_noise, context)
     loss = chamfer_distance(fake, query) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
@@ -310,7 +238,8 @@ def batched_outer_loss(
     first_order: bool,
     vectorised: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outer losses ``[T]`` and adapted samples ``[T, B, ...]`` of ``T`` tasks; ``vectorised=False`` loops (the reference)."""
+    """Outer losses ``[T]`` and adapted samples ``[T, B, ...]`` of ``T`` tasks; ``vectorised=False`` loops (the
+    reference)."""
     d_params = {k: v.detach() for k, v in model.d_params.items()}
 
     def one_task(s, q, n_in, n_out):
@@ -473,7 +402,8 @@ class ContextTrainer:
 
 @torch.no_grad()
 def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
-    """Contexts ``[C, context_dim]`` adapted to ``C`` classes at once (support ``[C, K, 1, 28, 28]``), ``steps`` inner steps."""
+    """Contexts ``[C, context_dim]`` adapted to ``C`` classes at once (support ``[C, K, 1, 28, 28]``), ``steps`` inner
+    steps."""
     support = checks.signed_images(support, "support images")
     checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
     checks.non_negative_int("steps", steps)
@@ -550,7 +480,8 @@ def train_or_load_context_gan(
     progress: bool = True,
     description: str = "context meta-training",
 ) -> ContextMetaGAN:
-    """The model cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else a freshly meta-trained one (saved there)."""
+    """The model cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else a freshly meta-trained
+    one (saved there)."""
 
     def build() -> ContextMetaGAN:
         return ContextTrainer(new_context_gan(config, device, seed=seed), sampler, seed=seed).train(

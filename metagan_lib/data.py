@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -42,17 +41,14 @@ import torch
 import torch.nn.functional as F
 
 from .artifacts import load_or_build
-from .images import IMAGE_SIZE
-from .paths import DATA_ENV_VAR, cache_dir, data_dir
+from .glyphs import GLYPHS_VERSION, build_glyphs
+from .images import IMAGE_SIZE, to_uint8
+from .paths import DATA_ENV_VAR, DatasetError, cache_dir, data_dir
 
 DATASET_NAMES = ("glyphs", "omniglot", "mnist")
 
 OMNIGLOT_SMALL_UNSEEN_ALPHABETS = ("Early_Aramaic", "Greek", "Tagalog")
 MNIST_UNSEEN_DIGITS = (5, 6, 7, 8, 9)
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be provided; the message says why and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -151,35 +147,6 @@ def _try_download(download: bool, fetch: Callable[[], None]) -> Exception | None
     return None
 
 
-# ----------------------------------------------------------------------------------------------
-# Shared image helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _fit_to_canvas(ink: torch.Tensor, size: int = IMAGE_SIZE, box: int = 20) -> torch.Tensor:
-    """Crop a float ink image ``[H, W]`` in [0, 1] to its bounding box, scale its longer side
-    to ``box`` pixels (aspect kept, as MNIST does) and centre it on a ``size`` x ``size`` canvas."""
-    rows = torch.nonzero(ink.amax(dim=1) > 0.05).flatten()
-    cols = torch.nonzero(ink.amax(dim=0) > 0.05).flatten()
-    canvas = torch.zeros(size, size)
-    if len(rows) == 0:
-        return canvas
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    h, w = crop.shape
-    scale = box / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = F.interpolate(
-        crop[None, None], size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
-    )[0, 0]
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = resized.clamp(0, 1)
-    return canvas
-
-
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def _cached(path: Path, key: dict, build: Callable[[], dict]) -> dict:
     """The processed dataset cached at ``path`` under ``key`` (the artefact store), else ``build()``, saved there."""
     return load_or_build(
@@ -192,139 +159,8 @@ def _cached(path: Path, key: dict, build: Callable[[], dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# glyphs: the embedded default
+# glyphs: the embedded default (rendered by metagan_lib.glyphs)
 # ----------------------------------------------------------------------------------------------
-
-GLYPHS_VERSION = 1
-GLYPH_EXCLUDED_FONT_PATTERNS = ("Display", "LastResort", "STIXNonUni", "STIXSiz", "cmex10")
-
-
-def glyph_font_paths() -> list[Path]:
-    """The text fonts matplotlib ships (23 with matplotlib 3.8+), sorted by file name."""
-    import matplotlib
-
-    font_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    fonts = sorted(p for p in font_dir.glob("*.ttf") if not any(s in p.name for s in GLYPH_EXCLUDED_FONT_PATTERNS))
-    if not fonts:
-        raise DatasetError(f"No fonts found in {font_dir}; the 'glyphs' dataset needs matplotlib's bundled fonts.")
-    return fonts
-
-
-def _is_candidate_character(code: int) -> bool:
-    char = chr(code)
-    category = unicodedata.category(char)
-    if category[0] not in "LNSP":  # letters, numbers, symbols, punctuation; no marks/controls/spaces
-        return False
-    if 0xE000 <= code <= 0xF8FF:  # private use area
-        return False
-    if unicodedata.normalize("NFKD", char) != char:  # accented or compatibility variant
-        return False
-    return True
-
-
-def _render_glyph(font, char: str) -> torch.Tensor:
-    """Render one character with an FT2Font at a large size; float ``[H, W]`` in [0, 1]."""
-    font.clear()
-    font.set_text(char, 0.0)
-    font.draw_glyphs_to_bitmap(antialiased=True)
-    return torch.from_numpy(np.asarray(font.get_image(), dtype=np.float32) / 255.0)
-
-
-def _jitter(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random affine + elastic warp + stroke-width change of ``[B, 1, H, W]`` images in [0, 1]."""
-    batch, _, height, width = clean.shape
-    u = lambda *shape: torch.rand(*shape, generator=generator)
-    angle = (u(batch) - 0.5) * 2 * np.deg2rad(12)
-    scale = 0.9 + 0.2 * u(batch)
-    shear = (u(batch) - 0.5) * 0.3
-    shift = (u(batch, 2) - 0.5) * 2 * (1.5 / (width / 2))
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.zeros(batch, 2, 3)
-    theta[:, 0, 0] = cos / scale
-    theta[:, 0, 1] = (-sin + shear * cos) / scale
-    theta[:, 1, 0] = sin / scale
-    theta[:, 1, 1] = (cos + shear * sin) / scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(clean.shape), align_corners=False)
-    # elastic: a smooth random displacement field (coarse noise upsampled), about 1 pixel
-    coarse = (u(batch, 2, 4, 4) - 0.5) * 2 * (1.2 / (width / 2))
-    displacement = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    grid = grid + displacement.permute(0, 2, 3, 1)
-    warped = F.grid_sample(clean, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    # stroke width: a third thicker (3x3 max), a third thinner (3x3 min), a third unchanged
-    choice = u(batch)
-    thick = F.max_pool2d(warped, 3, stride=1, padding=1)
-    thin = -F.max_pool2d(-warped, 3, stride=1, padding=1)
-    out = torch.where((choice < 1 / 3)[:, None, None, None], thick, warped)
-    out = torch.where((choice > 2 / 3)[:, None, None, None], 0.5 * (thin + warped), out)
-    return out.clamp(0, 1)
-
-
-def build_glyphs(
-    seed: int = 0,
-    instances_per_class: int = 20,
-    min_fonts: int = 10,
-    split_seed: int = 0,
-    unseen_fraction: float = 0.2,
-    max_similarity: float = 0.92,
-    max_classes: int | None = None,
-) -> dict:
-    """Render the ``glyphs`` dataset (deterministic for its arguments; no caching here).
-
-    Characters covered by at least ``min_fonts`` fonts become classes; each class gets
-    ``instances_per_class`` images cycling through its fonts, each with its own jitter. A class
-    whose clean mean rendering correlates above ``max_similarity`` with an earlier class's
-    (a look-alike such as Latin 'A' and Greek 'Alpha') is skipped. ``max_classes`` stops after
-    that many classes (for quick tests).
-    """
-    from matplotlib.ft2font import FT2Font
-
-    fonts = [FT2Font(str(p)) for p in glyph_font_paths()]
-    for font in fonts:
-        font.set_size(48, 72)
-    coverage: dict[int, list[int]] = {}
-    for index, font in enumerate(fonts):
-        for code in font.get_charmap():
-            if _is_candidate_character(code):
-                coverage.setdefault(code, []).append(index)
-    codes = sorted(c for c, f in coverage.items() if len(f) >= min_fonts)
-
-    clean_by_class: list[torch.Tensor] = []
-    kept_codes: list[int] = []
-    signatures: list[torch.Tensor] = []
-    for code in codes:
-        if max_classes is not None and len(kept_codes) >= max_classes:
-            break
-        renders = [_fit_to_canvas(_render_glyph(fonts[i], chr(code))) for i in coverage[code]]
-        stack = torch.stack(renders)
-        if (stack.flatten(1).amax(dim=1) < 0.5).any() or (stack.flatten(1).mean(dim=1) < 0.01).any():
-            continue  # blank or hair-thin in some font
-        signature = stack.mean(dim=0).flatten()
-        signature = (signature - signature.mean()) / (signature.std() + 1e-6)
-        if signatures:
-            similarity = torch.stack(signatures) @ signature / signature.numel()
-            if float(similarity.max()) > max_similarity:
-                continue
-        signatures.append(signature)
-        kept_codes.append(code)
-        clean_by_class.append(stack)
-
-    generator = torch.Generator().manual_seed(seed)
-    images, labels = [], []
-    for label, stack in enumerate(clean_by_class):
-        picks = torch.arange(instances_per_class) % len(stack)
-        images.append(_jitter(stack[picks][:, None], generator))
-        labels.append(torch.full((instances_per_class,), label, dtype=torch.int64))
-    num_classes = len(kept_codes)
-    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(split_seed))
-    num_unseen = int(round(unseen_fraction * num_classes))
-    return {
-        "images": _to_uint8(torch.cat(images)),
-        "labels": torch.cat(labels),
-        "class_names": tuple(f"U+{c:04X} {chr(c)}" for c in kept_codes),
-        "seen_classes": order[num_unseen:].sort().values,
-        "unseen_classes": order[:num_unseen].sort().values,
-    }
 
 
 def load_glyphs(seed: int = 0) -> ImageDataset:
@@ -415,7 +251,7 @@ def _assemble_omniglot(groups: list[tuple[dict[tuple[str, str], list[bytes]], bo
     all_classes = torch.arange(len(names))
     unseen_t = torch.tensor(sorted(unseen), dtype=torch.int64)
     return {
-        "images": _to_uint8(torch.cat(images)),
+        "images": to_uint8(torch.cat(images)),
         "labels": torch.cat(labels),
         "class_names": tuple(names),
         "seen_classes": all_classes[~torch.isin(all_classes, unseen_t)],
@@ -505,19 +341,30 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(values.reshape(shape).copy())
 
 
+def _mnist_splits(raw: Path) -> dict[str, tuple[Path, Path]]:
+    """The splits whose image and label files are both in ``raw``: ``{split: (images, labels)}``."""
+    found = {}
+    for split, (img, lab) in MNIST_FILES.items():
+        img_path, lab_path = _find_idx(raw, img), _find_idx(raw, lab)
+        if img_path and lab_path:
+            found[split] = (img_path, lab_path)
+    return found
+
+
+def _read_mnist_split(image_path: Path, label_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = _read_idx(image_path), _read_idx(label_path)
+    if labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetError(
+            f"{label_path} holds {len(labels)} labels but {image_path} holds {len(images)} images; "
+            "download both files again."
+        )
+    return images, labels
+
+
 def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
     """MNIST from ``folder/MNIST/raw`` (all splits found there are used)."""
     raw = folder / "MNIST" / "raw"
-
-    def available() -> dict[str, tuple[Path, Path]]:
-        found = {}
-        for split, (img, lab) in MNIST_FILES.items():
-            img_path, lab_path = _find_idx(raw, img), _find_idx(raw, lab)
-            if img_path and lab_path:
-                found[split] = (img_path, lab_path)
-        return found
-
-    splits = available()
+    splits = _mnist_splits(raw)
     if not splits:
 
         def fetch() -> None:
@@ -527,7 +374,7 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
             MNIST(str(folder), train=False, download=True)
 
         cause = _try_download(download, fetch)
-        splits = available()
+        splits = _mnist_splits(raw)
         if not splits:
             raise _missing_data_error(
                 "mnist",
@@ -536,13 +383,7 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
                 "and t10k-labels-idx1-ubyte[.gz])",
                 cause,
             )
-    pairs = [(_read_idx(splits[s][0]), _read_idx(splits[s][1])) for s in sorted(splits)]
-    for split, (split_images, split_labels) in zip(sorted(splits), pairs):
-        if split_labels.ndim != 1 or len(split_images) != len(split_labels):
-            raise DatasetError(
-                f"{splits[split][1]} holds {len(split_labels)} labels but {splits[split][0]} holds "
-                f"{len(split_images)} images; download both files again."
-            )
+    pairs = [_read_mnist_split(*splits[s]) for s in sorted(splits)]
     images = torch.cat([i for i, _ in pairs])
     labels = torch.cat([lab for _, lab in pairs]).to(torch.int64)
     unseen = torch.tensor(MNIST_UNSEEN_DIGITS, dtype=torch.int64)
@@ -556,13 +397,3 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
         unseen_classes=unseen,
         source=f"{raw} ({', '.join(sorted(splits))})",
     )
-
-
-def check_image_batch(images: torch.Tensor, what: str = "images") -> None:
-    """Raise a clear ``ValueError`` unless ``images`` is ``[B, 1, 28, 28]``."""
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(
-            f"{what} must have shape [batch, 1, {IMAGE_SIZE}, {IMAGE_SIZE}] (grayscale, "
-            f"{IMAGE_SIZE}x{IMAGE_SIZE}); got {list(images.shape)}. Resize with "
-            f"torch.nn.functional.interpolate(x, size=({IMAGE_SIZE}, {IMAGE_SIZE}), mode='area')."
-        )

@@ -10,7 +10,8 @@ Metrics (all on features ``[n, d]``):
 * :func:`precision_recall` with k-NN manifolds (Kynkäänniemi et al. 2019);
 * :func:`mean_pairwise_distance` (diversity);
 * :func:`class_fidelity`: share of generated images whose nearest class prototype is their own class;
-* :func:`copy_score`: how much more often than a new real image a generated image lies next to a shot (1 = new instances, flagged above 1.5).
+* :func:`copy_score`: how much more often than a new real image a generated image lies next to a shot (1 = new
+instances, flagged above 1.5).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .tasks import TaskSampler
 
 
 class FeatureNet(nn.Module):
-    """Four conv blocks (3x3, GroupNorm, ReLU, 2x2 max-pool): ``[B, 1, 28, 28]`` -> features ``[B, dim]``, plus a classifier head."""
+    """Four conv blocks (3x3, GroupNorm, ReLU, 2x2 max-pool): ``[B, 1, 28, 28]`` -> features ``[B, dim]``, plus a
+    classifier head."""
 
     def __init__(self, num_classes: int, width: int = 32, dim: int = 128):
         super().__init__()
@@ -196,7 +198,8 @@ def prototype_accuracy(
 def few_shot_accuracy(
     net: FeatureNet, dataset: ImageDataset, ways: int, shots: int, episodes: int, queries: int = 10, seed: int = 0
 ) -> list[float]:
-    """Prototype-classifier accuracy of ``ways``-way ``shots``-shot episodes on **unseen** classes, one value per episode."""
+    """Prototype-classifier accuracy of ``ways``-way ``shots``-shot episodes on **unseen** classes, one value per
+    episode."""
     device = next(net.parameters()).device
     sampler = TaskSampler(dataset, dataset.unseen_classes, device=device, seed=seed)
     episode = sampler.sample(episodes, ways, shots, queries)
@@ -275,7 +278,8 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
 def train_or_load_feature_net(
     path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True
 ) -> FeatureNet:
-    """The feature network cached at ``path`` (trained for ``steps`` with ``seed`` on these seen classes), else train and save it."""
+    """The feature network cached at ``path`` (trained for ``steps`` with ``seed`` on these seen classes), else train
+    and save it."""
     key = {
         "kind": "feature-net",
         "steps": steps,

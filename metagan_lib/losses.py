@@ -38,7 +38,8 @@ def generator_loss_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def combined_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, weight: float) -> torch.Tensor:
-    """The single objective some texts write, ``L = L_G + weight * L_D`` (non-saturating ``L_G``). Descending it over both
+    """The single objective some texts write, ``L = L_G + weight * L_D`` (non-saturating ``L_G``). Descending it over
+    both
     players' parameters is *not* the GAN game: per fake logit its gradient is ``-(1 - D) + weight * D``, zero at
     ``D(G(z)) = 1 / (1 + weight)`` for both players (notebook 01, section 4)."""
     return generator_loss_nonsaturating(fake_logits) + weight * discriminator_loss(real_logits, fake_logits)
@@ -106,3 +107,23 @@ def value_function(d: torch.Tensor, p_data: torch.Tensor, p_model: torch.Tensor,
     tiny = torch.finfo(d.dtype).tiny  # D rounds to exactly 0 or 1 where one density is ~1e-40
     term = lambda a, b: torch.where(a > 0, a * b.clamp_min(tiny).log(), torch.zeros_like(a))
     return (term(p_data, d) + term(p_model, 1.0 - d)).sum() * dx
+
+
+# Set distances (the context meta-GAN's inner and outer losses)
+
+
+def pyramid_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[A, B]`` sum over scales 28/14/7 of the mean squared pixel difference between images ``a [A, 1, 28, 28]`` and
+    ``b [B, ...]``."""
+    total = a.new_zeros(len(a), len(b))
+    for scale in (1, 2, 4):
+        fa = (F.avg_pool2d(a, scale) if scale > 1 else a).flatten(1)
+        fb = (F.avg_pool2d(b, scale) if scale > 1 else b).flatten(1)
+        total = total + ((fa[:, None] - fb[None]) ** 2).mean(-1)
+    return total
+
+
+def chamfer_distance(samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``mean_a min_b d(a, b) + mean_b min_a d(a, b)`` (a scalar) between two sets of images."""
+    d = pyramid_distances(samples, images)
+    return d.min(dim=1).values.mean() + d.min(dim=0).values.mean()

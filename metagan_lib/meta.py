@@ -34,11 +34,9 @@ from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
-from .data import check_image_batch
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import build_gan, template
 from .monitor import Monitor
-from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
 MethodName = Literal["maml", "reptile", "meta-sgd"]
@@ -403,81 +401,9 @@ def reptile_step(
     return discriminator_loss(real_logits, fake_logits).item(), generator_loss_nonsaturating(fake_logits).item()
 
 
-# ----------------------------------------------------------------------------------------------
-# Test time: adapt to K shots of a new class, then sample
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AdaptedGAN:
-    """Generator and discriminator parameters adapted to one class."""
-
-    g_params: Params
-    d_params: Params
-    steps: int
-
-
-def adapt(
-    meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0, fake_batch: int | None = None
-) -> AdaptedGAN:
-    """Adapt the meta-initialisation to ``support_images`` (``[K, 1, 28, 28]`` in [-1, 1]) with ``steps`` inner steps.
-
-    The noise is class 0's ``"adapt"`` stream of :func:`~metagan_lib.seeds.class_noise` (as in :func:`adapt_and_sample_many`).
-    """
-    check_image_batch(support_images, "support images")
-    support_images = checks.signed_images(support_images, "support images")
-    checks.non_negative_int("steps", steps)
-    if fake_batch is not None:
-        checks.positive_int("fake_batch", fake_batch)
-    batch = fake_batch or meta.config.fake_batch
-    noise = class_noise(seed, 1, (steps, 2, batch, meta.config.z_dim), "adapt", meta.device)[0]
-    with torch.no_grad():
-        g_params, d_params = inner_adapt(
-            meta, meta.g_params, meta.d_params, support_images.to(meta.device), noise, first_order=True
-        )
-    return AdaptedGAN({k: v.detach() for k, v in g_params.items()}, {k: v.detach() for k, v in d_params.items()}, steps)
-
-
-def adapt_and_sample_many(
-    meta: MetaGAN, support_images: torch.Tensor, steps: int, n: int, seed: int = 0
-) -> torch.Tensor:
-    """Adapt to ``C`` classes at once (``vmap``) and sample: support ``[C, K, 1, 28, 28]`` -> images ``[C, n, 1, 28, 28]``.
-
-    Class ``c`` adapts with the ``"adapt"`` stream and samples with the ``"sample"`` stream of
-    :func:`~metagan_lib.seeds.class_noise`, seeds ``derive_seed(seed, stream, c)``: no two streams overlap,
-    and class 0 gets what ``sample(meta, adapt(meta, support_images[0], steps, seed), n, seed)`` gives (tested).
-    """
-    support_images = checks.signed_images(support_images, "support images")
-    checks.require(
-        support_images.ndim == 5, "support images shape", tuple(support_images.shape), "[classes, K, 1, 28, 28]"
-    )
-    checks.non_negative_int("steps", steps)
-    checks.positive_int("n", n)
-    device, classes, z_dim = meta.device, len(support_images), meta.config.z_dim
-    with torch.no_grad():
-        if steps > 0:
-            noise = class_noise(seed, classes, (steps, 2, meta.config.fake_batch, z_dim), "adapt", device)
-            g_params, _ = vmap(lambda s, z: inner_adapt(meta, meta.g_params, meta.d_params, s, z, first_order=True))(
-                support_images.to(device), noise
-            )
-        else:
-            g_params = {k: v.detach().expand(classes, *v.shape) for k, v in meta.g_params.items()}
-        z = class_noise(seed, classes, (n, z_dim), "sample", device)
-        return vmap(lambda p, zz: functional_call(meta.generator, p, (zz,)))(g_params, z)
-
-
-def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` images ``[n, 1, 28, 28]`` from the adapted generator (the meta-initialisation when ``adapted`` is ``None``);
-    the noise is class 0's ``"sample"`` stream of :func:`~metagan_lib.seeds.class_noise`."""
-    checks.positive_int("n", n)
-    params = meta.g_params if adapted is None else adapted.g_params
-    z = class_noise(seed, 1, (n, meta.config.z_dim), "sample", meta.device)[0]
-    with torch.no_grad():
-        return functional_call(meta.generator, params, (z,))
-
-
 def save_meta(meta: MetaGAN, path) -> None:
-    """Write a meta-GAN (config, meta-parameters, rates, history) to ``path`` (no cache key: never reused as a cache)."""
+    """Write a meta-GAN (config, meta-parameters, rates, history) to ``path`` (no cache key: never reused as a
+    cache)."""
     save_payload({"key": None, "artefact": _meta_payload(meta)}, path)
 
 
@@ -525,7 +451,8 @@ def train_or_load_meta(
     progress: bool = True,
     description: str = "meta-training",
 ) -> MetaGAN:
-    """The meta-GAN cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else meta-train it and save it there."""
+    """The meta-GAN cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else meta-train it and
+    save it there."""
 
     def build() -> MetaGAN:
         return MetaTrainer(new_meta_gan(config, device, seed=seed), sampler, seed=seed).train(

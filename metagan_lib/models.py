@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .images import IMAGE_SIZE
@@ -104,6 +105,56 @@ class ConvDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
+
+
+class ContextGenerator(nn.Module):
+    """``G(z, c)``: noise ``[B, z_dim]`` and one context ``[context_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1].
+
+    Linear([z, c]) -> 7x7 -> GroupNorm, FiLM(c), ReLU -> 14x14 -> GroupNorm, FiLM(c), ReLU -> 28x28, tanh.
+    FiLM layers start at zero (identity), so an untrained context changes only the first layer.
+    """
+
+    def __init__(self, z_dim: int = 16, context_dim: int = 64, width: int = 32, groups: int = 8):
+        super().__init__()
+        self.z_dim, self.context_dim, self.width = z_dim, context_dim, width
+        self.project = nn.Linear(z_dim + context_dim, 2 * width * 7 * 7)
+        self.norm1, self.film1 = nn.GroupNorm(groups, 2 * width), nn.Linear(context_dim, 4 * width)
+        self.up1 = nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1)
+        self.norm2, self.film2 = nn.GroupNorm(groups, width), nn.Linear(context_dim, 2 * width)
+        self.up2 = nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)
+        for film in (self.film1, self.film2):
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+
+    @staticmethod
+    def _film(h: torch.Tensor, scale_shift: torch.Tensor) -> torch.Tensor:
+        scale, shift = scale_shift.chunk(2)
+        return h * (1 + scale.view(1, -1, 1, 1)) + shift.view(1, -1, 1, 1)
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        h = self.project(torch.cat([z, context.expand(len(z), -1)], dim=1)).view(-1, 2 * self.width, 7, 7)
+        h = self.up1(F.relu(self._film(self.norm1(h), self.film1(context))))
+        h = self.up2(F.relu(self._film(self.norm2(h), self.film2(context))))
+        return torch.tanh(h)
+
+
+class PairDiscriminator(nn.Module):
+    """``D([shot, image])``: pairs ``[B, 2, 28, 28]`` (a shot of the class and a real or generated image) -> logits
+    ``[B]``."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(2, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 7 * 7, 1),
+        )
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self.net(pairs).squeeze(-1)
 
 
 ARCHITECTURES = {

@@ -15,6 +15,10 @@ from pathlib import Path
 DATA_ENV_VAR = "METAGAN_DATA"
 
 
+class DatasetError(RuntimeError):
+    """A dataset cannot be provided; the message says why and how to fix it."""
+
+
 def cache_dir() -> Path:
     """Folder for processed datasets and trained artefacts (created on demand)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -24,7 +28,8 @@ def cache_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """Folder searched for raw datasets: ``$METAGAN_DATA`` (which must exist), else ``<cache_dir>/data`` (created on demand)."""
+    """Folder searched for raw datasets: ``$METAGAN_DATA`` (which must exist), else ``<cache_dir>/data`` (created on
+    demand)."""
     configured = os.environ.get(DATA_ENV_VAR)
     if configured:
         path = Path(configured).expanduser()

@@ -84,11 +84,12 @@ def save_figure(fig: plt.Figure, folder: Path, name: str) -> Path:
 def show_adaptation(
     meta, shots: torch.Tensor, steps: Sequence[int] = (0, 1, 5, 20), samples: int = 5, seed: int = 0
 ) -> plt.Figure:
-    """For each task in ``shots`` (``[T, K, 1, 28, 28]``): the K shots, then samples after each number of adaptation steps.
+    """For each task in ``shots`` (``[T, K, 1, 28, 28]``): the K shots, then samples after each number of adaptation
+    steps.
 
     Step 0 is the meta-initialisation itself. Uses :func:`metagan_lib.meta.adapt` and :func:`metagan_lib.meta.sample`.
     """
-    from .meta import adapt, sample
+    from .adaptation import adapt, sample
 
     tasks = len(shots)
     columns = 1 + len(steps)
@@ -111,7 +112,8 @@ def show_adaptation(
 def clipped_error_bars(
     means: Sequence[float], half_widths: Sequence[float], low: float = float("-inf"), high: float = float("inf")
 ) -> list[list[float]]:
-    """Asymmetric ``yerr`` ``[[below...], [above...]]`` for ``mean ± half_width``, cut at the metric's range ``[low, high]``."""
+    """Asymmetric ``yerr`` ``[[below...], [above...]]`` for ``mean ± half_width``, cut at the metric's range ``[low,
+    high]``."""
     below = [min(h, m - low) for m, h in zip(means, half_widths)]
     above = [min(h, high - m) for m, h in zip(means, half_widths)]
     return [below, above]

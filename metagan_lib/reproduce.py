@@ -4,7 +4,8 @@
                                     [--device auto|cpu|cuda] [--only 01 [02 ...]] [--output-dir DIR]
 
 Each ``notebooks/NN_*.ipynb`` runs with ``profile``, ``dataset`` and ``device`` injected into
-its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/`` (``runs/<profile>/<dataset>/`` for a dataset
+its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/`` (``runs/<profile>/<dataset>/`` for a
+dataset
 other than the default ``glyphs``). The run
 stops at the first failing notebook, naming it and the failing cell, and exits non-zero.
 
@@ -53,7 +54,8 @@ def find_notebooks(folder: Path | None = None, only: list[str] | None = None) ->
         unknown = wanted - {p.name[:2] for p in notebooks}
         if unknown:
             raise ValueError(
-                f"No notebook numbered {', '.join(sorted(unknown))} in {folder}; have {', '.join(p.name for p in notebooks)}."
+                f"No notebook numbered {', '.join(sorted(unknown))} in {folder}; "
+                f"have {', '.join(p.name for p in notebooks)}."
             )
         notebooks = [p for p in notebooks if p.name[:2] in wanted]
     return notebooks

@@ -92,7 +92,8 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def _init_worker(threads: int, parent: int) -> None:
     """Worker set-up: its thread count, and on Linux SIGTERM when its parent dies, so a killed run leaves no idle
-    workers behind (Ctrl-C is left to the parent: workers start with SIGINT ignored, see :func:`_workers_ignore_sigint`)."""
+    workers behind (Ctrl-C is left to the parent: workers start with SIGINT ignored, see
+    :func:`_workers_ignore_sigint`)."""
     torch.set_num_threads(threads)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -106,7 +107,8 @@ def _invoke(call: Callable[[], T]) -> T:
 
 @contextlib.contextmanager
 def _workers_ignore_sigint() -> Iterator[None]:
-    """Processes spawned inside inherit SIGINT ignored, from their first instruction (an interrupt is the parent's to handle)."""
+    """Processes spawned inside inherit SIGINT ignored, from their first instruction (an interrupt is the parent's to
+    handle)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -129,8 +131,8 @@ def parallel_map(
 
     Why: a 2-core CPU runs two single-threaded jobs faster than the same jobs one after the other
     on two threads, since small convolutions split poorly over threads (``python -m
-    metagan_lib.bench --parallel``: 1.32x for four GAN trainings, start-up included). Each
-    worker gets ``torch.get_num_threads() // workers`` threads; processes are *spawned* (never
+    metagan_lib.bench --parallel`` measures the ratio). Each worker gets ``torch.get_num_threads() // workers`` threads;
+    processes are *spawned* (never
     forked from a process whose thread pool is running). ``fn`` and the items must be picklable:
     module-level functions, ``functools.partial`` of them, tensors, modules. Every job must seed
     its own randomness: results then do not depend on which worker ran it, and equal, bit for bit,
@@ -145,10 +147,7 @@ def parallel_map(
     workers = worker_count(len(items), device) if workers is None else max(1, min(workers, len(items)))
     bar = tqdm(total=len(items), desc=description, disable=description is None, leave=False)
     if workers == 1:
-        results = []
-        for item in items:
-            results.append(fn(item))
-            bar.update()
+        results = [(fn(item), bar.update())[0] for item in items]
         bar.close()
         return results
     threads = max(1, torch.get_num_threads() // workers)

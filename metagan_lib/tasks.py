@@ -84,7 +84,8 @@ class TaskSampler:
             )
         if ways > self.num_classes:
             raise ValueError(
-                f"{ways}-way tasks need {ways} classes but this sampler has {self.num_classes}; lower the number of ways."
+                f"{ways}-way tasks need {ways} classes but this sampler has {self.num_classes}; "
+                "lower the number of ways."
             )
         if shots + queries > self.min_count:
             raise ValueError(

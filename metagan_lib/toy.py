@@ -22,7 +22,8 @@ from .runtime import limited_threads
 
 @dataclass(frozen=True)
 class SineTasks:
-    """``T`` tasks: support ``x_s, y_s`` ``[T, K, 1]``, query ``x_q, y_q`` ``[T, Q, 1]``, amplitude and phase ``[T]``."""
+    """``T`` tasks: support ``x_s, y_s`` ``[T, K, 1]``, query ``x_q, y_q`` ``[T, Q, 1]``, amplitude and phase
+    ``[T]``."""
 
     x_s: torch.Tensor
     y_s: torch.Tensor

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import checks, losses, seeds
 from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
-from .data import check_image_batch
+from .images import check_image_batch
 from .models import build_gan
 from .monitor import Monitor
 
@@ -195,17 +195,23 @@ def _record(run: GANRun, stats: dict[str, float], monitor: Monitor, fixed_z: tor
         run.history[key].append(value)
     monitor.scalars(run.step, stats)
     if run.config.sample_every and run.step % run.config.sample_every == 0:
-        with torch.no_grad():
-            run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
+        _snapshot(run, fixed_z)
         monitor.images("samples", run.step, run.snapshots[-1][1])
+
+
+@torch.no_grad()
+def _snapshot(run: GANRun, fixed_z: torch.Tensor) -> None:
+    run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
 
 
 def _continue_or_start(run: GANRun | None, config: GANConfig, device, seed: int) -> GANRun:
     if run is None:
-        return new_run(config, device or "cpu", seed)
+        run = new_run(config, device or "cpu", seed)
     run.config = config
     if config.ema_decay is not None and run.ema_generator is None:
         run.ema_generator = copy.deepcopy(run.generator)
+    for key in HISTORY_KEYS:
+        run.history.setdefault(key, [])
     return run
 
 
@@ -233,8 +239,8 @@ def train_gan(
         log_dir: when set, losses and sample grids also go to TensorBoard there (:class:`~metagan_lib.monitor.Monitor`).
 
     Returns:
-        The run, with ``history`` holding per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake``
-        (mean logits) and ``snapshots`` holding ``(step, samples [16, 1, 28, 28])``.
+        The run; ``history``: per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake`` (mean logits);
+        ``snapshots``: ``(step, samples [16, 1, 28, 28])``.
     """
     check_image_batch(images, "training images")
     run = _continue_or_start(run, config, device, seed)
@@ -247,8 +253,6 @@ def train_gan(
     augment = (lambda x: diff_augment(x, rng)) if config.augment else (lambda x: x)
     batch = min(config.batch_size, len(data))
     noise = lambda: torch.randn(batch, run.generator.z_dim, generator=rng, device=device)
-    for key in HISTORY_KEYS:
-        run.history.setdefault(key, [])
     monitor = Monitor(log_dir)
     bar = tqdm(range(config.steps), desc=description, disable=not progress, leave=False)
     for _ in bar:
@@ -262,8 +266,7 @@ def train_gan(
         if progress and run.step % 25 == 0:
             bar.set_postfix(d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}")
     if not run.snapshots or run.snapshots[-1][0] != run.step:
-        with torch.no_grad():
-            run.snapshots.append((run.step, run.sampling_generator(fixed_z).cpu()))
+        _snapshot(run, fixed_z)
     monitor.close()
     return run
 
@@ -324,7 +327,8 @@ def train_or_load(
     progress: bool = True,
     description: str = "GAN",
 ) -> GANRun:
-    """The run cached at ``path`` if it was trained with this config and seed on these images, else train it and save it there."""
+    """The run cached at ``path`` if it was trained with this config and seed on these images, else train it and save it
+    there."""
     return load_or_build(
         path,
         run_key(images, config, seed),

@@ -3,7 +3,9 @@ import torch
 
 from conftest import shared_data_folder
 from metagan_lib import data as data_module
-from metagan_lib.data import DatasetError, build_glyphs, check_image_batch, load_dataset
+from metagan_lib.data import DatasetError, load_dataset
+from metagan_lib.glyphs import build_glyphs
+from metagan_lib.images import check_image_batch
 
 
 def assert_well_formed(dataset, min_classes, min_per_class):

@@ -87,6 +87,7 @@ def test_sample_quality_of_a_copy_and_of_a_collapsed_generator():
         collapsed = E.sample_quality(net, torch.full((64, 1, 28, 28), -1.0), real)
     assert abs(copy["frechet_distance"]) < 1e-4 and copy["precision"] == copy["recall"] == 1.0
     assert copy["diversity"] == pytest.approx(copy["real_diversity"])
-    # every generated image is the same blank image: no diversity (up to float noise), and no real image lies in its manifold
+    # every generated image is the same blank image: no diversity (up to float noise), and no real image lies in its
+    # manifold
     assert collapsed["diversity"] < 0.01 * copy["real_diversity"] and collapsed["recall"] == 0.0
     assert collapsed["frechet_distance"] > copy["frechet_distance"] + 1e-3

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from metagan_lib import evaluation as E
-from metagan_lib import fewshot, profiles
+from metagan_lib import fewshot, profiles, report
 from metagan_lib import meta as M
 from metagan_lib.context import ContextConfig, new_context_gan
 from metagan_lib.evaluation import FeatureNet
@@ -165,11 +165,11 @@ def fake_results():
 
 def test_results_files_table_verdicts_and_readme(tmp_path):
     results = fake_results()
-    path = fewshot.write_results(results, tmp_path)
+    path = report.write_results(results, tmp_path)
     assert path.name == "few_shot.json" and json.loads(path.read_text()) == results
     table = path.with_suffix(".md").read_text()
     assert "| context MAML | 3 | 0.2 ± 0.01 |" in table and "+ context MAML" in table and "(w=0.25)" in table
-    verdicts = fewshot.verdicts(results)
+    verdicts = report.verdicts(results)
     assert any("class_frechet_distance: best context MAML" in v and "beyond the 95% intervals" in v for v in verdicts)
     assert any(
         v.startswith("vs fine-tune pretrained GAN (20 steps): class FD: context MAML (0.2 ± 0.01) beats fine-tune")
@@ -184,13 +184,13 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
         for v in verdicts
     )
     results["by_shots"]["5"]["context MAML"]["copy_score"] = {"mean": 1.4, "ci95": 0.2, "n": 3}
-    assert any(v.startswith("Near the copy flag: context MAML") for v in fewshot.verdicts(results))
+    assert any(v.startswith("Near the copy flag: context MAML") for v in report.verdicts(results))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
-    fewshot.update_readme(readme, tmp_path)
+    report.update_readme(readme, tmp_path)
     text = readme.read_text()
     assert "old" not in text and "| context MAML |" in text and text.endswith("end\n")
-    assert fewshot.results_path(tmp_path, "omniglot").name == "few_shot_omniglot.json"
+    assert report.results_path(tmp_path, "omniglot").name == "few_shot_omniglot.json"
 
 
 def test_diverged_images_become_blank_and_are_counted():
@@ -204,10 +204,10 @@ def test_diverged_images_become_blank_and_are_counted():
 
 def test_verdicts_flag_every_diverged_method_and_only_those():
     results = fake_results()
-    assert not any(v.startswith("Caveat") for v in fewshot.verdicts(results))
+    assert not any(v.startswith("Caveat") for v in report.verdicts(results))
     results["by_shots"]["5"]["fine-tune pretrained GAN"]["diverged"] = {"mean": 0.5, "ci95": 0.1, "n": 3}
     results["by_shots"]["5"]["context MAML"]["diverged"] = {"mean": 0.25, "ci95": 0.1, "n": 3}
-    caveats = [v for v in fewshot.verdicts(results) if v.startswith("Caveat")]
+    caveats = [v for v in report.verdicts(results) if v.startswith("Caveat")]
     assert len(caveats) == 2
     assert caveats[0].startswith("Caveat: context MAML diverged on 25%")
     assert caveats[1].startswith("Caveat: fine-tune pretrained GAN diverged on 50%")

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from metagan_lib import adaptation as A
 from metagan_lib import meta as M
 from metagan_lib.losses import discriminator_loss
 from metagan_lib.runtime import limited_threads
@@ -206,13 +207,13 @@ def test_meta_sgd_learning_rates_receive_gradients_and_change(glyphs):
 def test_adapt_and_sample_api(glyphs):
     meta = M.new_meta_gan(M.MetaConfig(), seed=0)
     shots = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 1, 5).support[0, 0]
-    adapted = M.adapt(meta, shots, steps=3, seed=0)
-    images = M.sample(meta, adapted, 7, seed=1)
+    adapted = A.adapt(meta, shots, steps=3, seed=0)
+    images = A.sample(meta, adapted, 7, seed=1)
     assert images.shape == (7, 1, 28, 28) and images.abs().max() <= 1
-    assert not torch.equal(images, M.sample(meta, None, 7, seed=1))  # adaptation changed the generator
-    assert torch.equal(M.sample(meta, M.adapt(meta, shots, steps=3, seed=0), 7, seed=1), images)  # seeded
+    assert not torch.equal(images, A.sample(meta, None, 7, seed=1))  # adaptation changed the generator
+    assert torch.equal(A.sample(meta, A.adapt(meta, shots, steps=3, seed=0), 7, seed=1), images)  # seeded
     with pytest.raises(ValueError, match=r"support images must have shape \[batch, 1, 28, 28\]"):
-        M.adapt(meta, shots[:, :, :20], steps=1)
+        A.adapt(meta, shots[:, :, :20], steps=1)
     with pytest.raises(ValueError, match="Unknown meta-learning method 'maml2'"):
         M.MetaConfig(method="maml2")
 
@@ -227,7 +228,7 @@ def test_meta_training_is_reproducible_and_saves(glyphs, tmp_path):
     assert runs[0].history == runs[1].history
     M.save_meta(runs[0], tmp_path / "meta.pt")
     loaded = M.load_meta(tmp_path / "meta.pt")
-    assert torch.equal(M.sample(loaded, None, 3), M.sample(runs[0], None, 3)) and loaded.step == 2
+    assert torch.equal(A.sample(loaded, None, 3), A.sample(runs[0], None, 3)) and loaded.step == 2
 
 
 def test_adapting_many_classes_at_once_equals_one_by_one(glyphs):
@@ -237,16 +238,16 @@ def test_adapting_many_classes_at_once_equals_one_by_one(glyphs):
     # one thread: on two, batched and single convolutions split their sums differently (AVX-512 CPUs: up to 1e-3
     # after three GAN steps, which amplify rounding); the comparison is of the arithmetic, not of the rounding
     with limited_threads(1):
-        many = M.adapt_and_sample_many(meta, support, steps=3, n=4, seed=10)
+        many = A.adapt_and_sample_many(meta, support, steps=3, n=4, seed=10)
         for c in range(3):  # the reference loop: class c's own "adapt" and "sample" streams
             noise = class_noise(10, 3, shape, "adapt")[c]
             g_params, _ = M.inner_adapt(meta, meta.g_params, meta.d_params, support[c], noise, first_order=True)
             one = functional_call(meta.generator, g_params, (class_noise(10, 3, (4, meta.config.z_dim), "sample")[c],))
             assert torch.allclose(many[c], one.detach(), atol=1e-5)
-        first = M.sample(meta, M.adapt(meta, support[0], steps=3, seed=10), 4, seed=10)
+        first = A.sample(meta, A.adapt(meta, support[0], steps=3, seed=10), 4, seed=10)
         assert torch.allclose(many[0], first, atol=1e-5)
-    unadapted = M.adapt_and_sample_many(meta, support, steps=0, n=4, seed=10)
-    assert torch.allclose(unadapted[0], M.sample(meta, None, 4, seed=10), atol=1e-6)
+    unadapted = A.adapt_and_sample_many(meta, support, steps=0, n=4, seed=10)
+    assert torch.allclose(unadapted[0], A.sample(meta, None, 4, seed=10), atol=1e-6)
     assert not torch.allclose(unadapted[1], unadapted[0])
 
 

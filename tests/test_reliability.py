@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from metagan_lib import data as D
-from metagan_lib import fewshot, meta, profiles, reproduce
+from metagan_lib import meta, profiles, report, reproduce
 from metagan_lib.context import ContextConfig
 from metagan_lib.meta import MetaConfig
 from metagan_lib.paths import DATA_ENV_VAR
@@ -69,7 +69,7 @@ def test_abbreviated_flags_are_refused(argv):
         reproduce.main(argv)
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
-        fewshot.main(["--update", "--profile", "full"])
+        report.main(["--update", "--profile", "full"])
 
 
 def test_a_failed_notebook_leaves_the_previous_executed_copy_in_place(tmp_path):
@@ -153,16 +153,16 @@ def test_sigterm_stops_the_runner_its_kernel_and_its_workers(tmp_path):
 
 
 def test_update_readme_refuses_other_profiles_and_names_a_damaged_results_file(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(fewshot, "update_readme", lambda *args: pytest.fail("the README must not be touched"))
-    assert fewshot.main(["--update-readme", "--profile", "smoke"]) == 2
+    monkeypatch.setattr(report, "update_readme", lambda *args: pytest.fail("the README must not be touched"))
+    assert report.main(["--update-readme", "--profile", "smoke"]) == 2
     assert "--force" in capsys.readouterr().err
     damaged = tmp_path / "few_shot.json"
     damaged.write_text('{"by_shots": {')
     with pytest.raises(ValueError, match="few_shot.json is not valid JSON"):
-        fewshot.read_results(damaged)
+        report.read_results(damaged)
     damaged.write_text(json.dumps({"by_shots": {}}))
     with pytest.raises(ValueError, match="lacks by_steps"):
-        fewshot.read_results(damaged)
+        report.read_results(damaged)
 
 
 # ---------------------------------------------------------------- data files

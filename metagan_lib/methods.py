@@ -1,0 +1,112 @@
+"""The generating methods the few-shot protocol compares, and how each turns K shots into images.
+
+A :class:`Method` names a way to produce images of a class from its K shots; :data:`GENERATORS`
+is the one dispatch from a method's ``kind`` to its generating function; :func:`generate` calls it
+for all classes of an episode at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import context, inversion, profiles, seeds
+from .adaptation import adapt_and_sample_many
+from .augment import diff_augment
+from .data import ImageDataset
+from .train import GANConfig, GANRun, train_or_load
+
+ROLES = ("meta-learner", "baseline", "reference")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A way to produce images of a class from its K shots.
+
+    ``kind`` picks the generating function (:data:`GENERATORS`): ``"adapt"`` adapts a whole
+    :class:`~metagan_lib.meta.MetaGAN` (scratch, fine-tuning, notebook 04's meta-GANs),
+    ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context, ``"invert"`` inverts the
+    shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
+    ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
+    ``steps`` is the method's own adaptation budget (its inner steps, or inversion's Adam steps).
+    """
+
+    name: str
+    kind: str = "adapt"
+    model: object = None
+    steps: int = 0
+    role: str = "baseline"
+
+    def __post_init__(self) -> None:
+        if self.kind not in GENERATORS:
+            raise ValueError(f"Unknown method kind {self.kind!r}; choose one of {', '.join(GENERATORS)}.")
+        if self.role not in ROLES:
+            raise ValueError(f"Unknown role {self.role!r}; choose one of {', '.join(ROLES)}.")
+        if self.kind in ("adapt", "context", "invert") and self.model is None:
+            raise ValueError(f"Method {self.name!r} of kind {self.kind!r} needs a model.")
+
+
+def pretrained_gan_job(profile: str, dataset_name: str, seed: int = 0) -> tuple[Path, GANConfig]:
+    """Cache path and config of the baselines' pretrained GAN: notebook 02's long run (the non-saturating
+    convolutional GAN, ``long_steps`` generator steps on the seen classes). Notebook 02 trains it, notebook 06 loads it
+    (or trains it, when 02 has not run)."""
+    steps = profiles.settings("02", profile)
+    config = GANConfig(
+        architecture="conv", steps=steps.long_steps, batch_size=steps.batch_size, sample_every=steps.long_steps // 6
+    )
+    return profiles.artifact_path(profile, dataset_name, seed, "02_conv_gan_long"), config
+
+
+def pretrain_on_seen(
+    dataset: ImageDataset, config: GANConfig, path: Path, *, seed: int = 0, device: torch.device | str = "cpu"
+) -> GANRun:
+    """The baselines' starting point: one GAN trained (or loaded from ``path``) on the seen classes only."""
+    images, _ = dataset.subset(dataset.seen_classes)
+    return train_or_load(path, images, config, seed=seed, device=device, description="pretraining on seen classes")
+
+
+def _copy_shots(
+    method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int, steps: int, seed: int
+) -> torch.Tensor:
+    classes, k = shots.shape[:2]
+    repeats = shots[:, torch.arange(n, device=shots.device) % k].flatten(0, 1)
+    augmented = diff_augment(repeats, seeds.generator(seed, "augment", device=shots.device))
+    return augmented.view(classes, n, *shots.shape[2:])
+
+
+GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
+    "adapt": lambda method, shots, ceiling, n, steps, seed: adapt_and_sample_many(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "context": lambda method, shots, ceiling, n, steps, seed: context.adapt_and_sample(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "invert": lambda method, shots, ceiling, n, steps, seed: inversion.invert_and_sample(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "ceiling": lambda method, shots, ceiling, n, steps, seed: ceiling[:, :n],
+    "copy": _copy_shots,
+}
+
+
+def generate(
+    method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int, steps: int | None, seed: int
+) -> torch.Tensor:
+    """``n`` images per class, ``[C, n, 1, 28, 28]`` in [-1, 1], from shots ``[C, K, ...]`` (all classes adapted at
+    once).
+
+    ``steps=None`` uses the method's own budget. ``ceiling`` (``[C, M, ...]``, held-out real images) is
+    used by the ceiling method only (``n <= M``).
+    """
+    return GENERATORS[method.kind](method, shots, ceiling, n, method.steps if steps is None else steps, seed)
+
+
+def replace_diverged(images: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Images whose adaptation diverged (non-finite pixels) become blank (-1) and count against the method;
+    returns the images and the share that diverged."""
+    bad = ~torch.isfinite(images).flatten(-3).all(dim=-1)
+    blank = torch.full_like(images, -1.0)
+    return torch.where(bad[..., None, None, None], blank, images), bad.float().mean().item()

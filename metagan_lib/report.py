@@ -1,0 +1,269 @@
+"""The few-shot benchmark's report: results files, tables, verdicts and the README's results block.
+
+Reads and writes what :func:`metagan_lib.fewshot.run_benchmark` returns (plus ``dataset``, ``profile``
+and ``settings``, which notebook 06 adds). Verdicts find methods by their role (meta-learner,
+baseline, reference), never by display name, and count a difference only where the 95%
+intervals do not overlap. ``python -m metagan_lib.report --update-readme`` regenerates the README's
+results block from ``results/full/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from . import evaluation as E
+from .fewshot import LOWER_IS_BETTER, METRICS
+
+
+def results_path(folder: Path, dataset: str) -> Path:
+    """``few_shot.json`` for the default dataset, ``few_shot_<dataset>.json`` for the others."""
+    return Path(folder) / ("few_shot.json" if dataset == "glyphs" else f"few_shot_{dataset}.json")
+
+
+def _cell(entry: dict[str, float]) -> str:
+    return f"{entry['mean']:.3g} ± {entry['ci95']:.2g}"
+
+
+def markdown_table(results: dict) -> str:
+    """The headline tables: metrics at the default K (each method at its own adaptation budget), and downstream
+    accuracy."""
+    meta = results["settings"]
+    rows = results["by_shots"][str(meta["default_shots"])]
+    methods = [m for m in rows if not m.startswith("_")]
+    lines = [
+        f"**{results['dataset']}**, K = {meta['default_shots']} shots, {len(meta['seeds'])} seeds x "
+        f"{meta['classes']} unseen classes, mean ± 95% CI; class fidelity chance {1 / meta['classes']:.2f}; "
+        f"real-image diversity {_cell(rows['_real_diversity']['diversity'])}; "
+        f"copy score 1 = new instances, flagged above {E.COPY_FLAG}:",
+        "",
+        "| method | adaptation steps | " + " | ".join(METRICS) + " |",
+        "|---|---:|" + "---:|" * len(METRICS),
+    ]
+    for method in methods:
+        steps = (
+            results["methods"][method]["steps"]
+            if results["methods"][method]["kind"] in ("adapt", "context", "invert")
+            else "-"
+        )
+        lines.append(f"| {method} | {steps} | " + " | ".join(_cell(rows[method][m]) for m in METRICS) + " |")
+    lines += [
+        "",
+        "Downstream: prototype-classifier accuracy on unseen classes, generated images mixed into each prototype "
+        "with the weight "
+        "chosen on seen-class episodes (in brackets):",
+        "",
+        "| support set | " + " | ".join(results["downstream"]) + " |",
+        "|---|" + "---:|" * len(results["downstream"]),
+    ]
+    for name in next(iter(results["downstream"].values())):
+        label = "real shots only" if name == "none" else f"+ {name}"
+        cells = [
+            _cell(d[name]) + ("" if name == "none" else f" (w={d[name]['weight']})")
+            for d in results["downstream"].values()
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, folder: Path) -> Path:
+    """Write ``few_shot[_<dataset>].json`` and the matching ``.md`` table; return the JSON path."""
+    path = results_path(folder, results["dataset"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    path.with_suffix(".md").write_text(markdown_table(results) + "\n")
+    return path
+
+
+def _separated(a: dict[str, float], b: dict[str, float]) -> bool:
+    return abs(a["mean"] - b["mean"]) > a["ci95"] + b["ci95"]
+
+
+def _compare(name_a: str, a: dict, name_b: str, b: dict, metric: str) -> str:
+    """``"A beats B"``, ``"B beats A"`` or ``"A and B do not differ"`` on ``metric`` at 95%."""
+    if not _separated(a, b):
+        return f"{name_a} ({_cell(a)}) and {name_b} ({_cell(b)}) do not differ at 95%"
+    a_better = (a["mean"] < b["mean"]) == (metric in LOWER_IS_BETTER)
+    (winner, w), (loser, v) = ((name_a, a), (name_b, b)) if a_better else ((name_b, b), (name_a, a))
+    return f"{winner} ({_cell(w)}) beats {loser} ({_cell(v)}) beyond the 95% intervals"
+
+
+def _ranking_lines(rows: dict, generators: list[str]) -> list[str]:
+    """The best generator on each per-class metric, against the runner-up."""
+    lines = []
+    for metric in ("class_frechet_distance", "class_fidelity"):
+        sign = -1 if metric in LOWER_IS_BETTER else 1
+        first, second = sorted(generators, key=lambda m: sign * rows[m][metric]["mean"], reverse=True)[:2]
+        lines.append(
+            f"{metric}: best {first}; " + _compare(first, rows[first][metric], second, rows[second][metric], metric)
+        )
+    return lines
+
+
+def _meta_learner_lines(rows: dict, roles: dict, generators: list[str], classes: int) -> list[str]:
+    """The best meta-learner (by per-class FD) and how it compares with every baseline."""
+    learners = [m for m in generators if roles[m]["role"] == "meta-learner"]
+    if not learners:
+        return []
+    real_diversity = rows["_real_diversity"]["diversity"]["mean"]
+    relative = lambda row: f"{row['diversity']['mean'] / real_diversity:.2f}x"
+    best = min(learners, key=lambda m: rows[m]["class_frechet_distance"]["mean"])
+    row = rows[best]
+    lines = [
+        f"Best meta-learner: {best}, class fidelity {_cell(row['class_fidelity'])} (chance {1 / classes:.2f}), "
+        f"diversity {relative(row)} that of real images, copy score {_cell(row['copy_score'])}, "
+        f"{roles[best]['steps']} adaptation steps."
+    ]
+    for baseline in [m for m in generators if roles[m]["role"] == "baseline"]:
+        other = rows[baseline]
+        comparisons = "; ".join(
+            f"{label}: " + _compare(best, row[metric], baseline, other[metric], metric)
+            for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+        )
+        lines.append(
+            f"vs {baseline} ({roles[baseline]['steps']} steps): {comparisons}; diversity {relative(row)} vs "
+            f"{relative(other)} that of real images; copy score {_cell(row['copy_score'])} "
+            f"vs {_cell(other['copy_score'])}."
+        )
+    return lines
+
+
+def _caveat_lines(rows: dict) -> list[str]:
+    """Methods flagged as (or near) copying the shots, and methods whose adaptation diverged."""
+    lines = []
+    for method in [m for m in rows if not m.startswith("_")]:
+        copy, flag = rows[method]["copy_score"], E.COPY_FLAG
+        if copy["mean"] > flag:
+            caveat = "" if copy["mean"] - copy["ci95"] > flag else f"; its interval reaches below {flag}"
+            lines.append(
+                f"Flagged as copying the shots: {method} (copy score {_cell(copy)}, mean above {flag}{caveat})."
+            )
+        elif copy["mean"] + copy["ci95"] > flag:
+            lines.append(
+                f"Near the copy flag: {method} (copy score {_cell(copy)}, mean below {flag}, "
+                "interval reaching above it)."
+            )
+        diverged = rows[method]["diverged"]["mean"]
+        if diverged > 0:
+            lines.append(f"Caveat: {method} diverged on {100 * diverged:.0f}% of generated images (scored as blank).")
+    return lines
+
+
+def _downstream_lines(downstream: dict) -> list[str]:
+    """Per downstream setting: which generators help or hurt at the chosen weights, and at the unselected ones."""
+    lines = []
+    for setting, accuracy in downstream.items():
+        base = accuracy["none"]
+        above = lambda e: e["mean"] - base["mean"] > e["ci95"] + base["ci95"]
+        below = lambda e: base["mean"] - e["mean"] > e["ci95"] + base["ci95"]
+        generators = {m: e for m, e in accuracy.items() if m != "none"}
+        chosen = ", ".join(map(str, sorted({e["weight"] for e in generators.values()})))
+        helped = ", ".join(m for m, e in generators.items() if above(e)) or "none"
+        hurt = ", ".join(m for m, e in generators.items() if below(e)) or "none"
+        lines.append(
+            f"Downstream {setting}: real shots only {_cell(base)}; with generated images at the weights chosen on seen "
+            f"classes ({chosen}): help: {helped}; hurt: {hurt} (beyond 95% intervals)."
+        )
+        unselected = [
+            (f"{m} at w={w}", v)
+            for m, e in generators.items()
+            for w, v in e.get("by_weight", {}).items()
+            if float(w) != e["weight"]
+        ]
+        lines.append(
+            "  Unselected weights (reported, not chosen): above real shots only beyond the intervals: "
+            f"{', '.join(n for n, v in unselected if above(v)) or 'none'}; "
+            f"below: {', '.join(n for n, v in unselected if below(v)) or 'none'}."
+        )
+    return lines
+
+
+def verdicts(results: dict) -> list[str]:
+    """Plain statements of who wins where, computed from the results (never typed by hand).
+
+    Per-class metrics at the default K, each method at its own budget; a difference counts only
+    where the 95% intervals do not overlap. Methods are found by their role, never by name.
+    """
+    meta, roles = results["settings"], results["methods"]
+    rows = results["by_shots"][str(meta["default_shots"])]
+    generators = [m for m in rows if not m.startswith("_") and roles[m]["role"] != "reference"]
+    return (
+        _ranking_lines(rows, generators)
+        + _meta_learner_lines(rows, roles, generators, meta["classes"])
+        + _caveat_lines(rows)
+        + _downstream_lines(results["downstream"])
+    )
+
+
+def read_results(path: Path) -> dict:
+    """A results file written by :func:`write_results`; a damaged one is an error naming it and the fix."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); re-run notebook 06 to rewrite it, or restore it with git."
+        ) from None
+    missing = {"by_shots", "by_steps", "downstream", "methods", "dataset"} - set(results)
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(sorted(missing))}; re-run notebook 06 to rewrite it.")
+    return results
+
+
+def update_readme(readme: Path, results_folder: Path) -> str:
+    """Replace the README's block between ``<!-- results:start -->`` and ``<!-- results:end -->`` with the tables of
+    ``results_folder``."""
+    files = sorted(Path(results_folder).glob("few_shot*.json"))
+    if not files:
+        raise FileNotFoundError(f"No few_shot*.json in {results_folder}; run the full profile first (make full).")
+    blocks = []
+    for file in files:
+        results = read_results(file)
+        blocks.append(
+            markdown_table(results)
+            + "\n\n"
+            + "\n".join(f"- {line}" for line in verdicts(results))
+            + f"\n\n(from `{file.relative_to(readme.parent)}`)"
+        )
+    text = readme.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = head + start + "\n" + "\n\n".join(blocks) + "\n" + end + tail
+    readme.write_text(new)
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m metagan_lib.report --update-readme [--profile full]``: regenerate the README's results tables."""
+    import argparse
+
+    from .paths import repo_root
+
+    parser = argparse.ArgumentParser(prog="python -m metagan_lib.report", description=main.__doc__, allow_abbrev=False)
+    parser.add_argument("--update-readme", action="store_true", required=True)
+    parser.add_argument("--profile", default="full")
+    parser.add_argument(
+        "--force", action="store_true", help="allow a profile other than full (the README publishes full runs)"
+    )
+    args = parser.parse_args(argv)
+    if args.profile != "full" and not args.force:
+        print(
+            f"error: the README publishes full-profile results; --profile {args.profile} would replace them "
+            "(add --force to do it anyway).",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        update_readme(repo_root() / "README.md", repo_root() / "results" / args.profile)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"README.md results block regenerated from results/{args.profile}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
