@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import seeds
 from .artifacts import fingerprint, load_or_build
 from .data import ImageDataset
 from .images import to_signed
@@ -71,7 +70,7 @@ def train_feature_net(
         torch.manual_seed(seed)
         net = FeatureNet(len(dataset.seen_classes)).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    generator = seeds.generator(seed, "feature-net batches", device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
     for _ in tqdm(range(steps), desc="feature network", disable=not progress, leave=False):
         rows = torch.randint(len(images), (batch_size,), generator=generator, device=device)
         batch = to_signed(images[rows])

@@ -24,7 +24,6 @@ from . import evaluation as E
 from .data import ImageDataset
 from .methods import Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged  # noqa: F401  (re-exported: notebooks 02 and 06 call them here)
 from .runtime import parallel_calls
-from .seeds import derive_seed
 from .tasks import TaskSampler
 
 METRICS = (
@@ -88,7 +87,7 @@ def evaluate_seed(
     """
     device = next(net.parameters()).device
     pool = dataset.unseen_classes if class_pool is None else class_pool
-    sampler = TaskSampler(dataset, pool, device=device, seed=derive_seed(seed, "benchmark tasks"))
+    sampler = TaskSampler(dataset, pool, device=device, seed=seed)
     queries = min(sampler.min_count - shots, MAX_HELD_OUT)
     episode = sampler.sample(1, ways=min(classes, sampler.num_classes), shots=shots, queries=queries)
     support, held_out = episode.support[0], episode.query[0]  # [N, K, ...], [N, Q, ...]
@@ -100,7 +99,7 @@ def evaluate_seed(
     results = {}
     for method in methods:
         n = min(generated_per_class, ceiling.shape[1]) if method.kind == "ceiling" else generated_per_class
-        images, diverged = replace_diverged(generate(method, support, ceiling, n, steps, derive_seed(seed, "generate")))
+        images, diverged = replace_diverged(generate(method, support, ceiling, n, steps, seed * 1000))
         results[method.name] = method_scores(
             [E.embed(net, x) for x in images], reference_features, shot_features, prototypes
         )
@@ -183,7 +182,7 @@ def downstream_seed(
     classifier."""
     device = next(net.parameters()).device
     pool = dataset.unseen_classes if class_pool is None else class_pool
-    sampler = TaskSampler(dataset, pool, device=device, seed=derive_seed(seed, "downstream tasks"))
+    sampler = TaskSampler(dataset, pool, device=device, seed=10_000 + seed)
     queries = min(10, sampler.min_count - shots)
     episode = sampler.sample(episodes, ways, shots, queries)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
@@ -199,9 +198,7 @@ def downstream_seed(
             if method.kind == "ceiling":
                 continue
             images, _ = replace_diverged(
-                generate(
-                    method, support, support, generated_per_class, None, derive_seed(seed, "downstream generate", t)
-                )
+                generate(method, support, support, generated_per_class, None, seed * 1000 + t * 10)
             )
             extra = E.embed(net, images.flatten(0, 1)).view(ways, generated_per_class, -1)
             for weight in MIX_WEIGHTS:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from .images import to_unit
-from .seeds import derive_seed
 
 
 def use_png_inline() -> None:
@@ -97,10 +96,9 @@ def show_adaptation(
     for row in range(tasks):
         show_grid(shots[row], nrow=len(shots[row]), title="K shots" if row == 0 else None, ax=axes[row][0])
         for col, k in enumerate(steps, 1):
-            row_seed = derive_seed(seed, "row", row)
-            adapted = adapt(meta, shots[row], steps=k, seed=row_seed) if k > 0 else None
+            adapted = adapt(meta, shots[row], steps=k, seed=seed) if k > 0 else None
             show_grid(
-                sample(meta, adapted, samples, seed=row_seed),
+                sample(meta, adapted, samples, seed=seed + row),
                 nrow=samples,
                 title=(f"after {k} steps" if k else "meta-init") if row == 0 else None,
                 ax=axes[row][col],

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checks, losses, seeds
+from . import checks, losses
 from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
 from .images import check_image_batch
@@ -246,7 +246,7 @@ def train_gan(
     run = _continue_or_start(run, config, device, seed)
     device = next(run.generator.parameters()).device
     data = checks.signed_images(images.to(device), "training images").float()  # floats must already be in [-1, 1]
-    rng = seeds.generator(seed, "training noise", device=device)
+    rng = torch.Generator(device=device).manual_seed(seed + 1)
     fixed_z = torch.randn(16, run.generator.z_dim, generator=rng, device=device)
     opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)
     opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=config.lr_d, betas=config.betas)
