@@ -1,6 +1,6 @@
 # Two commands do all the set-up (see README.md):
 #   make reproduce   run every notebook (smoke profile, embedded dataset, offline)
-#   make test        unit tests + nbval on the committed notebooks
+#   make test        lint (ruff), unit tests + nbval on the committed notebooks
 # Both create or refresh the virtual environment in .venv when pyproject.toml changed.
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ PROFILE ?= smoke
 DATASET ?= glyphs
 DEVICE ?= auto
 
-.PHONY: reproduce full test unit venv clean
+.PHONY: reproduce full test unit lint venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ reproduce: $(STAMP)
 full: $(STAMP)
 	$(PY) -m metagan_lib.reproduce --profile full --dataset $(DATASET) --device $(DEVICE)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check metagan_lib tests conftest.py
+	$(VENV)/bin/ruff format --check metagan_lib tests conftest.py
+
+test: lint
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 

@@ -10,3 +10,13 @@ import tempfile
 
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="metagan-test-cache-")
 os.environ["METAGAN_PROFILE"] = "smoke"
+
+
+def pytest_collection_modifyitems(config, items):
+    """nbval's notebook runs start a kernel per notebook: mark them ``slow`` like the unit tests that spawn processes
+    (``make test`` runs everything; ``pytest -m "not slow"`` is the quick loop)."""
+    import pytest
+
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

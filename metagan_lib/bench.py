@@ -12,6 +12,12 @@ differentiable optimisers) is installed, a second-order MAML step written with i
 same networks and tasks for comparison (it has no vmap path, so it loops over tasks).
 The data are random images: speed does not depend on what the images show.
 
+The roofline columns: each timed path's FLOPs per step as ``torch.utils.flop_counter`` counts them (matrix
+products and convolutions, forward and backward), the GFLOP/s that achieves, and ``fraction_of_matmul_peak``
+against a dense float32 2048x2048 matmul timed in the same run on the same threads. The rows cover the GAN
+training step (notebooks 01-02, 06's baselines), the whole-network meta-learners (04-05) and the context
+meta-GAN's outer rules (05-06).
+
 ``--parallel`` times something else, on a CPU: four GAN trainings (as notebook 02 runs) one after the other
 on all threads vs side by side in one-thread worker processes
 (:func:`metagan_lib.runtime.parallel_map`), and prints the ratio ``side_by_side_over_in_turn``.
@@ -26,10 +32,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from .data import ImageDataset
+from .images import to_signed
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .meta import MetaConfig, MetaTrainer, draw_noise, new_meta_gan
 from .models import materialise
@@ -116,23 +124,99 @@ def _higher_maml_step(higher, modules, meta, sampler, noise_generator, meta_opti
     meta_optimizer.step()
 
 
-def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
-    device = choose_device(device_name)
-    base = MetaConfig(tasks=8 if quick else 16, shots=5, queries=10, fake_batch=16, inner_steps=2)
-    warmup, repeats = (1, 3) if quick else (2, 10)
-    sampler = TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
-    cases = [
+def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """The practical peak: GFLOP/s of a dense float32 ``size x size`` matmul on this device and thread count."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator, device=device) for _ in range(2))
+    return 2 * size**3 / time_steps(lambda: a @ b, device, warmup=1, repeats=repeats) / 1e9
+
+
+def counted_flops(step: Callable[[], object]) -> float:
+    """FLOPs of one call of ``step`` as ``torch.utils.flop_counter`` counts them: matrix products and convolutions,
+    forward and backward (element-wise work is not counted, so the fractions below are lower bounds)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def gan_training_step(architecture: str, width: int, batch: int, device: torch.device) -> Callable[[], None]:
+    """One step of :func:`metagan_lib.train.train_gan` (a discriminator step, then a generator step)."""
+    from .train import GANConfig, discriminator_step, generator_step, new_run
+
+    config = GANConfig(architecture=architecture, width=width, batch_size=batch)
+    run = new_run(config, device, seed=0)
+    real = to_signed(synthetic_dataset().images[:batch]).to(device)
+    rng = torch.Generator(device=device).manual_seed(0)
+    opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)
+    opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=config.lr_d, betas=config.betas)
+
+    def step() -> None:
+        with torch.no_grad():
+            fake = run.generator(torch.randn(batch, config.z_dim, generator=rng, device=device))
+        discriminator_step(run, opt_d, real, fake, rng)
+        generator_step(run, opt_g, torch.randn(batch, config.z_dim, generator=rng, device=device), lambda x: x)
+
+    return step
+
+
+def _meta_cases(base: MetaConfig, quick: bool) -> list[tuple[str, MetaConfig, tuple[str, ...]]]:
+    return [
         ("MAML 2nd order", base, ("loop", "vmap")),
         ("MAML 1st order", base.replace(first_order=True), ("loop", "vmap")),
         ("Meta-SGD 2nd order", base.replace(method="meta-sgd"), ("vmap",) if quick else ("loop", "vmap")),
         ("Reptile (5 inner steps)", base.replace(method="reptile", inner_steps=5, meta_lr=0.1), ("loop", "vmap")),
     ]
-    rows = []
-    for name, config, paths in cases:
+
+
+def _timed_rows(device, sampler, base: MetaConfig, quick: bool, peak: float) -> list[dict]:
+    """Every timed path: GAN training steps, the whole-network meta-learners, the context meta-GAN's rules."""
+    from .context import ContextTrainer, new_context_gan, standard_context_configs
+
+    warmup, repeats = (1, 3) if quick else (2, 10)
+    timed = []  # (method, path, images per step, step)
+    for architecture, width in (("mlp", 32), ("conv", 32)):
+        timed.append(
+            (
+                f"GAN step ({architecture}, width {width})",
+                "batch 64",
+                3 * 64,
+                gan_training_step(architecture, width, 64, device),
+            )
+        )
+    for name, config, paths in _meta_cases(base, quick):
         for path in paths:
             trainer = MetaTrainer(new_meta_gan(config, device, seed=0), sampler, seed=0, vectorised=path == "vmap")
-            seconds = time_steps(trainer.step, device, warmup, repeats)
-            rows.append(_row(name, path, config, seconds))
+            timed.append((name, path, config.tasks * (2 * config.inner_steps + 1) * config.fake_batch, trainer.step))
+    for name, config in standard_context_configs(tasks=base.tasks, shots=base.shots).items():
+        if config.rule in ("maml", "reptile") or not quick:
+            trainer = ContextTrainer(new_context_gan(config, device, seed=0), sampler, seed=0)
+            images = config.tasks * (config.inner_steps * config.inner_samples + config.outer_samples)
+            timed.append((name, "vmap", images, trainer.step))
+    with contextlib.suppress(ImportError):
+        import higher  # noqa: F401  (an availability probe: ImportError means not installed)
+
+        step = make_higher_maml_step(
+            new_meta_gan(base, device, seed=0), sampler, torch.Generator(device=device).manual_seed(1)
+        )
+        timed.append(
+            ("MAML 2nd order", "higher (loop)", base.tasks * (2 * base.inner_steps + 1) * base.fake_batch, step)
+        )
+    rows = []
+    for method, path, images, step in timed:
+        flops = counted_flops(step)  # also a warm-up call
+        rows.append(_row(method, path, images, flops, time_steps(step, device, warmup, repeats), peak))
+    return rows
+
+
+def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
+    """Time every training path (see the module docstring) and place each against the matmul peak of this run."""
+    device = choose_device(device_name)
+    base = MetaConfig(tasks=8 if quick else 16, shots=5, queries=10, fake_batch=16, inner_steps=2)
+    sampler = TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
+    peak = matmul_peak_gflops(device)
+    rows = _timed_rows(device, sampler, base, quick, peak)
     if device.type == "cuda":
         trainer = MetaTrainer(new_meta_gan(base, device, seed=0), sampler, seed=0, vectorised=True)
 
@@ -140,16 +224,9 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 trainer.step()
 
-        rows.append(
-            _row("MAML 2nd order", "vmap + bf16 autocast", base, time_steps(autocast_step, device, warmup, repeats))
-        )
-    with contextlib.suppress(ImportError):
-        import higher  # noqa: F401  (an availability probe: ImportError means not installed)
-
-        meta = new_meta_gan(base, device, seed=0)
-        noise = torch.Generator(device=device).manual_seed(1)
-        seconds = time_steps(make_higher_maml_step(meta, sampler, noise), device, warmup, repeats)
-        rows.append(_row("MAML 2nd order", "higher (loop)", base, seconds))
+        images = base.tasks * (2 * base.inner_steps + 1) * base.fake_batch
+        seconds = time_steps(autocast_step, device, 1, 3 if quick else 10)
+        rows.append(_row("MAML 2nd order", "vmap + bf16 autocast", images, counted_flops(autocast_step), seconds, peak))
     by_key = {(r["method"], r["path"]): r for r in rows}
     loop, vmap_ = by_key[("MAML 2nd order", "loop")], by_key[("MAML 2nd order", "vmap")]
     return {
@@ -158,6 +235,7 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "quick": quick,
+        "matmul_peak_gflops": peak,
         "tasks_per_meta_step": base.tasks,
         "rows": rows,
         "vmap_over_loop": vmap_["meta_steps_per_s"] / loop["meta_steps_per_s"],
@@ -219,15 +297,18 @@ def format_parallel(result: dict) -> str:
     )
 
 
-def _row(method: str, path: str, config: MetaConfig, seconds: float) -> dict:
-    images = config.tasks * (2 * config.inner_steps + 1) * config.fake_batch
+def _row(method: str, path: str, images: int, flops: float, seconds: float, peak_gflops: float) -> dict:
+    """One timed path: ``images`` generated per step, ``flops`` counted per step, median ``seconds`` per step."""
+    achieved = flops / seconds / 1e9
     return {
         "method": method,
         "path": path,
-        "inner_steps": config.inner_steps,
         "ms_per_meta_step": 1000 * seconds,
         "meta_steps_per_s": 1.0 / seconds,
         "images_per_s": images / seconds,
+        "gflop_per_step": flops / 1e9,
+        "achieved_gflops": achieved,
+        "fraction_of_matmul_peak": achieved / peak_gflops,
     }
 
 
@@ -244,13 +325,16 @@ def _cpu_name() -> str:
 def format_table(result: dict) -> str:
     lines = [
         f"device: {result['device']} ({result['device_name']}), {result['threads']} threads, torch {result['torch']}, "
-        f"{result['tasks_per_meta_step']} tasks per meta-step",
-        f"{'method':26s} {'path':22s} {'ms/meta-step':>13s} {'meta-steps/s':>13s} {'images/s':>10s}",
+        f"{result['tasks_per_meta_step']} tasks per meta-step; "
+        f"float32 matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s",
+        f"{'method':27s} {'path':21s} {'ms/step':>9s} {'steps/s':>8s} {'images/s':>9s} {'GFLOP/step':>10s} "
+        f"{'GFLOP/s':>8s} {'of peak':>7s}",
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['method']:26s} {r['path']:22s} {r['ms_per_meta_step']:13.1f} "
-            f"{r['meta_steps_per_s']:13.2f} {r['images_per_s']:10.0f}"
+            f"{r['method']:27s} {r['path']:21s} {r['ms_per_meta_step']:9.1f} {r['meta_steps_per_s']:8.2f} "
+            f"{r['images_per_s']:9.0f} {r['gflop_per_step']:10.3f} {r['achieved_gflops']:8.1f} "
+            f"{r['fraction_of_matmul_peak']:7.0%}"
         )
     lines.append(f"vmap over loop (MAML 2nd order): {result['vmap_over_loop']:.2f}x")
     lines.append(f"1st over 2nd order (vmap): {result['second_over_first_order_vmap']:.2f}x")

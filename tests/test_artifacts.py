@@ -81,6 +81,7 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # spawns processes
 def test_two_processes_filling_an_empty_cache_both_succeed(tmp_path):
     script = (
         "import sys, torch\nfrom metagan_lib import artifacts as A\n"

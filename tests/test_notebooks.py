@@ -67,6 +67,7 @@ def test_unknown_profile_is_a_clear_error(capsys, monkeypatch):
     assert profiles.resolve_profile("smoke") == "full"
 
 
+@pytest.mark.slow  # spawns processes
 def test_runner_names_the_failing_notebook_and_cell(tmp_path):
     notebook = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "smoke"')
@@ -79,6 +80,7 @@ def test_runner_names_the_failing_notebook_and_cell(tmp_path):
         run_notebook(path, tmp_path / "out" / path.name, {"profile": "smoke"})
 
 
+@pytest.mark.slow  # spawns processes
 def test_nbval_fails_when_a_checked_output_changes(tmp_path):
     notebook = nbformat.read(ROOT / "notebooks" / "01_gan_from_formulas.ipynb", as_version=4)
     checked = [c for c in notebook.cells if c.cell_type == "code" and c.source.startswith("# NBVAL_CHECK_OUTPUT")]

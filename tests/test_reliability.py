@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from metagan_lib import data as D
-from metagan_lib import meta, profiles, report, reproduce
+from metagan_lib import adaptation, meta, profiles, report, reproduce
 from metagan_lib.context import ContextConfig
 from metagan_lib.meta import MetaConfig
 from metagan_lib.paths import DATA_ENV_VAR
@@ -72,6 +72,7 @@ def test_abbreviated_flags_are_refused(argv):
         report.main(["--update", "--profile", "full"])
 
 
+@pytest.mark.slow  # spawns processes
 def test_a_failed_notebook_leaves_the_previous_executed_copy_in_place(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell("raise ValueError('boom')")]
@@ -111,6 +112,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow  # spawns processes
 def test_sigterm_stops_the_runner_its_kernel_and_its_workers(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
@@ -277,19 +279,19 @@ def tiny_meta():
 )
 def test_adapt_refuses_bad_support_images(tiny_meta, support, match):
     with pytest.raises(ValueError, match=match):
-        meta.adapt(tiny_meta, support, steps=1)
+        adaptation.adapt(tiny_meta, support, steps=1)
 
 
 def test_adapt_converts_uint8_like_training_and_refuses_bad_counts(tiny_meta):
     images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
-    as_uint8 = meta.adapt(tiny_meta, images, steps=1)
-    as_float = meta.adapt(tiny_meta, images.float() / 127.5 - 1, steps=1)
+    as_uint8 = adaptation.adapt(tiny_meta, images, steps=1)
+    as_float = adaptation.adapt(tiny_meta, images.float() / 127.5 - 1, steps=1)
     assert all(torch.equal(as_uint8.g_params[k], as_float.g_params[k]) for k in as_uint8.g_params)
     signed = images.float() / 127.5 - 1
     for call, name in [
-        (lambda: meta.adapt(tiny_meta, signed, steps=-3), "steps"),
-        (lambda: meta.adapt(tiny_meta, signed, steps=1, fake_batch=0), "fake_batch"),
-        (lambda: meta.sample(tiny_meta, None, n=-1), "n"),
+        (lambda: adaptation.adapt(tiny_meta, signed, steps=-3), "steps"),
+        (lambda: adaptation.adapt(tiny_meta, signed, steps=1, fake_batch=0), "fake_batch"),
+        (lambda: adaptation.sample(tiny_meta, None, n=-1), "n"),
         (lambda: new_run(GANConfig(z_dim=8, width=8), "cpu").sample(-1), "n"),
     ]:
         with pytest.raises(ValueError, match=rf"^{name}=-?\d+ is not accepted"):

@@ -15,17 +15,20 @@ from metagan_lib.runtime import (
 )
 
 
+@pytest.mark.slow  # spawns processes
 def test_parallel_map_keeps_the_order_of_the_items():
     items = [7, 3, 10, 0, 5]
     assert parallel_map(math.factorial, items, workers=2) == [math.factorial(i) for i in items]
     assert parallel_calls([partial(pow, 2, 5), partial(divmod, 17, 5)], workers=2) == [32, (3, 2)]
 
 
+@pytest.mark.slow  # spawns processes
 def test_an_error_in_a_worker_reaches_the_caller_with_its_type_and_message():
     with pytest.raises(ValueError, match="math domain error"):
         parallel_map(math.sqrt, [4.0, -1.0], workers=2)
 
 
+@pytest.mark.slow  # spawns processes
 def test_an_error_in_one_job_stops_the_others_instead_of_waiting_for_them():
     start = time.monotonic()
     with pytest.raises(ValueError, match="sleep length must be non-negative"):

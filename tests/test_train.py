@@ -88,7 +88,9 @@ def test_every_loss_and_stabiliser_trains_without_error(images, loss):
     run = train_gan(images, config, progress=False)
     assert run.step == 3 and len(run.snapshots) == 3
     assert all(torch.isfinite(torch.tensor(run.history["d_loss"])))
-    assert run.ema_generator is not None
+    # the average lags the trained weights, and the snapshots are drawn from it
+    assert not torch.equal(run.ema_generator.project.weight, run.generator.project.weight)
+    assert run.sampling_generator is run.ema_generator
 
 
 def test_mlp_architecture_trains(images):
@@ -118,6 +120,7 @@ def test_bad_config_and_images_are_clear_errors(images):
         train_gan(torch.zeros(10, 3, 28, 28, dtype=torch.uint8), TINY)
 
 
+@pytest.mark.slow  # spawns processes
 def test_runs_trained_side_by_side_equal_runs_trained_in_turn(images, tmp_path, monkeypatch):
     jobs = {
         "plain": (tmp_path / "a.pt", TINY),

@@ -1,0 +1,32 @@
+import json
+
+import pytest
+import torch
+
+from metagan_lib import bench
+
+
+def test_counted_flops_of_a_matrix_product_is_its_closed_form():
+    a, b = torch.randn(6, 5), torch.randn(5, 7)
+    assert bench.counted_flops(lambda: a @ b) == 2 * 6 * 5 * 7
+
+
+def test_the_gan_step_counts_forward_and_backward_convolutions():
+    step = bench.gan_training_step("conv", 8, 4, torch.device("cpu"))
+    flops = bench.counted_flops(step)
+    assert flops > 0 and bench.counted_flops(step) == flops  # the same work every step
+
+
+@pytest.mark.slow  # times every path: about a minute on a 2-core CPU
+def test_quick_benchmark_writes_every_path_with_its_roofline(tmp_path):
+    path = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    paths = {(row["method"], row["path"]) for row in result["rows"]}
+    for expected in [("MAML 2nd order", "loop"), ("MAML 2nd order", "vmap"), ("Reptile (5 inner steps)", "vmap"),
+                     ("context Reptile", "vmap"), ("GAN step (conv, width 32)", "batch 64")]:  # fmt: skip
+        assert expected in paths
+    assert result["matmul_peak_gflops"] > 0
+    for row in result["rows"]:
+        assert row["gflop_per_step"] > 0 and row["fraction_of_matmul_peak"] > 0
+        assert row["achieved_gflops"] == pytest.approx(row["fraction_of_matmul_peak"] * result["matmul_peak_gflops"])

@@ -1,0 +1,55 @@
+import pytest
+import torch
+from torch.func import functional_call
+
+from metagan_lib.models import (
+    ContextGenerator,
+    PairDiscriminator,
+    build_gan,
+    count_parameters,
+    materialise,
+    template,
+)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_gan_shapes_and_no_buffers(architecture):
+    generator, discriminator = build_gan(architecture, z_dim=12, width=8, seed=0)
+    images = generator(torch.randn(3, 12))
+    assert images.shape == (3, 1, 28, 28) and images.abs().max() <= 1  # tanh range
+    assert discriminator(images).shape == (3,)
+    # no running statistics: nothing an inner loop could update in place, nothing vmap must carry
+    assert not list(generator.buffers()) and not list(discriminator.buffers())
+
+
+def test_build_gan_is_seeded_and_leaves_the_global_generator_alone():
+    state = torch.random.get_rng_state()
+    a, _ = build_gan("conv", 8, 8, seed=3)
+    b, _ = build_gan("conv", 8, 8, seed=3)
+    c, _ = build_gan("conv", 8, 8, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.project.weight, c.project.weight)
+    with pytest.raises(ValueError, match="Unknown architecture 'resnet'"):
+        build_gan("resnet")
+
+
+def test_context_networks_shapes_and_film_starts_at_identity():
+    generator, discriminator = ContextGenerator(z_dim=4, context_dim=6, width=8), PairDiscriminator(width=8)
+    z = torch.randn(5, 4)
+    images = generator(z, torch.zeros(6))
+    assert images.shape == (5, 1, 28, 28)
+    assert discriminator(torch.cat([images, images], dim=1)).shape == (5,)
+    assert count_parameters(generator.film1) > 0 and generator.film1.weight.abs().sum() == 0
+
+
+def test_template_holds_no_values_and_functional_call_matches_the_module():
+    generator, _ = build_gan("conv", 8, 8, seed=1)
+    shell = template(generator)
+    assert all(p.device.type == "meta" for p in shell.parameters())
+    params = {k: v.detach() for k, v in generator.named_parameters()}
+    z = torch.randn(2, 8)
+    assert torch.equal(functional_call(shell, params, (z,)), generator(z).detach())
+    rebuilt = materialise(shell, params)  # a real module again, holding copies
+    assert torch.equal(rebuilt(z), generator(z))
+    assert rebuilt.project.weight.data_ptr() != generator.project.weight.data_ptr()

@@ -1,0 +1,37 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402  (after choosing the headless backend)
+import torch  # noqa: E402
+
+from metagan_lib import plotting  # noqa: E402
+
+
+def test_moving_average_is_the_trailing_mean():
+    values = [1.0, 2.0, 6.0, 3.0, 8.0]
+    expected = [np.mean(values[max(0, i + 1 - 3) : i + 1]) for i in range(len(values))]
+    assert np.allclose(plotting.moving_average(values, 3), expected)
+    assert len(plotting.moving_average([], 3)) == 0
+
+
+def test_image_grid_places_each_image_in_unit_range():
+    images = torch.stack([torch.full((1, 4, 4), v) for v in (-1.0, 0.0, 1.0)])
+    grid = plotting.image_grid(images, nrow=2, pad=1)
+    assert grid.shape == (2 * 5 + 1, 2 * 5 + 1)
+    assert grid[1, 1] == 0.0 and grid[1, 6] == 0.5 and grid[6, 1] == 1.0  # -1 -> 0, 0 -> 0.5, 1 -> 1
+    assert grid[6, 6] == 0.5  # the empty cell keeps the background
+
+
+def test_error_bars_are_cut_at_the_metric_range():
+    below, above = plotting.clipped_error_bars([0.02, 0.5, 0.99], [0.05, 0.1, 0.05], 0.0, 1.0)
+    assert np.allclose(below, [0.02, 0.1, 0.05]) and np.allclose(above, [0.05, 0.1, 0.01])
+    below, above = plotting.clipped_error_bars([3.0], [1.0])  # unbounded: symmetric
+    assert below == [1.0] and above == [1.0]
+
+
+def test_saved_figures_are_byte_identical_across_saves(tmp_path):
+    for name in ("a", "b"):
+        fig = plotting.plot_histories({"run": {"step": [1, 2, 3], "d_loss": [1.0, 0.5, 0.2], "g_loss": [2, 1, 1]}})
+        plotting.save_figure(fig, tmp_path, name)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
