@@ -14,8 +14,8 @@ import nbformat
 import pytest
 import torch
 
-from metagan_lib import data as D
 from metagan_lib import adaptation, meta, profiles, report, reproduce
+from metagan_lib import data as D
 from metagan_lib.context import ContextConfig
 from metagan_lib.meta import MetaConfig
 from metagan_lib.paths import DATA_ENV_VAR
