@@ -2,6 +2,7 @@
 
     python -m metagan_lib.bench [--quick] [--device auto|cpu|cuda] [--json PATH]
     python -m metagan_lib.bench --parallel [--quick] [--json PATH]
+    python -m metagan_lib.bench --compile [--json PATH]
 
 Each row times full meta-steps (sampling, inner loop, outer update) on the same model and tasks
 and reports meta-steps per second and generated images per second (every image the generators
@@ -12,9 +13,11 @@ differentiable optimisers) is installed, a second-order MAML step written with i
 same networks and tasks for comparison (it has no vmap path, so it loops over tasks).
 The data are random images: speed does not depend on what the images show.
 
-The roofline columns: each timed path's FLOPs per step as ``torch.utils.flop_counter`` counts them (matrix
-products and convolutions, forward and backward), the GFLOP/s that achieves, and ``fraction_of_matmul_peak``
-against a dense float32 2048x2048 matmul timed in the same run on the same threads. The rows cover the GAN
+The roofline columns: each timed path's FLOPs per step by ``torch.utils.flop_counter``'s formulas (matrix
+products and convolutions, forward and backward), counted on the loop path that does the same arithmetic, the
+GFLOP/s that achieves, and ``fraction_of_matmul_peak`` against a dense float32 2048x2048 matmul timed in the same
+run on the same threads (``counted_gflop_per_step`` is the timed path's own count; under ``vmap`` with per-task
+weights it is higher). The rows cover the GAN
 training step (notebooks 01-02, 06's baselines), the whole-network meta-learners (04-05) and the context
 meta-GAN's outer rules (05-06).
 
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from .data import ImageDataset
 from .images import to_signed
@@ -131,14 +136,29 @@ def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 5)
     return 2 * size**3 / time_steps(lambda: a @ b, device, warmup=1, repeats=repeats) / 1e9
 
 
-def counted_flops(step: Callable[[], object]) -> float:
-    """FLOPs of one call of ``step`` as ``torch.utils.flop_counter`` counts them: matrix products and convolutions,
-    forward and backward (element-wise work is not counted, so the fractions below are lower bounds)."""
-    from torch.utils.flop_counter import FlopCounterMode
+class _FlopCount(TorchDispatchMode):
+    """Sums ``torch.utils.flop_counter``'s formulas over the operators a call dispatches (no module hooks, so it
+    also runs through ``torch.autograd.grad`` with ``create_graph``, which ``FlopCounterMode``'s hooks refuse)."""
 
-    with FlopCounterMode(display=False) as counter:
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def counted_flops(step: Callable[[], object]) -> float:
+    """FLOPs of one call of ``step`` by ``torch.utils.flop_counter``'s formulas: matrix products and convolutions,
+    forward and backward (element-wise work is not counted, so the fractions of peak are lower bounds)."""
+    with _FlopCount() as counter:
         step()
-    return float(counter.get_total_flops())
+    return float(counter.total)
 
 
 def gan_training_step(architecture: str, width: int, batch: int, device: torch.device) -> Callable[[], None]:
@@ -170,43 +190,52 @@ def _meta_cases(base: MetaConfig, quick: bool) -> list[tuple[str, MetaConfig, tu
     ]
 
 
-def _timed_rows(device, sampler, base: MetaConfig, quick: bool, peak: float) -> list[dict]:
-    """Every timed path: GAN training steps, the whole-network meta-learners, the context meta-GAN's rules."""
+def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
+    """``(method, path, images per step, timed step, loop-path step)``: the loop-path step does the same arithmetic
+    without ``vmap`` and is what the FLOPs are counted on (``vmap`` over per-task weights lowers convolutions to
+    batched forms that the counter charges more for than the mathematics needs)."""
     from .context import ContextTrainer, new_context_gan, standard_context_configs
 
-    warmup, repeats = (1, 3) if quick else (2, 10)
-    timed = []  # (method, path, images per step, step)
-    for architecture, width in (("mlp", 32), ("conv", 32)):
-        timed.append(
-            (
-                f"GAN step ({architecture}, width {width})",
-                "batch 64",
-                3 * 64,
-                gan_training_step(architecture, width, 64, device),
-            )
-        )
-    for name, config, paths in _meta_cases(base, quick):
-        for path in paths:
-            trainer = MetaTrainer(new_meta_gan(config, device, seed=0), sampler, seed=0, vectorised=path == "vmap")
-            timed.append((name, path, config.tasks * (2 * config.inner_steps + 1) * config.fake_batch, trainer.step))
+    paths = []
+    for architecture in ("mlp", "conv"):
+        step = gan_training_step(architecture, 32, 64, device)
+        paths.append((f"GAN step ({architecture}, width 32)", "batch 64", 3 * 64, step, step))
+
+    def meta_step(config, vectorised):
+        return MetaTrainer(new_meta_gan(config, device, seed=0), sampler, seed=0, vectorised=vectorised).step
+
+    for name, config, kinds in _meta_cases(base, quick):
+        images = config.tasks * (2 * config.inner_steps + 1) * config.fake_batch
+        paths += [(name, kind, images, meta_step(config, kind == "vmap"), meta_step(config, False)) for kind in kinds]
+
+    def context_step(config, vectorised):
+        return ContextTrainer(new_context_gan(config, device, seed=0), sampler, seed=0, vectorised=vectorised).step
+
     for name, config in standard_context_configs(tasks=base.tasks, shots=base.shots).items():
         if config.rule in ("maml", "reptile") or not quick:
-            trainer = ContextTrainer(new_context_gan(config, device, seed=0), sampler, seed=0)
             images = config.tasks * (config.inner_steps * config.inner_samples + config.outer_samples)
-            timed.append((name, "vmap", images, trainer.step))
+            paths.append((name, "vmap", images, context_step(config, True), context_step(config, False)))
     with contextlib.suppress(ImportError):
         import higher  # noqa: F401  (an availability probe: ImportError means not installed)
 
         step = make_higher_maml_step(
             new_meta_gan(base, device, seed=0), sampler, torch.Generator(device=device).manual_seed(1)
         )
-        timed.append(
-            ("MAML 2nd order", "higher (loop)", base.tasks * (2 * base.inner_steps + 1) * base.fake_batch, step)
-        )
+        images = base.tasks * (2 * base.inner_steps + 1) * base.fake_batch
+        paths.append(("MAML 2nd order", "higher (loop)", images, step, meta_step(base, False)))
+    return paths
+
+
+def _timed_rows(device, sampler, base: MetaConfig, quick: bool, peak: float) -> list[dict]:
+    """Every timed path (GAN training steps, whole-network meta-learners, the context meta-GAN's rules) with its
+    roofline numbers."""
+    warmup, repeats = (1, 3) if quick else (2, 10)
     rows = []
-    for method, path, images, step in timed:
-        flops = counted_flops(step)  # also a warm-up call
-        rows.append(_row(method, path, images, flops, time_steps(step, device, warmup, repeats), peak))
+    for method, path, images, step, loop_step in _timed_paths(device, sampler, base, quick):
+        counted = counted_flops(step)  # also a warm-up call
+        useful = counted if loop_step is step else counted_flops(loop_step)
+        row = _row(method, path, images, useful, time_steps(step, device, warmup, repeats), peak)
+        rows.append({**row, "counted_gflop_per_step": counted / 1e9})
     return rows
 
 
@@ -226,7 +255,8 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
 
         images = base.tasks * (2 * base.inner_steps + 1) * base.fake_batch
         seconds = time_steps(autocast_step, device, 1, 3 if quick else 10)
-        rows.append(_row("MAML 2nd order", "vmap + bf16 autocast", images, counted_flops(autocast_step), seconds, peak))
+        useful = next(r for r in rows if (r["method"], r["path"]) == ("MAML 2nd order", "loop"))["gflop_per_step"] * 1e9
+        rows.append(_row("MAML 2nd order", "vmap + bf16 autocast", images, useful, seconds, peak))
     by_key = {(r["method"], r["path"]): r for r in rows}
     loop, vmap_ = by_key[("MAML 2nd order", "loop")], by_key[("MAML 2nd order", "vmap")]
     return {
@@ -285,6 +315,84 @@ def run_parallel_benchmark(quick: bool = False) -> dict:
         "side_by_side_s": side_by_side,
         "side_by_side_over_in_turn": in_turn / side_by_side,
     }
+
+
+def _compiled_gan_step(device: torch.device) -> Callable[[], None]:
+    """:func:`gan_training_step` with the generator and the discriminator under ``torch.compile`` (inductor)."""
+    from .train import GANConfig, discriminator_step, generator_step, new_run
+
+    run = new_run(GANConfig(architecture="conv", width=32, batch_size=64), device, seed=0)
+    run.generator, run.discriminator = torch.compile(run.generator), torch.compile(run.discriminator)
+    real = to_signed(synthetic_dataset().images[:64]).to(device)
+    rng = torch.Generator(device=device).manual_seed(0)
+    opt_g = torch.optim.Adam(run.generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+    def step() -> None:
+        with torch.no_grad():
+            fake = run.generator(torch.randn(64, 64, generator=rng, device=device))
+        discriminator_step(run, opt_d, real, fake, rng)
+        generator_step(run, opt_g, torch.randn(64, 64, generator=rng, device=device), lambda x: x)
+
+    return step
+
+
+def _outer_losses_call(device: torch.device, compiled: bool) -> Callable[[], torch.Tensor]:
+    """The forward pass of FOMAML's outer losses (``vmap`` over 8 tasks, inner ``torch.func.grad`` steps)."""
+    from .meta import batched_outer_losses
+
+    sampler = TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
+    config = MetaConfig(tasks=8, shots=5, queries=10, fake_batch=16, inner_steps=2, first_order=True)
+    meta = new_meta_gan(config, device, seed=0)
+    episode = sampler.sample(8, 1, 5, 10)
+    inner, outer = draw_noise(torch.Generator(device=device).manual_seed(0), 8, 2, 16, config.z_dim, device)
+    call = lambda: batched_outer_losses(meta, episode.support[:, 0], episode.query[:, 0], inner, outer, True)
+    return torch.compile(call) if compiled else call
+
+
+def run_compile_benchmark(steps_per_run: int = 3000) -> dict:
+    """``torch.compile`` (inductor) against eager on a CPU: the GAN training step and the vmap-over-tasks outer losses.
+
+    Reports the first call (a cold compilation, on-disk caches disabled, included), the steady per-call time,
+    ``speedup_over_eager`` (steady) and the
+    end-to-end ratio over ``steps_per_run`` calls (notebook 02 trains 3,000 steps per variant), compile time included.
+    """
+    device = torch.device("cpu")
+    cases = {
+        "GAN step (conv, width 32)": (
+            lambda: gan_training_step("conv", 32, 64, device),
+            lambda: _compiled_gan_step(device),
+        ),
+        "FOMAML outer losses, forward (vmap, 8 tasks)": (
+            lambda: _outer_losses_call(device, False),
+            lambda: _outer_losses_call(device, True),
+        ),
+    }
+    rows = []
+    for name, (make_eager, make_compiled) in cases.items():
+        eager = time_steps(make_eager(), device, warmup=2, repeats=10)
+        compiled_step = make_compiled()
+        start = time.perf_counter()
+        with torch._inductor.config.patch(force_disable_caches=True):  # a cold compile, as on a fresh machine
+            compiled_step()
+        first = time.perf_counter() - start
+        compiled = time_steps(compiled_step, device, warmup=1, repeats=10)
+        end_to_end = steps_per_run * eager / (first + (steps_per_run - 1) * compiled)
+        rows.append({"path": name, "eager_ms": 1000 * eager, "compiled_ms": 1000 * compiled, "first_call_s": first,
+                     "speedup_over_eager": eager / compiled, "end_to_end_speedup": end_to_end})  # fmt: skip
+    return {"device_name": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "steps_per_run": steps_per_run, "rows": rows}  # fmt: skip
+
+
+def format_compile(result: dict) -> str:
+    lines = [f"torch.compile (inductor) vs eager on {result['device_name']}, {result['threads']} threads:"]
+    for r in result["rows"]:
+        lines.append(
+            f"  {r['path']}: eager {r['eager_ms']:.1f} ms, compiled {r['compiled_ms']:.1f} ms "
+            f"(first call {r['first_call_s']:.1f} s): speedup_over_eager {r['speedup_over_eager']:.2f}x, "
+            f"end to end over {result['steps_per_run']} calls {r['end_to_end_speedup']:.2f}x"
+        )
+    return "\n".join(lines)
 
 
 def format_parallel(result: dict) -> str:
@@ -348,18 +456,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats (under a minute on a 2-core CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--parallel",
         action="store_true",
         help="instead: four GAN trainings in turn vs side by side in worker processes (CPU)",
     )
+    mode.add_argument(
+        "--compile", action="store_true", help="instead: torch.compile vs eager (CPU; minutes of compiling)"
+    )
     args = parser.parse_args(argv)
     try:
-        result = run_parallel_benchmark(args.quick) if args.parallel else run_benchmark(args.quick, args.device)
+        if args.parallel:
+            result, text = run_parallel_benchmark(args.quick), format_parallel
+        elif args.compile:
+            result, text = run_compile_benchmark(), format_compile
+        else:
+            result, text = run_benchmark(args.quick, args.device), format_table
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_parallel(result) if args.parallel else format_table(result))
+    print(text(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
