@@ -37,10 +37,6 @@ METRICS = (
     "diverged",
 )
 LOWER_IS_BETTER = {"frechet_distance", "class_frechet_distance"}
-METRIC_RANGES = {m: (0.0, 1.0) for m in ("class_fidelity", "precision", "recall", "diverged")} | {
-    m: (0.0, float("inf")) for m in ("class_frechet_distance", "frechet_distance", "diversity", "copy_score")
-}
-"""Where each metric's values can lie (for error bars that respect them)."""
 MAX_HELD_OUT = 40  # held-out images per class (MNIST classes hold ~1000)
 MIX_WEIGHTS = (0.0, 0.25, 0.5)  # downstream: weight of the generated images' mean in a class prototype
 

@@ -105,13 +105,3 @@ def show_adaptation(
             )
     fig.tight_layout()
     return fig
-
-
-def clipped_error_bars(
-    means: Sequence[float], half_widths: Sequence[float], low: float = float("-inf"), high: float = float("inf")
-) -> list[list[float]]:
-    """Asymmetric ``yerr`` ``[[below...], [above...]]`` for ``mean ± half_width``, cut at the metric's range ``[low,
-    high]``."""
-    below = [min(h, m - low) for m, h in zip(means, half_widths)]
-    above = [min(h, high - m) for m, h in zip(means, half_widths)]
-    return [below, above]

@@ -23,13 +23,6 @@ def test_image_grid_places_each_image_in_unit_range():
     assert grid[6, 6] == 0.5  # the empty cell keeps the background
 
 
-def test_error_bars_are_cut_at_the_metric_range():
-    below, above = plotting.clipped_error_bars([0.02, 0.5, 0.99], [0.05, 0.1, 0.05], 0.0, 1.0)
-    assert np.allclose(below, [0.02, 0.1, 0.05]) and np.allclose(above, [0.05, 0.1, 0.01])
-    below, above = plotting.clipped_error_bars([3.0], [1.0])  # unbounded: symmetric
-    assert below == [1.0] and above == [1.0]
-
-
 def test_saved_figures_are_byte_identical_across_saves(tmp_path):
     for name in ("a", "b"):
         fig = plotting.plot_histories({"run": {"step": [1, 2, 3], "d_loss": [1.0, 0.5, 0.2], "g_loss": [2, 1, 1]}})
