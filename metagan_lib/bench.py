@@ -274,137 +274,6 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
     }
 
 
-def run_parallel_benchmark(quick: bool = False) -> dict:
-    """Four GAN trainings (a mix of losses and penalties, width 32 as in notebook 02) on a CPU: one after
-    the other on all threads (``in turn``) vs side by side in one-thread worker processes
-    (``side by side``, :func:`metagan_lib.train.train_or_load_many`, start-up included)."""
-    import tempfile
-
-    from .train import GANConfig, train_gan, train_or_load_many
-
-    threads = torch.get_num_threads()
-    if threads < 2:
-        raise ValueError(
-            "the parallel benchmark needs at least 2 threads (unset OMP_NUM_THREADS or set it to the core count)"
-        )
-    steps = 60 if quick else 300
-    images = synthetic_dataset(classes=50, per_class=20).images
-    base = GANConfig(architecture="conv", steps=steps, batch_size=64)  # a mix of the trainer's losses and penalties
-    variants = {
-        "non-saturating": base,
-        "WGAN-GP": base.replace(loss="wgan-gp"),
-        "R1": base.replace(r1_gamma=1.0),
-        "EMA + DiffAugment": base.replace(ema_decay=0.999, augment=True),
-    }
-    start = time.perf_counter()
-    for config in variants.values():
-        train_gan(images, config, seed=0, progress=False)
-    in_turn = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as folder:
-        jobs = {name: (Path(folder) / f"{i}.pt", config) for i, (name, config) in enumerate(variants.items())}
-        start = time.perf_counter()
-        train_or_load_many(jobs, images, seed=0)
-        side_by_side = time.perf_counter() - start
-    return {
-        "device_name": _cpu_name(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "runs": len(variants),
-        "steps_per_run": steps,
-        "in_turn_s": in_turn,
-        "side_by_side_s": side_by_side,
-        "side_by_side_over_in_turn": in_turn / side_by_side,
-    }
-
-
-def _compiled_gan_step(device: torch.device) -> Callable[[], None]:
-    """:func:`gan_training_step` with the generator and the discriminator under ``torch.compile`` (inductor)."""
-    from .train import GANConfig, discriminator_step, generator_step, new_run
-
-    run = new_run(GANConfig(architecture="conv", width=32, batch_size=64), device, seed=0)
-    run.generator, run.discriminator = torch.compile(run.generator), torch.compile(run.discriminator)
-    real = to_signed(synthetic_dataset().images[:64]).to(device)
-    rng = torch.Generator(device=device).manual_seed(0)
-    opt_g = torch.optim.Adam(run.generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-
-    def step() -> None:
-        with torch.no_grad():
-            fake = run.generator(torch.randn(64, 64, generator=rng, device=device))
-        discriminator_step(run, opt_d, real, fake, rng)
-        generator_step(run, opt_g, torch.randn(64, 64, generator=rng, device=device), lambda x: x)
-
-    return step
-
-
-def _outer_losses_call(device: torch.device, compiled: bool) -> Callable[[], torch.Tensor]:
-    """The forward pass of FOMAML's outer losses (``vmap`` over 8 tasks, inner ``torch.func.grad`` steps)."""
-    from .meta import batched_outer_losses
-
-    sampler = TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
-    config = MetaConfig(tasks=8, shots=5, queries=10, fake_batch=16, inner_steps=2, first_order=True)
-    meta = new_meta_gan(config, device, seed=0)
-    episode = sampler.sample(8, 1, 5, 10)
-    inner, outer = draw_noise(torch.Generator(device=device).manual_seed(0), 8, 2, 16, config.z_dim, device)
-    call = lambda: batched_outer_losses(meta, episode.support[:, 0], episode.query[:, 0], inner, outer, True)
-    return torch.compile(call) if compiled else call
-
-
-def run_compile_benchmark(steps_per_run: int = 3000) -> dict:
-    """``torch.compile`` (inductor) against eager on a CPU: the GAN training step and the vmap-over-tasks outer losses.
-
-    Reports the first call (a cold compilation, on-disk caches disabled, included), the steady per-call time,
-    ``speedup_over_eager`` (steady) and the
-    end-to-end ratio over ``steps_per_run`` calls (notebook 02 trains 3,000 steps per variant), compile time included.
-    """
-    device = torch.device("cpu")
-    cases = {
-        "GAN step (conv, width 32)": (
-            lambda: gan_training_step("conv", 32, 64, device),
-            lambda: _compiled_gan_step(device),
-        ),
-        "FOMAML outer losses, forward (vmap, 8 tasks)": (
-            lambda: _outer_losses_call(device, False),
-            lambda: _outer_losses_call(device, True),
-        ),
-    }
-    rows = []
-    for name, (make_eager, make_compiled) in cases.items():
-        eager = time_steps(make_eager(), device, warmup=2, repeats=10)
-        compiled_step = make_compiled()
-        start = time.perf_counter()
-        with torch._inductor.config.patch(force_disable_caches=True):  # a cold compile, as on a fresh machine
-            compiled_step()
-        first = time.perf_counter() - start
-        compiled = time_steps(compiled_step, device, warmup=1, repeats=10)
-        end_to_end = steps_per_run * eager / (first + (steps_per_run - 1) * compiled)
-        rows.append({"path": name, "eager_ms": 1000 * eager, "compiled_ms": 1000 * compiled, "first_call_s": first,
-                     "speedup_over_eager": eager / compiled, "end_to_end_speedup": end_to_end})  # fmt: skip
-    return {"device_name": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "steps_per_run": steps_per_run, "rows": rows}  # fmt: skip
-
-
-def format_compile(result: dict) -> str:
-    lines = [f"torch.compile (inductor) vs eager on {result['device_name']}, {result['threads']} threads:"]
-    for r in result["rows"]:
-        lines.append(
-            f"  {r['path']}: eager {r['eager_ms']:.1f} ms, compiled {r['compiled_ms']:.1f} ms "
-            f"(first call {r['first_call_s']:.1f} s): speedup_over_eager {r['speedup_over_eager']:.2f}x, "
-            f"end to end over {result['steps_per_run']} calls {r['end_to_end_speedup']:.2f}x"
-        )
-    return "\n".join(lines)
-
-
-def format_parallel(result: dict) -> str:
-    return (
-        f"{result['runs']} GAN runs x {result['steps_per_run']} steps (mixed losses and penalties) "
-        f"on {result['device_name']}, {result['threads']} threads:\n"
-        f"  in turn, {result['threads']} threads each: {result['in_turn_s']:.1f} s\n"
-        f"  side by side, 1-thread workers (start-up included): {result['side_by_side_s']:.1f} s\n"
-        f"side by side over in turn: {result['side_by_side_over_in_turn']:.2f}x"
-    )
-
-
 def _row(method: str, path: str, images: int, flops: float, seconds: float, peak_gflops: float) -> dict:
     """One timed path: ``images`` generated per step, ``flops`` counted per step, median ``seconds`` per step."""
     achieved = flops / seconds / 1e9
@@ -466,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         "--compile", action="store_true", help="instead: torch.compile vs eager (CPU; minutes of compiling)"
     )
     args = parser.parse_args(argv)
+    from .bench_modes import format_compile, format_parallel, run_compile_benchmark, run_parallel_benchmark
+
     try:
         if args.parallel:
             result, text = run_parallel_benchmark(args.quick), format_parallel

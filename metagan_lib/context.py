@@ -50,8 +50,8 @@ OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
 
 
 def pair_up(shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Pairs ``[B, 2, 28, 28]``: image ``i`` next to shot ``i mod K`` (shots ``[K, 1, 28, 28]``, images ``[B, 1, 28,
-    28]``)."""
+    """Pairs ``[B, 2, 28, 28]``: image ``i`` next to shot ``i mod K`` (shots ``[K, 1, 28, 28]``, images
+    ``[B, 1, 28, 28]``)."""
     index = torch.arange(len(images), device=images.device) % len(shots)
     return torch.cat([shots[index], images], dim=1)
 
@@ -179,8 +179,8 @@ def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", s
 
 
 def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """``G(z, c)`` with explicit generator weights: ``z [B, z_dim]``, ``context [context_dim]`` -> ``[B, 1, 28,
-    28]``."""
+    """``G(z, c)`` with explicit generator weights: ``z [B, z_dim]``, ``context [context_dim]`` ->
+    ``[B, 1, 28, 28]``."""
     return functional_call(model.generator, g_params, (z, context))
 
 
@@ -221,8 +221,8 @@ def task_outer_loss(
     outer_noise: torch.Tensor,
     first_order: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples ``[B,
-    ...]``."""
+    """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples
+    ``[B, ...]``."""
     context = inner_adapt(model, params, support, inner_noise, first_order)
     fake = generate(model, model.generator_params(params), outer_noise, context)
     loss = chamfer_distance(fake, query) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)

@@ -152,8 +152,8 @@ def inside_grid(best: float, grid: list[float]) -> bool:
 def mixed_prototype_accuracy(
     real: torch.Tensor, extra: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor, weight: float
 ) -> float:
-    """Nearest-prototype accuracy with prototypes ``(1 - weight) mean(real) + weight mean(extra)`` (features ``[N, K,
-    d]``, ``[N, n, d]``)."""
+    """Nearest-prototype accuracy with prototypes ``(1 - weight) mean(real) + weight mean(extra)`` (features
+    ``[N, K, d]``, ``[N, n, d]``)."""
     prototypes = (1 - weight) * real.mean(1) + weight * extra.mean(1)
     return (torch.cdist(query, prototypes).argmin(1) == query_labels).float().mean().item()
 
@@ -172,8 +172,8 @@ def downstream_seed(
 ) -> dict[str, dict[float, float]]:
     """Prototype-classifier accuracy on ``ways``-way ``shots``-shot episodes (unseen classes, or ``class_pool``) with
     each
-    method's generated images mixed into the prototypes at each weight of :data:`MIX_WEIGHTS`: ``{method: {weight:
-    accuracy}}``
+    method's generated images mixed into the prototypes at each weight of :data:`MIX_WEIGHTS`:
+    ``{method: {weight: accuracy}}``
     (key ``"none"``: real shots only). Generated images never replace the shots: weight 0 is the real-only
     classifier."""
     device = next(net.parameters()).device

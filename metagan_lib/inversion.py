@@ -28,8 +28,8 @@ class LatentInversion:
 
 
 def invert(inversion: LatentInversion, images: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
-    """Latents ``[C, K, z_dim]`` that reconstruct images ``[C, K, 1, 28, 28]``: ``steps`` Adam steps from ``N(0,
-    I)``."""
+    """Latents ``[C, K, z_dim]`` that reconstruct images ``[C, K, 1, 28, 28]``: ``steps`` Adam steps from
+    ``N(0, I)``."""
     generator = inversion.generator
     device = next(generator.parameters()).device
     frozen = {k: v.detach() for k, v in generator.named_parameters()}
@@ -48,8 +48,8 @@ def invert(inversion: LatentInversion, images: torch.Tensor, steps: int, seed: i
 
 @torch.no_grad()
 def sample_around(inversion: LatentInversion, latents: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` images per class ``[C, n, 1, 28, 28]``: sample ``i`` of class ``c`` is ``G(z_{c, i mod K} + sigma *
-    eps)``."""
+    """``n`` images per class ``[C, n, 1, 28, 28]``: sample ``i`` of class ``c`` is
+    ``G(z_{c, i mod K} + sigma * eps)``."""
     classes, shots, z_dim = latents.shape
     index = torch.arange(n, device=latents.device) % shots
     eps = class_noise(seed, classes, (n, z_dim), 3, latents.device)

@@ -170,8 +170,8 @@ class MetaGAN:
         return self.generator_tensors() + self.discriminator_tensors()
 
 
-def _leaf_copy(params: Params, device: torch.device | str, requires_grad: bool = True) -> Params:
-    return {k: v.detach().to(device).clone().requires_grad_(requires_grad) for k, v in params.items()}
+def _leaf_copy(params: Params, device: torch.device | str) -> Params:
+    return {k: v.detach().to(device).clone().requires_grad_(True) for k, v in params.items()}
 
 
 def constant_rates(params: Params, value: float, learnable: bool) -> Params:

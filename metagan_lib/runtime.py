@@ -130,24 +130,26 @@ def parallel_map(
     """``[fn(item) for item in items]``, computed by several processes on a CPU.
 
     Why: a 2-core CPU runs two single-threaded jobs faster than the same jobs one after the other
-    on two threads, since small convolutions split poorly over threads (``python -m
-    metagan_lib.bench --parallel`` measures the ratio). Each worker gets ``torch.get_num_threads() // workers`` threads;
-    processes are *spawned* (never
-    forked from a process whose thread pool is running). ``fn`` and the items must be picklable:
+    on two threads, since small convolutions split poorly over threads (``python -m metagan_lib.bench
+    --parallel`` measures the ratio). Each worker gets ``torch.get_num_threads() // workers`` threads;
+    processes are *spawned* (never forked from a process whose thread pool is running). ``fn`` and the
+    items must be picklable:
     module-level functions, ``functools.partial`` of them, tensors, modules. Every job must seed
     its own randomness: results then do not depend on which worker ran it, and equal, bit for bit,
     those of this process on the worker's thread count (on another thread count, floating-point
     sums add in another order, so they differ by rounding).
 
-    A job's error, or an interrupt, terminates the other workers at once and reaches the caller;
-    workers also end when their parent process dies. On a GPU, with one worker
-    (``$METAGAN_WORKERS=1``) or one item, runs in this process.
+    A job's error, or an interrupt, terminates the other workers at once and reaches the caller; workers also
+    end when their parent process dies. On a GPU, with one worker (``$METAGAN_WORKERS=1``) or one item, runs here.
     """
     items = list(items)
     workers = worker_count(len(items), device) if workers is None else max(1, min(workers, len(items)))
     bar = tqdm(total=len(items), desc=description, disable=description is None, leave=False)
     if workers == 1:
-        results = [(fn(item), bar.update())[0] for item in items]
+        results = []
+        for item in items:
+            results.append(fn(item))
+            bar.update()
         bar.close()
         return results
     threads = max(1, torch.get_num_threads() // workers)

@@ -226,21 +226,14 @@ def train_gan(
     description: str = "GAN",
     log_dir: str | Path | None = None,
 ) -> GANRun:
-    """Train a GAN on ``images`` (``uint8`` or float in [-1, 1], ``[N, 1, 28, 28]``): per step, ``d_steps``
-    :func:`discriminator_step` s, then one :func:`generator_step`.
+    """Train a GAN on ``images`` (``uint8`` or float in [-1, 1], ``[N, 1, 28, 28]``, moved to the device once): per
+    step, ``config.d_steps`` :func:`discriminator_step` s, then one :func:`generator_step`; ``config.steps`` steps.
 
-    Args:
-        images: the training images; moved to the device once.
-        config: the run's settings (``config.steps`` generator updates are made).
-        run: continue (fine-tune) this run's networks; a fresh run is built when ``None``.
-        seed: seeds the network initialisation (fresh runs) and, through its ``"training noise"`` stream, all sampling.
-        device: where to train; defaults to the run's device, else CPU.
-        progress: show a tqdm progress bar.
-        log_dir: when set, losses and sample grids also go to TensorBoard there (:class:`~metagan_lib.monitor.Monitor`).
-
-    Returns:
-        The run; ``history``: per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake`` (mean logits);
-        ``snapshots``: ``(step, samples [16, 1, 28, 28])``.
+    ``run`` continues (fine-tunes) that run's networks; a fresh run is initialised from ``seed``, and all sampling
+    comes from a generator seeded ``seed + 1``. ``device`` defaults to the run's device, else CPU; with ``log_dir``,
+    losses and sample grids also go to TensorBoard (:class:`~metagan_lib.monitor.Monitor`). Returns the run: ``history``
+    holds the per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake`` (mean logits), ``snapshots`` the pairs
+    ``(step, samples [16, 1, 28, 28])``.
     """
     check_image_batch(images, "training images")
     run = _continue_or_start(run, config, device, seed)
