@@ -22,9 +22,31 @@ import torch
 
 from . import evaluation as E
 from .data import ImageDataset
-from .methods import Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged  # noqa: F401  (re-exported: notebooks 02 and 06 call them here)
+from .methods import Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged
 from .runtime import parallel_calls
 from .tasks import TaskSampler
+
+__all__ = [  # the protocol's public names; Method and the pretrained-GAN job come from .methods (notebooks 02, 06)
+    "LOWER_IS_BETTER",
+    "MAX_HELD_OUT",
+    "METRICS",
+    "MIX_WEIGHTS",
+    "Method",
+    "choose_mix_weights",
+    "downstream_seed",
+    "downstream_settings",
+    "evaluate_seed",
+    "generate",
+    "inside_grid",
+    "method_scores",
+    "mixed_prototype_accuracy",
+    "pretrain_on_seen",
+    "pretrained_gan_job",
+    "replace_diverged",
+    "run_benchmark",
+    "select_setting",
+    "summarise",
+]
 
 METRICS = (
     "class_frechet_distance",

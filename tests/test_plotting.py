@@ -1,11 +1,7 @@
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402  (after choosing the headless backend)
-import torch  # noqa: E402
-
-from metagan_lib import plotting  # noqa: E402
+from metagan_lib import plotting
 
 
 def test_moving_average_is_the_trailing_mean():
