@@ -161,12 +161,17 @@ def counted_flops(step: Callable[[], object]) -> float:
     return float(counter.total)
 
 
-def gan_training_step(architecture: str, width: int, batch: int, device: torch.device) -> Callable[[], None]:
-    """One step of :func:`metagan_lib.train.train_gan` (a discriminator step, then a generator step)."""
+def gan_training_step(
+    architecture: str, width: int, batch: int, device: torch.device, compiled: bool = False
+) -> Callable[[], None]:
+    """One step of :func:`metagan_lib.train.train_gan` (a discriminator step, then a generator step); with ``compiled``
+    both networks run under ``torch.compile``."""
     from .train import GANConfig, discriminator_step, generator_step, new_run
 
     config = GANConfig(architecture=architecture, width=width, batch_size=batch)
     run = new_run(config, device, seed=0)
+    if compiled:
+        run.generator, run.discriminator = torch.compile(run.generator), torch.compile(run.discriminator)
     real = to_signed(synthetic_dataset().images[:batch]).to(device)
     rng = torch.Generator(device=device).manual_seed(0)
     opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)

@@ -10,7 +10,6 @@ from typing import Callable
 import torch
 
 from .bench import _cpu_name, gan_training_step, synthetic_dataset, time_steps
-from .images import to_signed
 from .meta import MetaConfig, draw_noise, new_meta_gan
 from .tasks import TaskSampler
 
@@ -58,26 +57,6 @@ def run_parallel_benchmark(quick: bool = False) -> dict:
     }
 
 
-def _compiled_gan_step(device: torch.device) -> Callable[[], None]:
-    """:func:`gan_training_step` with the generator and the discriminator under ``torch.compile`` (inductor)."""
-    from .train import GANConfig, discriminator_step, generator_step, new_run
-
-    run = new_run(GANConfig(architecture="conv", width=32, batch_size=64), device, seed=0)
-    run.generator, run.discriminator = torch.compile(run.generator), torch.compile(run.discriminator)
-    real = to_signed(synthetic_dataset().images[:64]).to(device)
-    rng = torch.Generator(device=device).manual_seed(0)
-    opt_g = torch.optim.Adam(run.generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-
-    def step() -> None:
-        with torch.no_grad():
-            fake = run.generator(torch.randn(64, 64, generator=rng, device=device))
-        discriminator_step(run, opt_d, real, fake, rng)
-        generator_step(run, opt_g, torch.randn(64, 64, generator=rng, device=device), lambda x: x)
-
-    return step
-
-
 def _outer_losses_call(device: torch.device, compiled: bool) -> Callable[[], torch.Tensor]:
     """The forward pass of FOMAML's outer losses (``vmap`` over 8 tasks, inner ``torch.func.grad`` steps)."""
     from .meta import batched_outer_losses
@@ -102,7 +81,7 @@ def run_compile_benchmark(steps_per_run: int = 3000) -> dict:
     cases = {
         "GAN step (conv, width 32)": (
             lambda: gan_training_step("conv", 32, 64, device),
-            lambda: _compiled_gan_step(device),
+            lambda: gan_training_step("conv", 32, 64, device, compiled=True),
         ),
         "FOMAML outer losses, forward (vmap, 8 tasks)": (
             lambda: _outer_losses_call(device, False),
