@@ -90,12 +90,12 @@ class ConvGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """DCGAN-style: images ``[B, 1, 28, 28]`` -> 14x14 -> 7x7 -> logits ``[B]``; no normalisation."""
+    """DCGAN-style: images ``[B, channels, 28, 28]`` -> 14x14 -> 7x7 -> logits ``[B]``; no normalisation."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, channels: int = 1):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, width, 4, stride=2, padding=1),
+            nn.Conv2d(channels, width, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
@@ -138,23 +138,12 @@ class ContextGenerator(nn.Module):
         return torch.tanh(h)
 
 
-class PairDiscriminator(nn.Module):
+class PairDiscriminator(ConvDiscriminator):
     """``D([shot, image])``: pairs ``[B, 2, 28, 28]`` (a shot of the class and a real or generated image) -> logits
-    ``[B]``."""
+    ``[B]``; the convolutional discriminator with two input channels."""
 
     def __init__(self, width: int = 32):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(2, width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Flatten(),
-            nn.Linear(2 * width * 7 * 7, 1),
-        )
-
-    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        return self.net(pairs).squeeze(-1)
+        super().__init__(width, channels=2)
 
 
 ARCHITECTURES = {
