@@ -1,7 +1,9 @@
 """Test time for a whole-network meta-GAN: adapt the meta-initialisation to K shots of new classes, then sample.
 
 Adaptation is the meta-training inner loop (:func:`metagan_lib.meta.inner_adapt`) without
-meta-gradients; its noise and the sampling noise come from explicit generators seeded by the caller.
+meta-gradients. All noise comes from :func:`metagan_lib.seeds.class_noise`: class ``c`` adapts
+with its ``"adapt"`` stream and samples with its ``"sample"`` stream, so a class's images do not
+depend on which other classes are adapted with it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch.func import functional_call, vmap
 from . import checks
 from .images import check_image_batch
 from .meta import MetaGAN, Params, inner_adapt
+from .seeds import class_noise
 
 
 @dataclass
@@ -30,7 +33,8 @@ def adapt(
 ) -> AdaptedGAN:
     """Adapt the meta-initialisation to ``support_images`` (``[K, 1, 28, 28]`` in [-1, 1]) with ``steps`` inner steps.
 
-    The inner steps' noise comes from a generator seeded with ``seed``.
+    The noise is class 0's ``"adapt"`` stream of :func:`~metagan_lib.seeds.class_noise` (as in
+    :func:`adapt_and_sample_many`).
     """
     check_image_batch(support_images, "support images")
     support_images = checks.signed_images(support_images, "support images")
@@ -38,14 +42,7 @@ def adapt(
     if fake_batch is not None:
         checks.positive_int("fake_batch", fake_batch)
     batch = fake_batch or meta.config.fake_batch
-    noise = torch.randn(
-        steps,
-        2,
-        batch,
-        meta.config.z_dim,
-        generator=torch.Generator(device=meta.device).manual_seed(seed),
-        device=meta.device,
-    )
+    noise = class_noise(seed, 1, (steps, 2, batch, meta.config.z_dim), "adapt", meta.device)[0]
     with torch.no_grad():
         g_params, d_params = inner_adapt(
             meta, meta.g_params, meta.d_params, support_images.to(meta.device), noise, first_order=True
@@ -58,9 +55,9 @@ def adapt_and_sample_many(
 ) -> torch.Tensor:
     """Adapt to ``C`` classes at once (``vmap``) and sample: support ``[C, K, 1, 28, 28]`` -> ``[C, n, 1, 28, 28]``.
 
-    Class ``c`` gets the same noise as ``adapt(meta, support_images[c], steps, seed + c)`` followed by
-    ``sample(meta, adapted, n, seed + c + 1)`` would give (tested). Known defect, kept so that the committed
-    results stay reproducible: class ``c``'s sampling seed is class ``c + 1``'s adaptation seed.
+    Class ``c`` adapts with the ``"adapt"`` stream and samples with the ``"sample"`` stream of
+    :func:`~metagan_lib.seeds.class_noise`, seeds ``derive_seed(seed, stream, c)``: no two streams overlap,
+    and class 0 gets what ``sample(meta, adapt(meta, support_images[0], steps, seed), n, seed)`` gives (tested).
     """
     support_images = checks.signed_images(support_images, "support images")
     checks.require(
@@ -71,40 +68,21 @@ def adapt_and_sample_many(
     device, classes, z_dim = meta.device, len(support_images), meta.config.z_dim
     with torch.no_grad():
         if steps > 0:
-            noise = torch.stack(
-                [
-                    torch.randn(
-                        steps,
-                        2,
-                        meta.config.fake_batch,
-                        z_dim,
-                        device=device,
-                        generator=torch.Generator(device=device).manual_seed(seed + c),
-                    )
-                    for c in range(classes)
-                ]
-            )
+            noise = class_noise(seed, classes, (steps, 2, meta.config.fake_batch, z_dim), "adapt", device)
             g_params, _ = vmap(lambda s, z: inner_adapt(meta, meta.g_params, meta.d_params, s, z, first_order=True))(
                 support_images.to(device), noise
             )
         else:
             g_params = {k: v.detach().expand(classes, *v.shape) for k, v in meta.g_params.items()}
-        z = torch.stack(
-            [
-                torch.randn(n, z_dim, generator=torch.Generator(device=device).manual_seed(seed + c + 1), device=device)
-                for c in range(classes)
-            ]
-        )
+        z = class_noise(seed, classes, (n, z_dim), "sample", device)
         return vmap(lambda p, zz: functional_call(meta.generator, p, (zz,)))(g_params, z)
 
 
 def sample(meta: MetaGAN, adapted: AdaptedGAN | None, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images ``[n, 1, 28, 28]`` from the adapted generator (the meta-initialisation when ``adapted`` is
-    ``None``), from noise seeded with ``seed``."""
+    ``None``), from class 0's ``"sample"`` stream of :func:`~metagan_lib.seeds.class_noise`."""
     checks.positive_int("n", n)
     params = meta.g_params if adapted is None else adapted.g_params
-    z = torch.randn(
-        n, meta.config.z_dim, generator=torch.Generator(device=meta.device).manual_seed(seed), device=meta.device
-    )
+    z = class_noise(seed, 1, (n, meta.config.z_dim), "sample", meta.device)[0]
     with torch.no_grad():
         return functional_call(meta.generator, params, (z,))

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from . import checks
+from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import ContextGenerator, PairDiscriminator, template
@@ -342,7 +342,7 @@ class ContextTrainer:
 
     def __init__(self, model: ContextMetaGAN, sampler, seed: int = 0, vectorised: bool = True):
         self.model, self.sampler, self.vectorised = model, sampler, vectorised
-        self.noise = torch.Generator(device=model.device).manual_seed(seed + 1)
+        self.noise = seeds.generator(seed, "meta-training noise", device=model.device)
         self.meta_optimizer = torch.optim.Adam(model.meta_params.values(), lr=model.config.meta_lr, betas=(0.5, 0.999))
         self.d_optimizer = torch.optim.Adam(model.d_params.values(), lr=model.config.d_lr, betas=(0.5, 0.999))
         for key in ("step", "outer_loss", "d_loss"):
@@ -411,7 +411,7 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
     params = {k: v.detach() for k, v in model.meta_params.items()}
     if steps == 0:
         return params["context"].expand(classes, -1).clone()
-    noise = class_noise(seed, classes, (steps, model.config.inner_samples, model.config.z_dim), 0, model.device)
+    noise = class_noise(seed, classes, (steps, model.config.inner_samples, model.config.z_dim), "adapt", model.device)
     return vmap(lambda s, n: inner_adapt(model, params, s, n, first_order=True))(support.to(model.device), noise)
 
 
@@ -419,7 +419,7 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
 def sample_contexts(model: ContextMetaGAN, contexts: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images per context: contexts ``[C, context_dim]`` -> ``[C, n, 1, 28, 28]``."""
     checks.positive_int("n", n)
-    z = class_noise(seed, len(contexts), (n, model.config.z_dim), 1, model.device)
+    z = class_noise(seed, len(contexts), (n, model.config.z_dim), "sample", model.device)
     g_params = {k: v.detach() for k, v in model.generator_params().items()}
     return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import seeds
 from .artifacts import fingerprint, load_or_build
 from .data import ImageDataset
 from .images import to_signed
@@ -70,7 +72,7 @@ def train_feature_net(
         torch.manual_seed(seed)
         net = FeatureNet(len(dataset.seen_classes)).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = seeds.generator(seed, "feature-net batches", device=device)
     for _ in tqdm(range(steps), desc="feature network", disable=not progress, leave=False):
         rows = torch.randint(len(images), (batch_size,), generator=generator, device=device)
         batch = to_signed(images[rows])
@@ -216,40 +218,6 @@ def few_shot_accuracy(
 # Statistics
 # ----------------------------------------------------------------------------------------------
 
-# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
-_T95 = [
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-]
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -270,7 +238,7 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
     if n < 2:
         return Estimate(mean, float("nan"), n)
     variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.960
+    t = float(scipy.stats.t.ppf(0.975, n - 1))
     return Estimate(mean, t * math.sqrt(variance / n), n)
 
 

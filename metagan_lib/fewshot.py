@@ -24,10 +24,12 @@ from . import evaluation as E
 from .data import ImageDataset
 from .methods import Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged
 from .runtime import parallel_calls
+from .seeds import derive_seed
 from .tasks import TaskSampler
 
 __all__ = [  # the protocol's public names; Method and the pretrained-GAN job come from .methods (notebooks 02, 06)
     "LOWER_IS_BETTER",
+    "METRIC_RANGES",
     "MAX_HELD_OUT",
     "METRICS",
     "MIX_WEIGHTS",
@@ -59,6 +61,10 @@ METRICS = (
     "diverged",
 )
 LOWER_IS_BETTER = {"frechet_distance", "class_frechet_distance"}
+METRIC_RANGES = {m: (0.0, 1.0) for m in ("class_fidelity", "precision", "recall", "diverged")} | {
+    m: (0.0, float("inf")) for m in ("class_frechet_distance", "frechet_distance", "diversity", "copy_score")
+}
+"""Where each metric's values can lie (for error bars that respect them)."""
 MAX_HELD_OUT = 40  # held-out images per class (MNIST classes hold ~1000)
 MIX_WEIGHTS = (0.0, 0.25, 0.5)  # downstream: weight of the generated images' mean in a class prototype
 
@@ -105,7 +111,7 @@ def evaluate_seed(
     """
     device = next(net.parameters()).device
     pool = dataset.unseen_classes if class_pool is None else class_pool
-    sampler = TaskSampler(dataset, pool, device=device, seed=seed)
+    sampler = TaskSampler(dataset, pool, device=device, seed=derive_seed(seed, "benchmark tasks"))
     queries = min(sampler.min_count - shots, MAX_HELD_OUT)
     episode = sampler.sample(1, ways=min(classes, sampler.num_classes), shots=shots, queries=queries)
     support, held_out = episode.support[0], episode.query[0]  # [N, K, ...], [N, Q, ...]
@@ -117,7 +123,7 @@ def evaluate_seed(
     results = {}
     for method in methods:
         n = min(generated_per_class, ceiling.shape[1]) if method.kind == "ceiling" else generated_per_class
-        images, diverged = replace_diverged(generate(method, support, ceiling, n, steps, seed * 1000))
+        images, diverged = replace_diverged(generate(method, support, ceiling, n, steps, derive_seed(seed, "generate")))
         results[method.name] = method_scores(
             [E.embed(net, x) for x in images], reference_features, shot_features, prototypes
         )
@@ -200,7 +206,7 @@ def downstream_seed(
     classifier."""
     device = next(net.parameters()).device
     pool = dataset.unseen_classes if class_pool is None else class_pool
-    sampler = TaskSampler(dataset, pool, device=device, seed=10_000 + seed)
+    sampler = TaskSampler(dataset, pool, device=device, seed=derive_seed(seed, "downstream tasks"))
     queries = min(10, sampler.min_count - shots)
     episode = sampler.sample(episodes, ways, shots, queries)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
@@ -216,7 +222,9 @@ def downstream_seed(
             if method.kind == "ceiling":
                 continue
             images, _ = replace_diverged(
-                generate(method, support, support, generated_per_class, None, seed * 1000 + t * 10)
+                generate(
+                    method, support, support, generated_per_class, None, derive_seed(seed, "downstream generate", t)
+                )
             )
             extra = E.embed(net, images.flatten(0, 1)).view(ways, generated_per_class, -1)
             for weight in MIX_WEIGHTS:
@@ -304,7 +312,8 @@ def run_benchmark(
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict:
     """The whole comparison: metrics vs K (each method at its own budget), vs adaptation steps (at ``default_shots``),
-    and downstream accuracy (:func:`downstream_settings`; mixing weights chosen on seen-class episodes).
+    and downstream accuracy (:func:`downstream_settings`; mixing weights chosen on seen-class episodes). The result
+    names its dataset and the settings it was run with (what :mod:`metagan_lib.report` reads).
 
     Every (setting, seed) pair is an independent job (it seeds itself); on a CPU the jobs run side
     by side in worker processes (:func:`metagan_lib.runtime.parallel_calls`), with, bit for bit,
@@ -332,7 +341,13 @@ def run_benchmark(
         }
         for name, _ in downstream
     }
+    settings_used = dict(
+        seeds=list(seeds), shot_counts=list(shot_counts), step_counts=list(step_counts), default_shots=default_shots,
+        classes=classes, generated_per_class=generated_per_class, downstream_episodes=downstream_episodes,
+    )  # fmt: skip
     return {
+        "dataset": dataset.name,
+        "settings": settings_used,
         "by_shots": {str(k): summarise(grouped[("by_shots", str(k))]) for k in shot_counts},
         "by_steps": {str(steps): summarise(grouped[("by_steps", str(steps))]) for steps in step_counts},
         "downstream": _downstream_summary(grouped, downstream),

@@ -34,7 +34,7 @@ def invert(inversion: LatentInversion, images: torch.Tensor, steps: int, seed: i
     device = next(generator.parameters()).device
     frozen = {k: v.detach() for k, v in generator.named_parameters()}
     classes, shots = images.shape[:2]
-    z = class_noise(seed, classes, (shots, generator.z_dim), 2, device).flatten(0, 1).requires_grad_(True)
+    z = class_noise(seed, classes, (shots, generator.z_dim), "invert", device).flatten(0, 1).requires_grad_(True)
     targets = images.flatten(0, 1).to(device)
     optimizer = torch.optim.Adam([z], lr=inversion.lr)
     with torch.enable_grad():
@@ -52,7 +52,7 @@ def sample_around(inversion: LatentInversion, latents: torch.Tensor, n: int, see
     ``G(z_{c, i mod K} + sigma * eps)``."""
     classes, shots, z_dim = latents.shape
     index = torch.arange(n, device=latents.device) % shots
-    eps = class_noise(seed, classes, (n, z_dim), 3, latents.device)
+    eps = class_noise(seed, classes, (n, z_dim), "sample", latents.device)
     z = latents[:, index] + inversion.noise_scale * eps
     return inversion.generator(z.flatten(0, 1)).view(classes, n, 1, IMAGE_SIZE, IMAGE_SIZE)
 

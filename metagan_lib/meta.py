@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from . import checks
+from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import build_gan, template
@@ -344,7 +344,7 @@ class MetaTrainer:
 
     def __init__(self, meta: MetaGAN, sampler, seed: int = 0, vectorised: bool = True):
         self.meta, self.sampler, self.vectorised = meta, sampler, vectorised
-        self.noise = torch.Generator(device=meta.device).manual_seed(seed + 1)
+        self.noise = seeds.generator(seed, "meta-training noise", device=meta.device)
         uses_optimizer = meta.config.method != "reptile"
         self.optimizer = (
             torch.optim.Adam(meta.trainable(), lr=meta.config.meta_lr, betas=(0.5, 0.999)) if uses_optimizer else None

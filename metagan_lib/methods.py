@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from . import context, inversion, profiles
+from . import context, inversion, profiles, seeds
 from .adaptation import adapt_and_sample_many
 from .augment import diff_augment
 from .data import ImageDataset
@@ -73,7 +73,7 @@ def _copy_shots(
 ) -> torch.Tensor:
     classes, k = shots.shape[:2]
     repeats = shots[:, torch.arange(n, device=shots.device) % k].flatten(0, 1)
-    augmented = diff_augment(repeats, torch.Generator(device=shots.device).manual_seed(seed))
+    augmented = diff_augment(repeats, seeds.generator(seed, "augment", device=shots.device))
     return augmented.view(classes, n, *shots.shape[2:])
 
 

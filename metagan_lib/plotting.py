@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .images import to_unit
+from .seeds import derive_seed
 
 
 def use_png_inline() -> None:
@@ -73,6 +74,15 @@ def plot_histories(
     return fig
 
 
+def clipped_error_bars(
+    means: Sequence[float], half_widths: Sequence[float], low: float = float("-inf"), high: float = float("inf")
+) -> list[list[float]]:
+    """Asymmetric error bars ``[[below...], [above...]]`` for ``mean ± half_width``, cut at ``[low, high]``."""
+    below = [min(h, m - low) for m, h in zip(means, half_widths)]
+    above = [min(h, high - m) for m, h in zip(means, half_widths)]
+    return [below, above]
+
+
 def save_figure(fig: plt.Figure, folder: Path, name: str) -> Path:
     """Save ``fig`` as ``folder/name.png`` (no timestamp metadata, so reruns give equal files)."""
     path = Path(folder) / f"{name}.png"
@@ -96,9 +106,10 @@ def show_adaptation(
     for row in range(tasks):
         show_grid(shots[row], nrow=len(shots[row]), title="K shots" if row == 0 else None, ax=axes[row][0])
         for col, k in enumerate(steps, 1):
-            adapted = adapt(meta, shots[row], steps=k, seed=seed) if k > 0 else None
+            row_seed = derive_seed(seed, "row", row)
+            adapted = adapt(meta, shots[row], steps=k, seed=row_seed) if k > 0 else None
             show_grid(
-                sample(meta, adapted, samples, seed=seed + row),
+                sample(meta, adapted, samples, seed=row_seed),
                 nrow=samples,
                 title=(f"after {k} steps" if k else "meta-init") if row == 0 else None,
                 ax=axes[row][col],

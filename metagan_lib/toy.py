@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from . import seeds
 from .meta import Params, sgd_step
 from .runtime import limited_threads
 
@@ -118,7 +119,7 @@ def train_sine(
     with limited_threads(1):
         params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
         optimizer = torch.optim.Adam(params.values(), lr=meta_lr)
-        generator = torch.Generator().manual_seed(seed)
+        generator = seeds.generator(seed, "sine tasks")
         run = SineRun(params)
         for _ in tqdm(range(meta_steps), desc=description, disable=not progress, leave=False):
             batch = sample_sine_tasks(tasks, shots, shots, generator)

@@ -3,7 +3,7 @@
 One function, :func:`train_gan`, serves every plain-GAN use in the notebooks (the MLP GAN, the
 convolutional GAN and its stabilised variants, pretraining on seen classes, fine-tuning on K
 shots, training from scratch on K shots). All randomness (real batches, noise, augmentation,
-penalty mixing) comes from one explicit generator seeded by ``seed``, so a run is repeatable.
+penalty mixing) comes from one explicit generator derived from ``seed``, so a run is repeatable.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checks, losses
+from . import checks, losses, seeds
 from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
 from .images import check_image_batch
@@ -123,7 +123,7 @@ class GANRun:
         checks.positive_int("n", n)
         gen = self.sampling_generator
         device = next(gen.parameters()).device
-        z = torch.randn(n, gen.z_dim, generator=torch.Generator(device=device).manual_seed(seed), device=device)
+        z = torch.randn(n, gen.z_dim, generator=seeds.generator(seed, "sample", device=device), device=device)
         return gen(z)
 
 
@@ -230,16 +230,16 @@ def train_gan(
     step, ``config.d_steps`` :func:`discriminator_step` s, then one :func:`generator_step`; ``config.steps`` steps.
 
     ``run`` continues (fine-tunes) that run's networks; a fresh run is initialised from ``seed``, and all sampling
-    comes from a generator seeded ``seed + 1``. ``device`` defaults to the run's device, else CPU; with ``log_dir``,
-    losses and sample grids also go to TensorBoard (:class:`~metagan_lib.monitor.Monitor`). Returns the run: ``history``
-    holds the per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake`` (mean logits), ``snapshots`` the pairs
-    ``(step, samples [16, 1, 28, 28])``.
+    comes from its ``"training noise"`` stream (:func:`~metagan_lib.seeds.derive_seed`). ``device`` defaults to the
+    run's device, else CPU; with ``log_dir``, losses and sample grids also go to TensorBoard
+    (:class:`~metagan_lib.monitor.Monitor`). Returns the run: ``history`` holds the per-step ``d_loss``, ``g_loss``,
+    ``d_real``, ``d_fake`` (mean logits), ``snapshots`` the pairs ``(step, samples [16, 1, 28, 28])``.
     """
     check_image_batch(images, "training images")
     run = _continue_or_start(run, config, device, seed)
     device = next(run.generator.parameters()).device
     data = checks.signed_images(images.to(device), "training images").float()  # floats must already be in [-1, 1]
-    rng = torch.Generator(device=device).manual_seed(seed + 1)
+    rng = seeds.generator(seed, "training noise", device=device)
     fixed_z = torch.randn(16, run.generator.z_dim, generator=rng, device=device)
     opt_g = torch.optim.Adam(run.generator.parameters(), lr=config.lr_g, betas=config.betas)
     opt_d = torch.optim.Adam(run.discriminator.parameters(), lr=config.lr_d, betas=config.betas)

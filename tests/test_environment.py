@@ -37,7 +37,17 @@ def test_pinned_torch_and_the_tools_the_project_needs():
     everything = pyproject["dependencies"] + [d for extra in pyproject["optional-dependencies"].values() for d in extra]
     assert "torch==2.14.1" in everything and "torchvision==0.29.1" in everything
     names = {d.split("=")[0].split(">")[0].split("<")[0] for d in everything}
-    assert {"papermill", "nbval", "matplotlib", "numpy", "tqdm", "pytest", "jupyterlab", "tensorboard"} <= names
+    assert {
+        "papermill",
+        "nbval",
+        "matplotlib",
+        "scipy",
+        "numpy",
+        "tqdm",
+        "pytest",
+        "jupyterlab",
+        "tensorboard",
+    } <= names
 
 
 def test_ci_runs_the_readme_test_command():

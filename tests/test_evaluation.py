@@ -58,7 +58,14 @@ def test_confidence_intervals_shrink_with_more_seeds():
     widths = [E.mean_confidence_interval(values[:n]).half_width for n in (3, 5, 20, 200)]
     assert widths == sorted(widths, reverse=True)
     estimate = E.mean_confidence_interval([1.0, 2.0, 3.0])
-    assert estimate.mean == 2.0 and estimate.half_width == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert estimate.mean == 2.0 and estimate.half_width == pytest.approx(4.3027 * 1.0 / math.sqrt(3), rel=1e-4)
+    # t quantiles from printed tables: 4 degrees of freedom (5 seeds) 2.776, 40 degrees 2.021
+    assert E.mean_confidence_interval([0.0, 1.0, 0.0, 1.0, 0.5]).half_width == pytest.approx(
+        2.776 * math.sqrt(0.25 / 5), rel=1e-3
+    )
+    forty_one = [float(i % 2) for i in range(41)]
+    sd = torch.tensor(forty_one).std().item()
+    assert E.mean_confidence_interval(forty_one).half_width == pytest.approx(2.021 * sd / math.sqrt(41), rel=1e-3)
 
 
 def test_feature_net_trains_on_seen_classes_only_and_beats_chance(glyphs, monkeypatch):

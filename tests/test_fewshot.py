@@ -295,6 +295,8 @@ def test_benchmark_runs_every_setting_and_picks_weights_on_seen_classes(monkeypa
         0.1
     )  # reported, not chosen
     assert results["downstream_validation"]["20-way 1-shot"]["MAML"] == {"0.0": 0.5, "0.25": 0.6, "0.5": 0.4}
+    assert results["dataset"] == glyphs.name and results["settings"]["seeds"] == [0, 1]
+    assert results["settings"]["default_shots"] == 5 and results["settings"]["classes"] == 2
 
 
 @pytest.mark.slow  # spawns processes

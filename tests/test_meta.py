@@ -7,6 +7,7 @@ from metagan_lib import adaptation as A
 from metagan_lib import meta as M
 from metagan_lib.losses import discriminator_loss
 from metagan_lib.runtime import limited_threads
+from metagan_lib.seeds import class_noise, derive_seed
 from metagan_lib.tasks import TaskSampler
 
 
@@ -233,12 +234,27 @@ def test_meta_training_is_reproducible_and_saves(glyphs, tmp_path):
 def test_adapting_many_classes_at_once_equals_one_by_one(glyphs):
     meta = M.new_meta_gan(M.standard_configs()["Meta-SGD"], seed=0)
     support = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    shape = (3, 2, meta.config.fake_batch, meta.config.z_dim)
     # one thread: on two, batched and single convolutions split their sums differently (AVX-512 CPUs: up to 1e-3
     # after three GAN steps, which amplify rounding); the comparison is of the arithmetic, not of the rounding
     with limited_threads(1):
         many = A.adapt_and_sample_many(meta, support, steps=3, n=4, seed=10)
-        for c in range(3):
-            one = A.sample(meta, A.adapt(meta, support[c], steps=3, seed=10 + c), 4, seed=10 + c + 1)
-            assert torch.allclose(many[c], one, atol=1e-5)
+        for c in range(3):  # the reference loop: class c's own "adapt" and "sample" streams
+            noise = class_noise(10, 3, shape, "adapt")[c]
+            g_params, _ = M.inner_adapt(meta, meta.g_params, meta.d_params, support[c], noise, first_order=True)
+            one = functional_call(meta.generator, g_params, (class_noise(10, 3, (4, meta.config.z_dim), "sample")[c],))
+            assert torch.allclose(many[c], one.detach(), atol=1e-5)
+        first = A.sample(meta, A.adapt(meta, support[0], steps=3, seed=10), 4, seed=10)
+        assert torch.allclose(many[0], first, atol=1e-5)
     unadapted = A.adapt_and_sample_many(meta, support, steps=0, n=4, seed=10)
-    assert torch.allclose(unadapted[1], A.sample(meta, None, 4, seed=12), atol=1e-6)
+    assert torch.allclose(unadapted[0], A.sample(meta, None, 4, seed=10), atol=1e-6)
+    assert not torch.allclose(unadapted[1], unadapted[0])
+
+
+def test_adaptation_and_sampling_streams_of_different_classes_never_coincide():
+    seeds = {derive_seed(s, stream, c) for s in range(5) for stream in ("adapt", "sample") for c in range(50)}
+    assert len(seeds) == 5 * 2 * 50  # (the old rule gave class c's sampling seed to class c + 1's adaptation)
+    noise = {stream: class_noise(0, 50, (8,), stream) for stream in ("adapt", "sample")}
+    rows = torch.cat([noise["adapt"], noise["sample"]])
+    assert len(torch.unique(rows, dim=0)) == 100
+    assert derive_seed(3, "adapt", 1) == derive_seed(3, "adapt", 1) and 0 <= derive_seed(3, "adapt", 1) < 2**63

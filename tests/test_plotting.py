@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from metagan_lib import plotting
@@ -24,3 +25,10 @@ def test_saved_figures_are_byte_identical_across_saves(tmp_path):
         fig = plotting.plot_histories({"run": {"step": [1, 2, 3], "d_loss": [1.0, 0.5, 0.2], "g_loss": [2, 1, 1]}})
         plotting.save_figure(fig, tmp_path, name)
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_clipped_error_bars_stay_inside_the_metric_range():
+    below, above = plotting.clipped_error_bars([0.02, 0.5, 0.97], [0.1, 0.1, 0.1], 0.0, 1.0)
+    assert below == pytest.approx([0.02, 0.1, 0.1]) and above == pytest.approx([0.1, 0.1, 0.03])
+    unbounded = plotting.clipped_error_bars([3.0], [5.0])
+    assert unbounded == [[5.0], [5.0]]
