@@ -1,6 +1,7 @@
 # Two commands do all the set-up (see README.md):
 #   make reproduce   run every notebook (smoke profile, embedded dataset, offline)
 #   make test        lint (ruff), unit tests + nbval on the committed notebooks
+# (make book builds the course site from the committed notebooks into build/book/_build/html)
 # Both create or refresh the virtual environment in .venv when pyproject.toml changed.
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ PROFILE ?= smoke
 DATASET ?= glyphs
 DEVICE ?= auto
 
-.PHONY: reproduce full test unit lint venv clean
+.PHONY: reproduce full test unit lint venv book clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --path-output build/book -W
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -p no:cacheprovider

@@ -2,8 +2,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from metagan_lib.data import load_dataset
+from metagan_lib.data import ImageDataset, load_dataset
 
 
 def shared_data_folder(name: str) -> Path:
@@ -20,3 +21,26 @@ def shared_data_folder(name: str) -> Path:
 @pytest.fixture(scope="session")
 def glyphs():
     return load_dataset("glyphs")
+
+
+@pytest.fixture(scope="session")
+def strokes() -> ImageDataset:
+    """A synthetic dataset for algorithm tests: 10 classes x 12 images ``[1, 28, 28]``; class ``c`` is a bar at row
+    ``2c + 4`` plus a class-specific random mask, each image with its own pixel noise. Seen 0-5, unseen 6-9."""
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(10, 1, 28, 28, generator=g) > 0.85
+    images = []
+    for c in range(10):
+        base = masks[c].float()
+        base[:, 2 * c + 4 : 2 * c + 6, 4:24] = 1.0
+        noisy = (base + 0.2 * torch.rand(12, 1, 28, 28, generator=g)).clamp(0, 1)
+        images.append((noisy * 255).to(torch.uint8))
+    return ImageDataset(
+        name="strokes",
+        images=torch.cat(images),
+        labels=torch.arange(10).repeat_interleave(12),
+        class_names=tuple(f"stroke {c}" for c in range(10)),
+        seen_classes=torch.arange(6),
+        unseen_classes=torch.arange(6, 10),
+        source="tests/conftest.py",
+    )

@@ -127,11 +127,11 @@ def test_reptile_direction_is_start_minus_adapted():
         assert torch.allclose(direction[k], expected), k
 
 
-def test_inner_loop_reduces_the_distance_to_the_shots(glyphs):
+def test_inner_loop_reduces_the_distance_to_the_shots(strokes):
     model = C.new_context_gan(C.ContextConfig(inner_lr=0.5), seed=0)
     with torch.no_grad():  # a random linear map of the context into the first layer: adaptation has something to move
         model.meta_params["project.weight"].mul_(3.0)
-    shots = TaskSampler(glyphs, glyphs.seen_classes, seed=0).sample(1, 1, 5).support[0, 0]
+    shots = TaskSampler(strokes, strokes.seen_classes, seed=0).sample(1, 1, 5).support[0, 0]
     noise = torch.randn(20, 16, model.config.z_dim, generator=torch.Generator().manual_seed(0))
     params = {k: v.detach() for k, v in model.meta_params.items()}
     before = C.chamfer_distance(C.generate(model, model.generator_params(params), noise[0], params["context"]), shots)
@@ -140,9 +140,9 @@ def test_inner_loop_reduces_the_distance_to_the_shots(glyphs):
     assert after < before
 
 
-def test_adapting_many_classes_equals_one_by_one(glyphs):
+def test_adapting_many_classes_equals_one_by_one(strokes):
     model = C.new_context_gan(C.ContextConfig(), seed=0)
-    support = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
     together = C.adapt_and_sample(model, support, steps=2, n=4, seed=11)
     alone = torch.cat([C.adapt_and_sample(model, support[c : c + 1], steps=2, n=4, seed=11) for c in range(1)])
     assert together.shape == (3, 4, 1, 28, 28)
@@ -151,9 +151,9 @@ def test_adapting_many_classes_equals_one_by_one(glyphs):
     assert torch.equal(C.adapt_contexts(model, support, 0), model.meta_params["context"].detach().expand(3, -1))
 
 
-def test_training_is_reproducible_caches_and_rebuilds_a_damaged_file(glyphs, tmp_path):
+def test_training_is_reproducible_caches_and_rebuilds_a_damaged_file(strokes, tmp_path):
     config = C.ContextConfig(rule="fomaml", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
-    sampler = lambda: TaskSampler(glyphs, glyphs.seen_classes, seed=0)
+    sampler = lambda: TaskSampler(strokes, strokes.seen_classes, seed=0)
     a = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
     b = C.train_or_load_context_gan(tmp_path / "b.pt", config, sampler(), 2, progress=False)
     assert all(torch.equal(a.meta_params[k], b.meta_params[k]) for k in a.meta_params)
@@ -185,11 +185,12 @@ def test_latent_inversion_reconstructs_images_the_generator_can_make():
     )
 
 
-def test_meta_training_writes_its_losses_to_tensorboard(glyphs, tmp_path):
+def test_meta_training_writes_its_losses_to_tensorboard(strokes, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     config = C.ContextConfig(rule="reptile", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
     model = C.new_context_gan(config, seed=0)
-    C.ContextTrainer(model, TaskSampler(glyphs, glyphs.seen_classes, seed=0)).train(2, progress=False, log_dir=tmp_path)
+    sampler = TaskSampler(strokes, strokes.seen_classes, seed=0)
+    C.ContextTrainer(model, sampler).train(2, progress=False, log_dir=tmp_path)
     events = EventAccumulator(str(tmp_path)).Reload()
     assert [e.value for e in events.Scalars("outer_loss")] == pytest.approx(model.history["outer_loss"], rel=1e-6)

@@ -58,12 +58,12 @@ def flat_grads(meta, losses):
 
 
 @pytest.mark.parametrize("method,first_order", [("maml", False), ("maml", True), ("meta-sgd", False)])
-def test_vmap_path_equals_loop_path_on_the_real_networks(glyphs, method, first_order):
+def test_vmap_path_equals_loop_path_on_the_real_networks(strokes, method, first_order):
     config = M.MetaConfig(
         method=method, first_order=first_order, tasks=3, shots=2, queries=3, fake_batch=4, inner_steps=2
     )
     meta = M.new_meta_gan(config, seed=0)
-    episode = TaskSampler(glyphs, glyphs.seen_classes, seed=0).sample(3, 1, 2, 3)
+    episode = TaskSampler(strokes, strokes.seen_classes, seed=0).sample(3, 1, 2, 3)
     inner, outer = M.draw_noise(torch.Generator().manual_seed(0), 3, 2, 4, config.z_dim, torch.device("cpu"))
     args = (episode.support[:, 0], episode.query[:, 0], inner, outer)
     vectorised = M.batched_outer_losses(meta, *args, vectorised=True)
@@ -74,9 +74,9 @@ def test_vmap_path_equals_loop_path_on_the_real_networks(glyphs, method, first_o
     assert torch.allclose(gv, gl, rtol=1e-4, atol=1e-5 * gl.abs().max().item())
 
 
-def test_reptile_adaptation_vmap_equals_loop(glyphs):
+def test_reptile_adaptation_vmap_equals_loop(strokes):
     meta = M.new_meta_gan(M.MetaConfig(method="reptile", inner_steps=3, fake_batch=4), seed=0)
-    support = TaskSampler(glyphs, glyphs.seen_classes, seed=1).sample(3, 1, 2).support[:, 0]
+    support = TaskSampler(strokes, strokes.seen_classes, seed=1).sample(3, 1, 2).support[:, 0]
     inner, _ = M.draw_noise(torch.Generator().manual_seed(0), 3, 3, 4, meta.config.z_dim, torch.device("cpu"))
     for a, b in zip(M.batched_adapt(meta, support, inner, True), M.batched_adapt(meta, support, inner, False)):
         for k in a:
@@ -189,10 +189,10 @@ def test_reptile_update_matches_its_formula():
         assert torch.allclose(p, before[f"d.{k}"] + epsilon * (d_ad[k].mean(0) - before[f"d.{k}"]), atol=1e-12)
 
 
-def test_meta_sgd_learning_rates_receive_gradients_and_change(glyphs):
+def test_meta_sgd_learning_rates_receive_gradients_and_change(strokes):
     config = M.MetaConfig(method="meta-sgd", tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1)
     meta = M.new_meta_gan(config, seed=0)
-    trainer = M.MetaTrainer(meta, TaskSampler(glyphs, glyphs.seen_classes, seed=0))
+    trainer = M.MetaTrainer(meta, TaskSampler(strokes, strokes.seen_classes, seed=0))
     before = {k: v.detach().clone() for k, v in meta.g_lr.items()}
     trainer.step()
     changed = [k for k in before if not torch.equal(before[k], meta.g_lr[k])]
@@ -204,9 +204,9 @@ def test_meta_sgd_learning_rates_receive_gradients_and_change(glyphs):
     assert all(g.abs().sum() > 0 for g in lr_grads)
 
 
-def test_adapt_and_sample_api(glyphs):
+def test_adapt_and_sample_api(strokes):
     meta = M.new_meta_gan(M.MetaConfig(), seed=0)
-    shots = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 1, 5).support[0, 0]
+    shots = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 1, 5).support[0, 0]
     adapted = A.adapt(meta, shots, steps=3, seed=0)
     images = A.sample(meta, adapted, 7, seed=1)
     assert images.shape == (7, 1, 28, 28) and images.abs().max() <= 1
@@ -218,12 +218,12 @@ def test_adapt_and_sample_api(glyphs):
         M.MetaConfig(method="maml2")
 
 
-def test_meta_training_is_reproducible_and_saves(glyphs, tmp_path):
+def test_meta_training_is_reproducible_and_saves(strokes, tmp_path):
     config = M.MetaConfig(tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1, first_order=True)
     runs = []
     for _ in range(2):
         meta = M.new_meta_gan(config, seed=0)
-        M.MetaTrainer(meta, TaskSampler(glyphs, glyphs.seen_classes, seed=0), seed=0).train(2, progress=False)
+        M.MetaTrainer(meta, TaskSampler(strokes, strokes.seen_classes, seed=0), seed=0).train(2, progress=False)
         runs.append(meta)
     assert runs[0].history == runs[1].history
     M.save_meta(runs[0], tmp_path / "meta.pt")
@@ -231,9 +231,9 @@ def test_meta_training_is_reproducible_and_saves(glyphs, tmp_path):
     assert torch.equal(A.sample(loaded, None, 3), A.sample(runs[0], None, 3)) and loaded.step == 2
 
 
-def test_adapting_many_classes_at_once_equals_one_by_one(glyphs):
+def test_adapting_many_classes_at_once_equals_one_by_one(strokes):
     meta = M.new_meta_gan(M.standard_configs()["Meta-SGD"], seed=0)
-    support = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
     shape = (3, 2, meta.config.fake_batch, meta.config.z_dim)
     # one thread: on two, batched and single convolutions split their sums differently (AVX-512 CPUs: up to 1e-3
     # after three GAN steps, which amplify rounding); the comparison is of the arithmetic, not of the rounding
