@@ -16,7 +16,7 @@ compared are trained once (seed 0), which the notebook states.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Callable, NotRequired, TypedDict
 
 import torch
 
@@ -28,6 +28,7 @@ from .seeds import derive_seed
 from .tasks import TaskSampler
 
 __all__ = [  # the protocol's public names; Method and the pretrained-GAN job come from .methods (notebooks 02, 06)
+    "BenchmarkResult",
     "LOWER_IS_BETTER",
     "METRIC_RANGES",
     "MAX_HELD_OUT",
@@ -297,6 +298,20 @@ def _downstream_summary(grouped: dict, downstream: list[tuple[str, dict]]) -> di
     return summary
 
 
+class BenchmarkResult(TypedDict):
+    """What :func:`run_benchmark` returns (and ``results/<profile>/few_shot*.json`` holds)."""
+
+    dataset: str  # the dataset's name
+    settings: dict  # seeds, shot_counts, step_counts, default_shots, classes, generated_per_class, downstream_episodes
+    by_shots: dict  # {K: {method: {metric: {"mean", "ci95", "n"}}}}, each method at its own step budget
+    by_steps: dict  # {steps: {method: {metric: ...}}} at default_shots
+    downstream: dict  # {"5-way 5-shot": {method: {"weight", "mean", "ci95", "n", "by_weight"}}, ...}
+    downstream_validation: dict  # {setting: {method: {weight: seen-class accuracy}}}
+    methods: dict  # {method: {"kind", "role", "steps"}}
+    profile: NotRequired[str]  # added by notebook 06
+    profile_settings: NotRequired[dict]  # added by notebook 06
+
+
 def run_benchmark(
     methods: list[Method],
     dataset: ImageDataset,
@@ -310,7 +325,7 @@ def run_benchmark(
     generated_per_class: int,
     downstream_episodes: int,
     progress: Callable[[str], None] = lambda message: None,
-) -> dict:
+) -> BenchmarkResult:
     """The whole comparison: metrics vs K (each method at its own budget), vs adaptation steps (at ``default_shots``),
     and downstream accuracy (:func:`downstream_settings`; mixing weights chosen on seen-class episodes). The result
     names its dataset and the settings it was run with (what :mod:`metagan_lib.report` reads).
