@@ -235,10 +235,16 @@ def downstream_seed(
     return {name: {w: sum(v) / len(v) for w, v in by_weight.items()} for name, by_weight in accuracy.items()}
 
 
+TIE_TOLERANCE = 1e-6  # validation accuracies closer than this are equal (one query moves a mean by 1 / queries >> 1e-6)
+
+
 def choose_mix_weights(validation: dict[str, dict[float, float]]) -> dict[str, float]:
-    """Per method, the weight with the best validation accuracy (ties go to the smaller weight, i.e. to the real
-    shots)."""
-    return {name: max(sorted(by_weight), key=lambda w: (by_weight[w], -w)) for name, by_weight in validation.items()}
+    """Per method, the smallest weight whose validation accuracy is within :data:`TIE_TOLERANCE` of the best (ties,
+    including float-rounding ones, go to the smaller weight, i.e. to the real shots)."""
+    return {
+        name: min(w for w in by_weight if by_weight[w] >= max(by_weight.values()) - TIE_TOLERANCE)
+        for name, by_weight in validation.items()
+    }
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
