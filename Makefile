@@ -28,8 +28,8 @@ full: $(STAMP)
 	$(PY) -m metagan_lib.reproduce --profile full --dataset $(DATASET) --device $(DEVICE)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check metagan_lib tests conftest.py
-	$(VENV)/bin/ruff format --check metagan_lib tests conftest.py
+	$(VENV)/bin/ruff check metagan_lib tests tools conftest.py
+	$(VENV)/bin/ruff format --check metagan_lib tests tools conftest.py
 
 test: lint
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \

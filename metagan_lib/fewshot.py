@@ -22,13 +22,14 @@ import torch
 
 from . import evaluation as E
 from .data import ImageDataset
-from .methods import Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged
+from .methods import GENERATIVE_KINDS, Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged
 from .runtime import parallel_calls
 from .seeds import derive_seed
 from .tasks import TaskSampler
 
 __all__ = [  # the protocol's public names; Method and the pretrained-GAN job come from .methods (notebooks 02, 06)
     "BenchmarkResult",
+    "GENERATIVE_KINDS",
     "LOWER_IS_BETTER",
     "METRIC_RANGES",
     "MAX_HELD_OUT",
@@ -269,13 +270,14 @@ def downstream_settings(dataset: ImageDataset, default_shots: int) -> list[tuple
 
 
 def _benchmark_jobs(
-    methods, dataset, net, *, seeds, settings, downstream, classes, generated_per_class, downstream_episodes
+    methods, dataset, net, classifier, *, seeds, settings, downstream, classes, generated_per_class, downstream_episodes
 ) -> list[tuple[tuple[str, str], Callable[[], dict]]]:
     """``(key, call)`` pairs: the downstream validation and test jobs first (the longest, so that no worker is left with
     one at the end), then one job per (setting, seed). Every job seeds itself."""
     classify = partial(
-        downstream_seed, methods, dataset, net, generated_per_class=generated_per_class, episodes=downstream_episodes
-    )
+        downstream_seed, methods, dataset, classifier, generated_per_class=generated_per_class,
+        episodes=downstream_episodes,
+    )  # fmt: skip
     evaluate = partial(evaluate_seed, methods, dataset, net, classes=classes, generated_per_class=generated_per_class)
     jobs = []
     for name, budget in downstream:
@@ -313,6 +315,7 @@ class BenchmarkResult(TypedDict):
     by_steps: dict  # {steps: {method: {metric: ...}}} at default_shots
     downstream: dict  # {"5-way 5-shot": {method: {"weight", "mean", "ci95", "n", "by_weight"}}, ...}
     downstream_validation: dict  # {setting: {method: {weight: seen-class accuracy}}}
+    downstream_classifier: str  # whose features the downstream prototype classifier uses (FeatureNet or ProtoNet)
     methods: dict  # {method: {"kind", "role", "steps"}}
     profile: NotRequired[str]  # added by notebook 06
     profile_settings: NotRequired[dict]  # added by notebook 06
@@ -330,11 +333,13 @@ def run_benchmark(
     classes: int,
     generated_per_class: int,
     downstream_episodes: int,
+    classifier: E.FeatureNet | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> BenchmarkResult:
     """The whole comparison: metrics vs K (each method at its own budget), vs adaptation steps (at ``default_shots``),
-    and downstream accuracy (:func:`downstream_settings`; mixing weights chosen on seen-class episodes). The result
-    names its dataset and the settings it was run with (what :mod:`metagan_lib.report` reads).
+    and downstream accuracy (:func:`downstream_settings`; mixing weights chosen on seen-class episodes) of a
+    nearest-prototype classifier on ``classifier``'s features (default: ``net``, the metrics' feature network). The
+    result names its dataset, the classifier and the settings it was run with (what :mod:`metagan_lib.report` reads).
 
     Every (setting, seed) pair is an independent job (it seeds itself); on a CPU the jobs run side
     by side in worker processes (:func:`metagan_lib.runtime.parallel_calls`), with, bit for bit,
@@ -343,8 +348,9 @@ def run_benchmark(
     settings = [("by_shots", str(k), dict(shots=k, steps=None)) for k in shot_counts]
     settings += [("by_steps", str(steps), dict(shots=default_shots, steps=steps)) for steps in step_counts]
     downstream = downstream_settings(dataset, default_shots)
+    classifier = net if classifier is None else classifier
     jobs = _benchmark_jobs(
-        methods, dataset, net, seeds=seeds, settings=settings, downstream=downstream, classes=classes,
+        methods, dataset, net, classifier, seeds=seeds, settings=settings, downstream=downstream, classes=classes,
         generated_per_class=generated_per_class, downstream_episodes=downstream_episodes,
     )  # fmt: skip
     progress(
@@ -364,11 +370,13 @@ def run_benchmark(
     }
     settings_used = dict(
         seeds=list(seeds), shot_counts=list(shot_counts), step_counts=list(step_counts), default_shots=default_shots,
-        classes=classes, generated_per_class=generated_per_class, downstream_episodes=downstream_episodes,
+        classes=min(classes, len(dataset.unseen_classes)),  # as drawn (all, when the dataset has fewer unseen classes)
+        generated_per_class=generated_per_class, downstream_episodes=downstream_episodes,
     )  # fmt: skip
     return {
         "dataset": dataset.name,
         "settings": settings_used,
+        "downstream_classifier": type(classifier).__name__,
         "by_shots": {str(k): summarise(grouped[("by_shots", str(k))]) for k in shot_counts},
         "by_steps": {str(steps): summarise(grouped[("by_steps", str(steps))]) for steps in step_counts},
         "downstream": _downstream_summary(grouped, downstream),

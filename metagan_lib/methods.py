@@ -13,13 +13,14 @@ from typing import Callable
 
 import torch
 
-from . import context, inversion, profiles, seeds
+from . import context, inversion, profiles, seeds, vae
 from .adaptation import adapt_and_sample_many
 from .augment import diff_augment
 from .data import ImageDataset
 from .train import GANConfig, GANRun, train_or_load
 
 ROLES = ("meta-learner", "baseline", "reference")
+GENERATIVE_KINDS = ("adapt", "context", "invert", "vae")  # the kinds that hold a model and adapt it to the shots
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,9 @@ class Method:
     :class:`~metagan_lib.meta.MetaGAN` (scratch, fine-tuning, notebook 04's meta-GANs),
     ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context, ``"invert"`` inverts the
     shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
+    ``"vae"`` encodes the shots into a VAE or VAE-GAN (:class:`~metagan_lib.vae.VAEFewShot`),
     ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
-    ``steps`` is the method's own adaptation budget (its inner steps, or inversion's Adam steps).
+    ``steps`` is the method's own adaptation budget (its inner steps, or inversion's and the VAE's Adam steps).
     """
 
     name: str
@@ -45,7 +47,7 @@ class Method:
             raise ValueError(f"Unknown method kind {self.kind!r}; choose one of {', '.join(GENERATORS)}.")
         if self.role not in ROLES:
             raise ValueError(f"Unknown role {self.role!r}; choose one of {', '.join(ROLES)}.")
-        if self.kind in ("adapt", "context", "invert") and self.model is None:
+        if self.kind in GENERATIVE_KINDS and self.model is None:
             raise ValueError(f"Method {self.name!r} of kind {self.kind!r} needs a model.")
 
 
@@ -85,6 +87,9 @@ GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
         method.model, shots, steps, n, seed=seed
     ),
     "invert": lambda method, shots, ceiling, n, steps, seed: inversion.invert_and_sample(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "vae": lambda method, shots, ceiling, n, steps, seed: vae.adapt_and_sample(
         method.model, shots, steps, n, seed=seed
     ),
     "ceiling": lambda method, shots, ceiling, n, steps, seed: ceiling[:, :n],

