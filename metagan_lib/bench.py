@@ -186,6 +186,41 @@ def gan_training_step(
     return step
 
 
+def vae_training_step(adversarial_weight: float, batch: int, device: torch.device) -> Callable[[], None]:
+    """One step of :func:`metagan_lib.vae.train_vae` (notebook 06's VAE, or with ``adversarial_weight`` its VAE-GAN)."""
+    from . import vae
+
+    config = vae.VAEConfig(batch_size=batch, adversarial_weight=adversarial_weight)
+    model, critic, optimizers = vae.new_vae(config, seed=0, device=device)
+    real = to_signed(synthetic_dataset().images[:batch]).to(device)
+    rng = torch.Generator(device=device).manual_seed(0)
+
+    def step() -> None:
+        eps, prior = torch.randn(2, batch, config.z_dim, generator=rng, device=device)
+        vae.training_step(model, critic, optimizers, real, eps, prior, adversarial_weight)
+
+    return step
+
+
+def protonet_episode_step(ways: int, shots: int, queries: int, device: torch.device) -> Callable[[], None]:
+    """One training episode of :func:`metagan_lib.protonet.train_protonet` (notebook 06's prototypical network)."""
+    from . import protonet
+    from .tasks import TaskSampler
+
+    sampler = TaskSampler(synthetic_dataset(classes=ways), torch.arange(ways), device=device, seed=0)
+    net = protonet.ProtoNet().to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step() -> None:
+        episode = sampler.sample(1, ways, shots, queries)
+        loss, _ = protonet.episode_loss(net, episode.support[0], episode.query[0])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def _meta_cases(base: MetaConfig, quick: bool) -> list[tuple[str, MetaConfig, tuple[str, ...]]]:
     return [
         ("MAML 2nd order", base, ("loop", "vmap")),
@@ -205,6 +240,11 @@ def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
     for architecture in ("mlp", "conv"):
         step = gan_training_step(architecture, 32, 64, device)
         paths.append((f"GAN step ({architecture}, width 32)", "batch 64", 3 * 64, step, step))
+    for name, weight, images in (("VAE step (width 32)", 0.0, 64), ("VAE-GAN step (width 32)", 10.0, 2 * 64)):
+        step = vae_training_step(weight, 64, device)  # images: decoded per step (reconstructions, + prior samples)
+        paths.append((name, "batch 64", images, step, step))
+    step = protonet_episode_step(20, 5, 5, device)
+    paths.append(("ProtoNet episode", "20-way 5+5", 20 * 10, step, step))
 
     def meta_step(config, vectorised):
         return MetaTrainer(new_meta_gan(config, device, seed=0), sampler, seed=0, vectorised=vectorised).step

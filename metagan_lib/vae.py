@@ -99,30 +99,54 @@ def _adversarial_step(vae, critic, critic_optimizer, real, decoded, prior_noise,
     return weight * losses.generator_loss_nonsaturating(critic(fake))
 
 
+def training_step(
+    vae: VAE,
+    critic: nn.Module,
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    real: torch.Tensor,
+    eps: torch.Tensor,
+    prior: torch.Tensor,
+    adversarial_weight: float,
+) -> float:
+    """One Adam step on the negative ELBO of ``real`` ``[B, 1, 28, 28]`` (noise ``eps``, ``[B, z_dim]``); with
+    ``adversarial_weight > 0`` first a discriminator step, then the decoder's weighted adversarial loss on the
+    reconstructions and on prior samples decoded from ``prior``. Returns the negative ELBO (nats per image)."""
+    optimizer, critic_optimizer = optimizers
+    nll, kl, decoded = elbo_terms(vae, real, eps)
+    negative_elbo = (nll + kl).mean()
+    loss = negative_elbo
+    if adversarial_weight > 0:
+        loss = loss + _adversarial_step(vae, critic, critic_optimizer, real, decoded, prior, adversarial_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return negative_elbo.item()
+
+
+def new_vae(config: VAEConfig, seed: int = 0, device: torch.device | str = "cpu"):
+    """A fresh VAE, its discriminator (used when ``adversarial_weight > 0``) and their two Adam optimisers."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "vae init"))
+        vae, critic = VAE(config.z_dim, config.width).to(device), ConvDiscriminator().to(device)
+    optimizers = (
+        torch.optim.Adam(vae.parameters(), lr=config.lr),
+        torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+    )
+    return vae, critic, optimizers
+
+
 def train_vae(
     images: torch.Tensor, config: VAEConfig, *, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True
 ) -> VAE:
     """A :class:`VAE` (or VAE-GAN) trained on ``uint8`` images ``[N, 1, 28, 28]`` with Adam; returned in eval mode."""
     images = images.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "vae init"))
-        vae, critic = VAE(config.z_dim, config.width).to(device), ConvDiscriminator().to(device)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    vae, critic, optimizers = new_vae(config, seed, device)
     noise = generator(seed, "vae batches", device=device)
     description = "VAE-GAN" if config.adversarial_weight > 0 else "VAE"
     for _ in tqdm(range(config.steps), desc=description, disable=not progress, leave=False):
         real = to_signed(images[torch.randint(len(images), (config.batch_size,), generator=noise, device=device)])
         eps, prior = torch.randn(2, config.batch_size, config.z_dim, generator=noise, device=device)
-        nll, kl, decoded = elbo_terms(vae, real, eps)
-        loss = (nll + kl).mean()
-        if config.adversarial_weight > 0:
-            loss = loss + _adversarial_step(
-                vae, critic, critic_optimizer, real, decoded, prior, config.adversarial_weight
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(vae, critic, optimizers, real, eps, prior, config.adversarial_weight)
     return vae.eval()
 
 

@@ -17,6 +17,14 @@ def test_the_gan_step_counts_forward_and_backward_convolutions():
     assert flops > 0 and bench.counted_flops(step) == flops  # the same work every step
 
 
+@pytest.mark.parametrize("make_step", [lambda: bench.vae_training_step(10.0, 4, torch.device("cpu")),
+                                       lambda: bench.protonet_episode_step(3, 2, 2, torch.device("cpu"))])  # fmt: skip
+def test_vae_and_protonet_steps_count_the_same_work_every_step(make_step):
+    step = make_step()
+    flops = bench.counted_flops(step)
+    assert flops > 0 and bench.counted_flops(step) == flops
+
+
 @pytest.mark.slow  # times every path: about a minute on a 2-core CPU
 def test_quick_benchmark_writes_every_path_with_its_roofline(tmp_path):
     path = tmp_path / "bench.json"
@@ -24,7 +32,9 @@ def test_quick_benchmark_writes_every_path_with_its_roofline(tmp_path):
     result = json.loads(path.read_text())
     paths = {(row["method"], row["path"]) for row in result["rows"]}
     for expected in [("MAML 2nd order", "loop"), ("MAML 2nd order", "vmap"), ("Reptile (5 inner steps)", "vmap"),
-                     ("context Reptile", "vmap"), ("GAN step (conv, width 32)", "batch 64")]:  # fmt: skip
+                     ("context Reptile", "vmap"), ("GAN step (conv, width 32)", "batch 64"),
+                     ("VAE step (width 32)", "batch 64"), ("VAE-GAN step (width 32)", "batch 64"),
+                     ("ProtoNet episode", "20-way 5+5")]:  # fmt: skip
         assert expected in paths
     assert result["matmul_peak_gflops"] > 0
     for row in result["rows"]:
