@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
+from torch import nn
 
 T = TypeVar("T")
 
@@ -55,6 +56,36 @@ def meta_training_key(kind: str, config, sampler, meta_steps: int, seed: int) ->
         "data": fingerprint(sampler.images),
         "sampler_seed": sampler.seed,
     }
+
+
+def seen_classes_key(dataset) -> dict:
+    """What determines a network trained on a dataset's seen classes: its name, the seen classes, images and labels."""
+    return {
+        "dataset": dataset.name,
+        "seen_classes": dataset.seen_classes.tolist(),
+        "data": fingerprint(dataset.images),
+        "labels": fingerprint(dataset.labels),
+    }
+
+
+def load_or_build_module(
+    path: Path | str,
+    key: dict,
+    build: Callable[[], nn.Module],
+    empty: Callable[[], nn.Module],
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """:func:`load_or_build` for a network stored by its weights: ``empty()`` makes one of the right shape to load
+    them into; returned in eval mode."""
+
+    def from_payload(state: dict) -> nn.Module:
+        module = empty().to(device)
+        module.load_state_dict(state)
+        return module.eval()
+
+    return load_or_build(
+        path, key, build, to_payload=lambda module: module.state_dict(), from_payload=from_payload, device=device
+    )
 
 
 def save_payload(payload: dict, path: Path | str) -> Path:

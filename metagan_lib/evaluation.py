@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import seeds
-from .artifacts import fingerprint, load_or_build
+from .artifacts import load_or_build_module, seen_classes_key
 from .data import ImageDataset
 from .images import to_signed
 from .tasks import TaskSampler
@@ -247,26 +247,6 @@ def train_or_load_feature_net(
 ) -> FeatureNet:
     """The feature network cached at ``path`` (trained for ``steps`` with ``seed`` on these seen classes), else train
     and save it."""
-    key = {
-        "kind": "feature-net",
-        "steps": steps,
-        "seed": seed,
-        "dataset": dataset.name,
-        "seen_classes": dataset.seen_classes.tolist(),
-        "data": fingerprint(dataset.images),
-        "labels": fingerprint(dataset.labels),
-    }
-
-    def from_payload(state: dict) -> FeatureNet:
-        net = FeatureNet(len(dataset.seen_classes)).to(device)
-        net.load_state_dict(state)
-        return net.eval()
-
-    return load_or_build(
-        path,
-        key,
-        lambda: train_feature_net(dataset, steps, seed=seed, device=device, progress=progress),
-        to_payload=lambda net: net.state_dict(),
-        from_payload=from_payload,
-        device=device,
-    )
+    key = {"kind": "feature-net", "steps": steps, "seed": seed, **seen_classes_key(dataset)}
+    build = lambda: train_feature_net(dataset, steps, seed=seed, device=device, progress=progress)
+    return load_or_build_module(path, key, build, lambda: FeatureNet(len(dataset.seen_classes)), device)

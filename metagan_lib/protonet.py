@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .artifacts import fingerprint, load_or_build
+from .artifacts import load_or_build_module, seen_classes_key
 from .data import ImageDataset
 from .evaluation import FeatureNet
 from .seeds import derive_seed
@@ -101,26 +101,6 @@ def train_or_load_protonet(
     progress: bool = True,
 ) -> ProtoNet:
     """The :class:`ProtoNet` cached at ``path`` for these settings, else trained (:func:`train_protonet`) and saved."""
-    key = {
-        "kind": "protonet",
-        "episodes": episodes,
-        "seed": seed,
-        "dataset": dataset.name,
-        "seen_classes": dataset.seen_classes.tolist(),
-        "data": fingerprint(dataset.images),
-        "labels": fingerprint(dataset.labels),
-    }
-
-    def from_payload(state: dict) -> ProtoNet:
-        net = ProtoNet().to(device)
-        net.load_state_dict(state)
-        return net.eval()
-
-    return load_or_build(
-        path,
-        key,
-        lambda: train_protonet(dataset, episodes, seed=seed, device=device, progress=progress),
-        to_payload=lambda net: net.state_dict(),
-        from_payload=from_payload,
-        device=device,
-    )
+    key = {"kind": "protonet", "episodes": episodes, "seed": seed, **seen_classes_key(dataset)}
+    build = lambda: train_protonet(dataset, episodes, seed=seed, device=device, progress=progress)
+    return load_or_build_module(path, key, build, ProtoNet, device)

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checks, losses
-from .artifacts import fingerprint, load_or_build
+from .artifacts import fingerprint, load_or_build_module
 from .images import IMAGE_SIZE, to_signed
 from .models import ConvDiscriminator, ConvGenerator
 from .seeds import class_noise, derive_seed, generator
@@ -161,20 +161,8 @@ def train_or_load_vae(
 ) -> VAE:
     """The VAE cached at ``path`` for these images, settings and seed, else trained (:func:`train_vae`) and saved."""
     key = {"kind": "vae", "config": asdict(config), "seed": seed, "data": fingerprint(images)}
-
-    def from_payload(state: dict) -> VAE:
-        vae = VAE(config.z_dim, config.width).to(device)
-        vae.load_state_dict(state)
-        return vae.eval()
-
-    return load_or_build(
-        path,
-        key,
-        lambda: train_vae(images, config, seed=seed, device=device, progress=progress),
-        to_payload=lambda vae: vae.state_dict(),
-        from_payload=from_payload,
-        device=device,
-    )
+    build = lambda: train_vae(images, config, seed=seed, device=device, progress=progress)
+    return load_or_build_module(path, key, build, lambda: VAE(config.z_dim, config.width), device)
 
 
 @dataclass(frozen=True)
