@@ -212,11 +212,7 @@ def protonet_episode_step(ways: int, shots: int, queries: int, device: torch.dev
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def step() -> None:
-        episode = sampler.sample(1, ways, shots, queries)
-        loss, _ = protonet.episode_loss(net, episode.support[0], episode.query[0])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        protonet.training_step(net, optimizer, sampler.sample(1, ways, shots, queries))
 
     return step
 

@@ -61,6 +61,15 @@ def episode_loss(net: ProtoNet, support: torch.Tensor, query: torch.Tensor) -> t
     return F.cross_entropy(logits, labels), accuracy
 
 
+def training_step(net: ProtoNet, optimizer: torch.optim.Optimizer, episode) -> float:
+    """One Adam step on the episode loss of a one-task :class:`~metagan_lib.tasks.Episode`; returns the loss."""
+    loss, _ = episode_loss(net, episode.support[0], episode.query[0])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def train_protonet(
     dataset: ImageDataset,
     episodes: int,
@@ -83,11 +92,7 @@ def train_protonet(
         net = ProtoNet().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in tqdm(range(episodes), desc="prototypical network", disable=not progress, leave=False):
-        episode = sampler.sample(1, ways, shots, queries)
-        loss, _ = episode_loss(net, episode.support[0], episode.query[0])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(net, optimizer, sampler.sample(1, ways, shots, queries))
     return net.eval()
 
 
