@@ -19,7 +19,10 @@ al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair dis
   inner steps (second order), ``fomaml`` treats the inner gradients as constants, ``meta-sgd``
   learns one inner rate per context entry as well, ``reptile`` moves ``(theta, c0)`` towards the
   task-adapted values (the inner steps, then one step of all weights on the support loss); its
-  direction ``theta - theta'`` is fed to Adam.
+  direction ``theta - theta'`` is fed to Adam. A fifth rule, ``reptile-query``, is Reptile whose
+  all-weights step fits the task's query images instead of the shots (a candidate that
+  ``tools/validate_context.py`` compares on seen-class validation tasks; not one of the four
+  standard learners).
 
 The chamfer distance between sets ``A`` (samples) and ``B`` (images) of a class is
 ``mean_a min_b d(a, b) + mean_b min_a d(a, b)``, ``d`` the mean squared difference of the images
@@ -46,7 +49,7 @@ from .monitor import Monitor
 from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
-OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile")
+OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile", "reptile-query")
 
 
 def pair_up(shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -277,44 +280,54 @@ def reptile_task(
     params: Params,
     d_params: Params,
     support: torch.Tensor,
+    target: torch.Tensor,
     inner_noise: torch.Tensor,
     outer_noise: torch.Tensor,
 ) -> tuple[Params, torch.Tensor, torch.Tensor]:
-    """Reptile's adaptation to one task: the context's inner steps, then one step of all weights on the support loss.
+    """Reptile's adaptation to one task: the context's inner steps on the shots ``support``, then one step of all
+    weights on ``chamfer(G(z, c), target) + adv_weight * adversarial`` (``target``: the shots for ``reptile``, the
+    query images for ``reptile-query``).
 
     Returns the adapted parameters, that loss and the samples it scored."""
     context = inner_adapt(model, params, support, inner_noise, first_order=True).detach()
 
-    def support_loss(p):
+    def task_loss(p):
         fake = generate(model, model.generator_params(p), outer_noise, p["context"])
-        loss = chamfer_distance(fake, support) + model.config.adv_weight * adversarial_loss(
+        loss = chamfer_distance(fake, target) + model.config.adv_weight * adversarial_loss(
             model, d_params, support, fake
         )
         return loss, (loss, fake)
 
     start = {**{k: v.detach() for k, v in model.generator_params(params).items()}, "context": context}
-    grads, (loss, fake) = grad(support_loss, has_aux=True)(start)
+    grads, (loss, fake) = grad(task_loss, has_aux=True)(start)
     return {k: v - model.config.reptile_lr * grads[k] for k, v in start.items()}, loss, fake
 
 
-def reptile_rule(model, support, query, inner_noise, outer_noise, vectorised):
-    """Reptile: the direction ``theta - mean_i theta'_i`` (Adam then moves ``theta`` towards the adapted values)."""
-    d_params = {k: v.detach() for k, v in model.d_params.items()}
-    one_task = lambda s, n_in, n_out: reptile_task(model, model.meta_params, d_params, s, n_in, n_out)
-    if vectorised:
-        adapted, losses, fakes = vmap(one_task)(support, inner_noise, outer_noise)
-    else:
-        results = [one_task(*args) for args in zip(support, inner_noise, outer_noise)]
-        adapted = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
-        losses, fakes = torch.stack([r[1] for r in results]), torch.stack([r[2] for r in results])
-    return {k: (v - adapted[k].mean(0)).detach() for k, v in model.meta_params.items()}, losses, fakes
+def reptile_rule(fit_query: bool):
+    """Reptile (``fit_query``: its weights step fits the query images, not the shots): the direction
+    ``theta - mean_i theta'_i`` (Adam then moves ``theta`` towards the adapted values)."""
+
+    def reptile_directions(model, support, query, inner_noise, outer_noise, vectorised):
+        d_params = {k: v.detach() for k, v in model.d_params.items()}
+        targets = query if fit_query else support
+        one_task = lambda s, t, n_in, n_out: reptile_task(model, model.meta_params, d_params, s, t, n_in, n_out)
+        if vectorised:
+            adapted, losses, fakes = vmap(one_task)(support, targets, inner_noise, outer_noise)
+        else:
+            results = [one_task(*args) for args in zip(support, targets, inner_noise, outer_noise)]
+            adapted = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
+            losses, fakes = torch.stack([r[1] for r in results]), torch.stack([r[2] for r in results])
+        return {k: (v - adapted[k].mean(0)).detach() for k, v in model.meta_params.items()}, losses, fakes
+
+    return reptile_directions
 
 
 OUTER_RULES_DISPATCH = {
     "maml": gradient_rule(False),
     "fomaml": gradient_rule(True),
     "meta-sgd": gradient_rule(False),
-    "reptile": reptile_rule,
+    "reptile": reptile_rule(fit_query=False),
+    "reptile-query": reptile_rule(fit_query=True),
 }
 
 

@@ -116,15 +116,37 @@ def test_first_order_differs_from_second_order_only_through_the_inner_gradients(
     assert not torch.allclose(first["context"], second["context"])  # different gradients
 
 
-def test_reptile_direction_is_start_minus_adapted():
-    model = tiny_model("reptile")
+@pytest.mark.parametrize("rule", ["reptile", "reptile-query"])
+def test_reptile_direction_is_start_minus_adapted(rule):
+    """``theta - mean_i theta'_i``, with the weights step fitting the shots (reptile) or the query images."""
+    model = tiny_model(rule)
     support, query, inner, outer = tiny_batch(model)
-    direction, _, _ = C.reptile_rule(model, support, query, inner, outer, vectorised=False)
+    direction, _, _ = C.OUTER_RULES_DISPATCH[rule](model, support, query, inner, outer, vectorised=False)
     d_params = {k: v.detach() for k, v in model.d_params.items()}
-    adapted = [C.reptile_task(model, model.meta_params, d_params, s, i, o)[0] for s, i, o in zip(support, inner, outer)]
+    targets = query if rule == "reptile-query" else support
+    tasks = zip(support, targets, inner, outer)
+    adapted = [C.reptile_task(model, model.meta_params, d_params, s, t, i, o)[0] for s, t, i, o in tasks]
     for k, v in model.meta_params.items():
         expected = v.detach() - torch.stack([a[k] for a in adapted]).mean(0)
         assert torch.allclose(direction[k], expected), k
+
+
+def test_reptile_weights_step_loss_is_the_chamfer_distance_to_its_target():
+    """Same inner loop and samples for both targets; the loss is chamfer(samples, target) + the adversarial term, and
+    the two rules' directions differ."""
+    model = tiny_model("reptile")
+    support, query, inner, outer = tiny_batch(model)
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    step = lambda target: C.reptile_task(model, model.meta_params, d_params, support[0], target, inner[0], outer[0])
+    (_, loss_shots, fake_shots), (_, loss_query, fake_query) = step(support[0]), step(query[0])
+    assert torch.equal(fake_shots, fake_query)
+    adversarial = model.config.adv_weight * C.adversarial_loss(model, d_params, support[0], fake_shots)
+    for loss, target in ((loss_shots, support[0]), (loss_query, query[0])):
+        assert loss.item() == pytest.approx((C.chamfer_distance(fake_shots, target) + adversarial).item(), rel=1e-12)
+    batch = (support, query, inner, outer)
+    on_shots = C.OUTER_RULES_DISPATCH["reptile"](model, *batch, vectorised=True)[0]
+    on_query = C.OUTER_RULES_DISPATCH["reptile-query"](model, *batch, vectorised=True)[0]
+    assert not torch.allclose(on_shots["up2.weight"], on_query["up2.weight"])
 
 
 def test_inner_loop_reduces_the_distance_to_the_shots(strokes):
