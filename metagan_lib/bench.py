@@ -46,6 +46,7 @@ from .images import to_signed
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .meta import MetaConfig, MetaTrainer, draw_noise, new_meta_gan
 from .models import materialise
+from .paths import repo_root
 from .runtime import choose_device
 from .tasks import TaskSampler
 
@@ -303,6 +304,7 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "vector_isa": "" if device.type == "cuda" else _vector_isa(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "quick": quick,
@@ -340,6 +342,64 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
+def _vector_isa() -> str:
+    """The widest x86 vector instruction set the CPU reports (``"AVX-512"``, ``"AVX2"``), else ``""``."""
+    with contextlib.suppress(OSError):
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+        return "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else ""
+    return ""
+
+
+SPEED_MARKERS = ("<!-- speed:start -->", "<!-- speed:end -->")
+
+
+def markdown_table(result: dict) -> str:
+    """The README's speed block: the machine, one table row per timed path and the ratios, all from ``result``."""
+    machine = ", ".join(
+        part
+        for part in (
+            result["device_name"],
+            f"{result['threads']} threads",
+            result.get("vector_isa", ""),
+            f"torch {result['torch']}",
+            f"{result['tasks_per_meta_step']} tasks per meta-step",
+        )
+        if part
+    )
+    lines = [
+        f"Machine: {machine}; matmul peak **{result['matmul_peak_gflops']:.1f} GFLOP/s** in this run.",
+        "",
+        "| path | | ms / step | images / s | GFLOP / step | GFLOP/s | of matmul peak |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['path']} | {r['ms_per_meta_step']:.0f} | {r['images_per_s']:.0f} | "
+            f"{r['gflop_per_step']:.2f} | {r['achieved_gflops']:.1f} | {r['fraction_of_matmul_peak']:.0%} |"
+        )
+    lines += ["", f"vmap over loop (MAML, second order): **{result['vmap_over_loop']:.2f}x**; first over second order "]
+    lines[-1] += f"(vmap): {result['second_over_first_order_vmap']:.2f}x"
+    by_key = {(r["method"], r["path"]): r for r in result["rows"]}
+    if ("MAML 2nd order", "higher (loop)") in by_key:
+        slower = (
+            by_key[("MAML 2nd order", "vmap")]["meta_steps_per_s"]
+            / by_key[("MAML 2nd order", "higher (loop)")]["meta_steps_per_s"]
+        )
+        lines[-1] += f"; `higher`, the peer, is {slower:.1f}x slower than the vmap path"
+    lines[-1] += "."
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, result: dict) -> None:
+    """Replace the README's block between :data:`SPEED_MARKERS` with :func:`markdown_table` of ``result``."""
+    text = readme.read_text()
+    start, end = SPEED_MARKERS
+    if text.count(start) != 1 or text.count(end) != 1:
+        raise ValueError(f"{readme} must hold one {start} and one {end} line; add them around the speed table.")
+    head, rest = text.split(start)
+    readme.write_text(f"{head}{start}\n{markdown_table(result)}\n{end}{rest.split(end)[1]}")
+
+
 def format_table(result: dict) -> str:
     lines = [
         f"device: {result['device']} ({result['device_name']}), {result['threads']} threads, torch {result['torch']}, "
@@ -366,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats (under a minute on a 2-core CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--update-readme", action="store_true", help="also write this run's table into the README's speed block"
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--parallel",
@@ -392,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
+    if args.update_readme:
+        if args.parallel or args.compile:
+            print("error: --update-readme writes the standard benchmark's table only", file=sys.stderr)
+            return 2
+        update_readme(repo_root() / "README.md", result)
     return 0
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from metagan_lib import bench
+from metagan_lib.paths import repo_root
 
 
 def test_counted_flops_of_a_matrix_product_is_its_closed_form():
@@ -40,3 +41,27 @@ def test_quick_benchmark_writes_every_path_with_its_roofline(tmp_path):
     for row in result["rows"]:
         assert row["gflop_per_step"] > 0 and row["fraction_of_matmul_peak"] > 0
         assert row["achieved_gflops"] == pytest.approx(row["fraction_of_matmul_peak"] * result["matmul_peak_gflops"])
+
+
+def test_readme_speed_block_is_the_committed_benchmark_run():
+    """The README's speed table is written by ``bench --update-readme``, never by hand: it equals the table of the
+    committed ``results/bench_cpu.json``."""
+    readme = (repo_root() / "README.md").read_text()
+    start, end = bench.SPEED_MARKERS
+    block = readme.split(start)[1].split(end)[0].strip()
+    result = json.loads((repo_root() / "results" / "bench_cpu.json").read_text())
+    assert block == bench.markdown_table(result)
+
+
+def test_update_readme_replaces_only_the_speed_block(tmp_path):
+    result = json.loads((repo_root() / "results" / "bench_cpu.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.SPEED_MARKERS[0]}\nold\n{bench.SPEED_MARKERS[1]}\nend\n")
+    bench.update_readme(readme, result)
+    assert (
+        readme.read_text()
+        == f"intro\n{bench.SPEED_MARKERS[0]}\n{bench.markdown_table(result)}\n{bench.SPEED_MARKERS[1]}\nend\n"
+    )
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="speed:start"):
+        bench.update_readme(readme, result)
