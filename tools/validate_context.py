@@ -34,7 +34,7 @@ def validation_split(dataset, held_out: int, seed: int = 0):
     return dataclasses.replace(dataset, seen_classes=keep, unseen_classes=chosen)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="glyphs")
     parser.add_argument("--rules", nargs="+", default=["reptile", "reptile-query"], choices=context.OUTER_RULES)
@@ -42,9 +42,17 @@ def main() -> None:
     parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.meta_steps < 1:
+        parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
+    dataset = load_dataset(args.dataset)
+    if not 2 <= args.held_out < len(dataset.seen_classes):
+        parser.error(
+            f"--held-out must lie between 2 and {len(dataset.seen_classes) - 1} (the seen classes of {args.dataset} "
+            f"minus one), got {args.held_out}"
+        )
     runtime.seed_everything(0)
-    data = validation_split(load_dataset(args.dataset), args.held_out)
+    data = validation_split(dataset, args.held_out)
     folder = cache_dir() / "validation" / args.dataset
     folder.mkdir(parents=True, exist_ok=True)
     net = evaluation.train_or_load_feature_net(folder / "feature_net.pt", data, 2000, seed=0)

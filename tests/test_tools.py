@@ -1,0 +1,42 @@
+"""The command-line tools in ``tools/``: the validation split of ``validate_context.py`` and its argument errors."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from metagan_lib.paths import repo_root
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, repo_root() / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_validation_split_holds_out_seen_classes_only(strokes):
+    tool = load_tool("validate_context")
+    split = tool.validation_split(strokes, held_out=2)
+    held_out, training = split.unseen_classes, split.seen_classes
+    assert len(held_out) == 2 and len(training) == len(strokes.seen_classes) - 2
+    assert not torch.isin(held_out, training).any()  # disjoint
+    assert torch.equal(torch.cat([held_out, training]).sort().values, strokes.seen_classes)  # all seen, nothing else
+    assert not torch.isin(strokes.unseen_classes, torch.cat([held_out, training])).any()  # unseen never touched
+    assert torch.equal(tool.validation_split(strokes, held_out=2).unseen_classes, held_out)  # fixed seed
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--held-out", "1"], "--held-out must lie between 2 and 5"),
+        (["--held-out", "6"], "--held-out must lie between 2 and 5"),
+        (["--meta-steps", "0"], "--meta-steps must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):
+    tool = load_tool("validate_context")
+    monkeypatch.setattr(tool, "load_dataset", lambda name: strokes)  # 6 seen classes: --held-out must be 2-5
+    with pytest.raises(SystemExit) as stop:
+        tool.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
