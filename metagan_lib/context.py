@@ -131,6 +131,15 @@ def standard_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, Contex
     }
 
 
+CHOSEN_CONTEXT_LEARNER = "context Reptile-query"
+
+
+def chosen_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextConfig]:
+    """The candidate chosen on seen-class validation tasks (``tools/validate_context.py``, README): Reptile whose
+    all-weights step fits the query images, 5 inner steps at meta-training and test; defined once for 05-06."""
+    return {CHOSEN_CONTEXT_LEARNER: ContextConfig(tasks=tasks, shots=shots, rule="reptile-query", inner_steps=5)}
+
+
 @dataclass
 class ContextMetaGAN:
     """Module templates (architecture only, on the ``meta`` device) and explicit parameters of a context meta-GAN.

@@ -34,7 +34,15 @@ _SETTINGS: dict[str, dict[str, dict]] = {
         "full": {"meta_steps": 500, "tasks": 8, "shots": 5, "show_tasks": 4},
     },
     "05": {
-        "smoke": {"reptile_steps": 6, "meta_sgd_steps": 4, "tasks": 8, "shots": 5, "show_tasks": 3, "context_steps": 4},
+        "smoke": {
+            "reptile_steps": 6,
+            "meta_sgd_steps": 4,
+            "tasks": 8,
+            "shots": 5,
+            "show_tasks": 3,
+            "context_steps": 4,
+            "chosen_context_steps": 6,
+        },
         "full": {
             "reptile_steps": 600,
             "meta_sgd_steps": 400,
@@ -42,6 +50,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             "shots": 5,
             "show_tasks": 3,
             "context_steps": 1000,
+            "chosen_context_steps": 2000,
         },
     },
     "06": {
@@ -72,7 +81,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             "inversion_steps": 200,
             "vae_steps": 3000,
             "protonet_episodes": 2000,
-            "downstream_episodes": 10,
+            "downstream_episodes": 6,
             "feature_steps": 2000,
             "tasks": 8,
             "shots": 5,

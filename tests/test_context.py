@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from metagan_lib import context as C
-from metagan_lib import inversion
+from metagan_lib import inversion, profiles
 from metagan_lib.artifacts import DamagedArtifactWarning
 from metagan_lib.models import ConvGenerator
 from metagan_lib.tasks import TaskSampler
@@ -192,6 +192,18 @@ def test_bad_config_is_a_clear_error():
         C.ContextConfig(rule="mamal")
     with pytest.raises(ValueError, match="inner_steps"):
         C.ContextConfig(inner_steps=0)
+
+
+def test_the_chosen_learner_is_the_validated_candidate_beside_the_four_rules():
+    standard = C.standard_context_configs(tasks=4, shots=3)
+    chosen = C.chosen_context_configs(tasks=4, shots=3)
+    assert list(chosen) == [C.CHOSEN_CONTEXT_LEARNER] and not set(chosen) & set(standard)
+    config = chosen[C.CHOSEN_CONTEXT_LEARNER]
+    assert (config.rule, config.inner_steps, config.tasks, config.shots) == ("reptile-query", 5, 4, 3)
+    assert [c.rule for c in standard.values()] == ["maml", "fomaml", "meta-sgd", "reptile"]
+    full, smoke = profiles.settings("05", "full"), profiles.settings("05", "smoke")
+    assert full.chosen_context_steps == 2 * full.context_steps
+    assert 0 < smoke.chosen_context_steps < full.chosen_context_steps
 
 
 def test_latent_inversion_reconstructs_images_the_generator_can_make():

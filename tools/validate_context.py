@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
     args = parser.parse_args(argv)
     if args.meta_steps < 1:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
@@ -63,9 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     for rule, steps in itertools.product(args.rules, args.inner_steps):
         config = context.ContextConfig(rule=rule, inner_steps=steps)
         name = f"context {rule}, {steps} inner steps"
-        path = folder / f"{rule}_{steps}_{args.meta_steps}.pt"
-        sampler = TaskSampler(data, data.seen_classes, seed=0)
-        model = context.train_or_load_context_gan(path, config, sampler, args.meta_steps, seed=0, description=name)
+        seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
+        path = folder / f"{rule}_{steps}_{args.meta_steps}{seed_tag}.pt"
+        sampler = TaskSampler(data, data.seen_classes, seed=args.train_seed)
+        model = context.train_or_load_context_gan(
+            path, config, sampler, args.meta_steps, seed=args.train_seed, description=name
+        )
         methods.append(fewshot.Method(name, kind="context", model=model, steps=steps, role="meta-learner"))
     per_seed = [
         fewshot.evaluate_seed(methods, data, net, shots=5, steps=None, classes=20, generated_per_class=20, seed=s)
