@@ -1,7 +1,8 @@
 # Two commands do all the set-up (see README.md):
 #   make reproduce   run every notebook (smoke profile, embedded dataset, offline)
 #   make test        lint (ruff), unit tests + nbval on the committed notebooks
-# (make book builds the course site from the committed notebooks into build/book/_build/html)
+# (make solutions PROFILE=full runs the exercises' worked solutions, notebooks/solutions/;
+#  make book builds the course site from the committed notebooks into build/book/_build/html)
 # Both create or refresh the virtual environment in .venv when pyproject.toml changed.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PROFILE ?= smoke
 DATASET ?= glyphs
 DEVICE ?= auto
 
-.PHONY: reproduce full test unit lint venv book clean
+.PHONY: reproduce full solutions test unit lint venv book clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ reproduce: $(STAMP)
 
 full: $(STAMP)
 	$(PY) -m metagan_lib.reproduce --profile full --dataset $(DATASET) --device $(DEVICE)
+
+solutions: $(STAMP)
+	$(PY) -m metagan_lib.reproduce --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE) --solutions
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check metagan_lib tests tools conftest.py

@@ -2,12 +2,13 @@
 
     python -m metagan_lib.reproduce --profile smoke|full [--dataset glyphs|omniglot|mnist]
                                     [--device auto|cpu|cuda] [--only 01 [02 ...]] [--output-dir DIR]
+                                    [--solutions]
 
 Each ``notebooks/NN_*.ipynb`` runs with ``profile``, ``dataset`` and ``device`` injected into
 its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/`` (``runs/<profile>/<dataset>/`` for a
-dataset
-other than the default ``glyphs``). The run
-stops at the first failing notebook, naming it and the failing cell, and exits non-zero.
+dataset other than the default ``glyphs``). ``--solutions`` runs the exercises' worked solutions,
+``notebooks/solutions/NN_solutions.ipynb``, instead, into ``runs/<profile>/solutions/``. The run stops at the first
+failing notebook, naming it and the failing cell, and exits non-zero.
 
 ``$METAGAN_PROFILE``, when set, overrides ``--profile`` (with a printed notice). An executed copy is
 written under a temporary name and moved into place when its notebook finishes, so an interrupted or
@@ -97,6 +98,7 @@ def reproduce(
     device: str = "auto",
     only: list[str] | None = None,
     output_root: Path | None = None,
+    solutions: bool = False,
 ) -> list[NotebookResult]:
     """Run the notebooks; return one result per notebook that ran (stopping at the first failure).
 
@@ -109,8 +111,9 @@ def reproduce(
     if device not in DEVICE_CHOICES:
         raise ValueError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
     choose_device(device)  # refuses cuda without CUDA here, not inside the first notebook
-    notebooks = find_notebooks(only=only)
-    out_dir = output_root or repo_root() / "runs" / profile
+    folder = repo_root() / "notebooks" / "solutions" if solutions else None
+    notebooks = find_notebooks(folder, only=only)
+    out_dir = output_root or repo_root() / "runs" / profile / ("solutions" if solutions else "")
     out_dir = out_dir if dataset == "glyphs" else out_dir / dataset
     results: list[NotebookResult] = []
     parameters = {"profile": profile, "dataset": dataset, "device": device}
@@ -149,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} (default auto)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
     parser.add_argument("--output-dir", type=Path, help="folder for the executed notebooks (default runs/<profile>)")
+    parser.add_argument("--solutions", action="store_true", help="run notebooks/solutions/NN_solutions.ipynb instead")
     args = parser.parse_args(argv)
     results: list[NotebookResult] = []
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        results = reproduce(args.profile, args.dataset, args.device, args.only, args.output_dir)
+        results = reproduce(args.profile, args.dataset, args.device, args.only, args.output_dir, args.solutions)
     except (ValueError, RuntimeError) as error:  # bad arguments, a failed notebook, CUDA missing
         print(f"error: {error}", file=sys.stderr)
         return 1 if isinstance(error, NotebookFailed) else 2

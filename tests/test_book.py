@@ -11,12 +11,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_solutions.ipynb"))
 
 
 def test_table_of_contents_lists_every_notebook_in_order():
     toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
     assert toc["root"] == "README"
-    assert [chapter["file"] for chapter in toc["chapters"]] == [f"notebooks/{nb.stem}" for nb in NOTEBOOKS]
+    expected = [f"notebooks/{nb.stem}" for nb in NOTEBOOKS] + [f"notebooks/solutions/{nb.stem}" for nb in SOLUTIONS]
+    assert SOLUTIONS and [chapter["file"] for chapter in toc["chapters"]] == expected
 
 
 def _local_targets(page: Path) -> list[str]:
@@ -32,6 +34,7 @@ def test_book_builds_offline_and_every_page_link_and_figure_resolves(tmp_path):
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     html = tmp_path / "_build" / "html"
     pages = [html / "README.html"] + [html / "notebooks" / f"{nb.stem}.html" for nb in NOTEBOOKS]
+    pages += [html / "notebooks" / "solutions" / f"{nb.stem}.html" for nb in SOLUTIONS]
     for page in pages:
         assert page.exists(), f"{page.name} missing from the book"
         missing = [t for t in _local_targets(page) if not (page.parent / t).exists()]

@@ -14,6 +14,7 @@ from metagan_lib.reproduce import NotebookFailed, find_notebooks, main, run_note
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = find_notebooks()
+SOLUTIONS = find_notebooks(ROOT / "notebooks" / "solutions")
 
 
 def test_notebooks_are_numbered_and_found():
@@ -30,9 +31,10 @@ def test_one_parameters_cell_with_the_runner_parameters(path):
     assert {"profile", "dataset", "device", "seed"} <= names  # papermill only warns on unknown names
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.name)
 def test_committed_notebook_is_a_full_run_executed_in_order_without_errors(path):
     notebook = nbformat.read(path, as_version=4)
+    assert len([c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]) == 1
     code = [c for c in notebook.cells if c.cell_type == "code"]
     counts = [c.execution_count for c in code]
     assert counts == list(range(1, len(code) + 1)), "re-run the notebook top to bottom (make full)"
@@ -48,6 +50,18 @@ def test_notebook_opens_with_goals_and_ends_with_exercises(path):
     assert "What you will learn" in markdown[0]
     assert "## What to try next" in markdown[-1]
     assert 2 <= len(re.findall(r"^\d\. ", markdown[-1].split("What to try next")[1], flags=re.M)) <= 4
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_each_solved_exercise_states_its_expected_outcome(path):
+    """A solutions notebook answers the exercises of the notebook with its number; each exercise states its outcome."""
+    (answered,) = [nb for nb in NOTEBOOKS if nb.name[:2] == path.name[:2]]
+    exercises = nbformat.read(answered, as_version=4).cells[-1].source.split("## What to try next")[1]
+    items = re.split(r"^\d\. ", exercises, flags=re.M)[1:]
+    assert items and all("*Expected outcome" in item for item in items)
+    assert f"solutions/{path.name}" in exercises  # the exercise list links to its solutions
+    solved = [c.source for c in nbformat.read(path, as_version=4).cells if c.source.startswith("## Exercise ")]
+    assert len(solved) == len(items)
 
 
 @pytest.mark.parametrize("notebook", sorted(profiles._SETTINGS))

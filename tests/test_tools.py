@@ -26,6 +26,13 @@ def test_validation_split_holds_out_seen_classes_only(strokes):
     assert torch.equal(tool.validation_split(strokes, held_out=2).unseen_classes, held_out)  # fixed seed
 
 
+def test_the_final_test_uses_the_real_split(strokes):
+    tool = load_tool("validate_context")
+    assert tool.evaluation_split(strokes, held_out=40, test_unseen=True) is strokes  # the real unseen classes
+    validation = tool.evaluation_split(strokes, held_out=2, test_unseen=False)
+    assert torch.equal(validation.unseen_classes, tool.validation_split(strokes, held_out=2).unseen_classes)
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

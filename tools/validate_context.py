@@ -7,6 +7,10 @@ meta-trained on them and scored on 20-way, K = 5 validation tasks with notebook 
 copied shots. Example (Reptile's weights step on the shots or on the query images, ~7 min on 2 cores)::
 
     python tools/validate_context.py --rules reptile reptile-query --inner-steps 3
+
+``--test-unseen`` scores candidates already chosen here on the real split instead: meta-trained on all seen classes, a
+feature network trained on all of them (as notebook 06's), 20-way K = 5 tasks of the unseen classes. It is the final
+test of a choice, not a way to make one.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ def validation_split(dataset, held_out: int, seed: int = 0):
     return dataclasses.replace(dataset, seen_classes=keep, unseen_classes=chosen)
 
 
+def evaluation_split(dataset, held_out: int, test_unseen: bool):
+    """The real split for the final test (``test_unseen``), else :func:`validation_split`."""
+    return dataset if test_unseen else validation_split(dataset, held_out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="glyphs")
@@ -43,18 +52,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
+    parser.add_argument("--test-unseen", action="store_true", help="score on the unseen classes (a chosen candidate)")
     args = parser.parse_args(argv)
     if args.meta_steps < 1:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
     dataset = load_dataset(args.dataset)
-    if not 2 <= args.held_out < len(dataset.seen_classes):
+    if not args.test_unseen and not 2 <= args.held_out < len(dataset.seen_classes):
         parser.error(
             f"--held-out must lie between 2 and {len(dataset.seen_classes) - 1} (the seen classes of {args.dataset} "
             f"minus one), got {args.held_out}"
         )
     runtime.seed_everything(0)
-    data = validation_split(dataset, args.held_out)
-    folder = cache_dir() / "validation" / args.dataset
+    data = evaluation_split(dataset, args.held_out, args.test_unseen)
+    folder = cache_dir() / ("test-unseen" if args.test_unseen else "validation") / args.dataset
     folder.mkdir(parents=True, exist_ok=True)
     net = evaluation.train_or_load_feature_net(folder / "feature_net.pt", data, 2000, seed=0)
     methods = [
@@ -76,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         for s in args.seeds
     ]
     summary = fewshot.summarise([{m: r for m, r in seed.items() if not m.startswith("_")} for seed in per_seed])
-    print(f"{args.dataset}: {args.held_out} held-out seen classes, 20-way K=5, seeds {args.seeds} (mean ± 95% CI)")
+    evaluated = "unseen classes" if args.test_unseen else f"{args.held_out} held-out seen classes"
+    print(f"{args.dataset}: {evaluated}, 20-way K=5, seeds {args.seeds} (mean ± 95% CI)")
     print(f"{'method':44s}" + "".join(f"{m:>24s}" for m in METRICS))
     for method, scores in summary.items():
         cells = "".join(f"{scores[m]['mean']:>14.3f} ± {scores[m]['ci95']:<7.3f}" for m in METRICS)
