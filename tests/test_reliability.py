@@ -127,7 +127,7 @@ def test_sigterm_stops_the_runner_its_kernel_and_its_workers(tmp_path):
     (out / "07_sleep.ipynb").write_text("previous good run")
     script = (
         "import sys\nfrom pathlib import Path\nfrom metagan_lib import reproduce\n"
-        f"reproduce.find_notebooks = lambda only=None: [Path({str(tmp_path)!r}) / '07_sleep.ipynb']\n"
+        f"reproduce.find_notebooks = lambda folder=None, only=None: [Path({str(tmp_path)!r}) / '07_sleep.ipynb']\n"
         f"sys.exit(reproduce.main(['--profile', 'smoke', '--output-dir', {str(out)!r}]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != profiles.PROFILE_ENV_VAR}
