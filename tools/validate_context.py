@@ -8,9 +8,9 @@ copied shots. Example (Reptile's weights step on the shots or on the query image
 
     python tools/validate_context.py --rules reptile reptile-query --inner-steps 3
 
-``--test-unseen`` scores candidates already chosen here on the real split instead: meta-trained on all seen classes, a
-feature network trained on all of them (as notebook 06's), 20-way K = 5 tasks of the unseen classes. It is the final
-test of a choice, not a way to make one.
+``--test-unseen`` scores candidates already chosen here on the real split instead: meta-trained on all seen classes,
+notebook 06's feature network (loaded from its cache, or trained there), 20-way K = 5 tasks of the unseen classes.
+It is the final test of a choice, not a way to make one.
 """
 
 from __future__ import annotations
@@ -66,7 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     data = evaluation_split(dataset, args.held_out, args.test_unseen)
     folder = cache_dir() / ("test-unseen" if args.test_unseen else "validation") / args.dataset
     folder.mkdir(parents=True, exist_ok=True)
-    net = evaluation.train_or_load_feature_net(folder / "feature_net.pt", data, 2000, seed=0)
+    feature_steps = profiles.settings("06", "full").feature_steps
+    # the final test shares notebook 06's feature network (same recipe and cache file); validation trains its own
+    shared = profiles.artifact_path("full", args.dataset, 0, "06_feature_net")
+    net_path = shared if args.test_unseen else folder / "feature_net.pt"
+    net = evaluation.train_or_load_feature_net(net_path, data, feature_steps, seed=0)
     methods = [
         fewshot.Method("real held-out", kind="ceiling", role="reference"),
         fewshot.Method("copy shots", kind="copy", role="reference"),
