@@ -3,6 +3,7 @@
     python -m metagan_lib.bench [--quick] [--device auto|cpu|cuda] [--json PATH]
     python -m metagan_lib.bench --parallel [--quick] [--json PATH]
     python -m metagan_lib.bench --compile [--json PATH]
+    python -m metagan_lib.bench --layouts [--quick] [--json PATH]
 
 Each row times full meta-steps (sampling, inner loop, outer update) on the same model and tasks
 and reports meta-steps per second and generated images per second (every image the generators
@@ -437,14 +438,28 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument(
         "--compile", action="store_true", help="instead: torch.compile vs eager (CPU; minutes of compiling)"
     )
+    mode.add_argument(
+        "--layouts",
+        action="store_true",
+        help="instead: the discriminator on a concatenated batch, channels-last memory format, vs eager (CPU)",
+    )
     args = parser.parse_args(argv)
-    from .bench_modes import format_compile, format_parallel, run_compile_benchmark, run_parallel_benchmark
+    from .bench_modes import (
+        format_compile,
+        format_layouts,
+        format_parallel,
+        run_compile_benchmark,
+        run_layout_benchmark,
+        run_parallel_benchmark,
+    )
 
     try:
         if args.parallel:
             result, text = run_parallel_benchmark(args.quick), format_parallel
         elif args.compile:
             result, text = run_compile_benchmark(), format_compile
+        elif args.layouts:
+            result, text = run_layout_benchmark(args.quick), format_layouts
         else:
             result, text = run_benchmark(args.quick, args.device), format_table
     except ValueError as error:
@@ -455,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     if args.update_readme:
-        if args.parallel or args.compile:
+        if args.parallel or args.compile or args.layouts:
             print("error: --update-readme writes the standard benchmark's table only", file=sys.stderr)
             return 2
         update_readme(repo_root() / "README.md", result)

@@ -123,3 +123,71 @@ def format_parallel(result: dict) -> str:
         f"  side by side, 1-thread workers (start-up included): {result['side_by_side_s']:.1f} s\n"
         f"side by side over in turn: {result['side_by_side_over_in_turn']:.2f}x"
     )
+
+
+def layout_cases(width: int, batch: int) -> dict[str, tuple[Callable[[], None], Callable[[], None], tuple]]:
+    """For each network of the convolutional GAN: (the trainer's eager call, a candidate change doing the same
+    mathematics, (the network each call differentiates)), forward and backward: the discriminator on real then fake vs
+    one concatenated batch, and each network in channels-last memory format (a copy with the same weights)."""
+    import copy
+
+    from .models import ConvDiscriminator, ConvGenerator
+
+    torch.manual_seed(0)
+    real = torch.rand(batch, 1, 28, 28) * 2 - 1
+    fake = torch.rand(batch, 1, 28, 28) * 2 - 1
+    z = torch.randn(batch, 64)
+    disc, gen = ConvDiscriminator(width), ConvGenerator(64, width)
+    disc_cl = copy.deepcopy(disc).to(memory_format=torch.channels_last)
+    gen_cl = copy.deepcopy(gen).to(memory_format=torch.channels_last)
+    real_cl, fake_cl = (x.contiguous(memory_format=torch.channels_last) for x in (real, fake))
+
+    def critic(net, a, b):
+        return lambda: (net(a).mean() - net(b).mean()).backward()
+
+    def concatenated():
+        logits = disc(torch.cat([real, fake]))
+        (logits[:batch].mean() - logits[batch:].mean()).backward()
+
+    return {
+        "discriminator, one concatenated batch": (critic(disc, real, fake), concatenated, (disc, disc)),
+        "discriminator, channels-last": (critic(disc, real, fake), critic(disc_cl, real_cl, fake_cl), (disc, disc_cl)),
+        "generator, channels-last": (
+            lambda: gen(z).mean().backward(),
+            lambda: gen_cl(z).mean().backward(),
+            (gen, gen_cl),
+        ),
+    }
+
+
+def run_layout_benchmark(quick: bool = False) -> dict:
+    """Kernel-shape changes of issue 15 on a CPU, forward and backward at the notebooks' widths (batch 64): the
+    discriminator on a concatenated real + fake batch, channels-last memory format; ``speedup_over_eager`` is the
+    trainer's call's median time over the change's, both timed in this run."""
+    warmup, repeats = (2, 5) if quick else (5, 30)
+    rows = []
+    for width in (32, 64):
+        for change, (eager, changed, _) in layout_cases(width, 64).items():
+            eager_s, changed_s = (time_steps(call, torch.device("cpu"), warmup, repeats) for call in (eager, changed))
+            rows.append(
+                {
+                    "change": change,
+                    "width": width,
+                    "eager_ms": 1000 * eager_s,
+                    "changed_ms": 1000 * changed_s,
+                    "speedup_over_eager": eager_s / changed_s,
+                }
+            )
+    return {"device_name": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
+
+
+def format_layouts(result: dict) -> str:
+    lines = [
+        f"kernel-shape changes vs the trainer's eager calls on {result['device_name']}, {result['threads']} threads:"
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"  {r['change']} (width {r['width']}, batch 64): eager {r['eager_ms']:.1f} ms, changed "
+            f"{r['changed_ms']:.1f} ms: speedup_over_eager {r['speedup_over_eager']:.2f}x"
+        )
+    return "\n".join(lines)

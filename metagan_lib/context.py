@@ -22,7 +22,11 @@ al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair dis
   direction ``theta - theta'`` is fed to Adam. A fifth rule, ``reptile-query``, is Reptile whose
   all-weights step fits the task's query images instead of the shots (a candidate that
   ``tools/validate_context.py`` compares on seen-class validation tasks; not one of the four
-  standard learners).
+  standard learners);
+* three options, tried on those validation tasks and not adopted (README): a shot encoder that starts
+  the inner loop from ``c0 + E(shots)`` (``shot_encoder``), a warm start from a DCGAN pretrained on the
+  seen classes (:func:`warm_started_context_gan`), and a moving average of the meta-parameters used at
+  test time (``ema_decay``).
 
 The chamfer distance between sets ``A`` (samples) and ``B`` (images) of a class is
 ``mean_a min_b d(a, b) + mean_b min_a d(a, b)``, ``d`` the mean squared difference of the images
@@ -38,17 +42,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
-from .models import ContextGenerator, PairDiscriminator, template
+from .models import ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import Monitor
 from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
+ENCODER = "encoder."  # prefix of the shot encoder's entries in ``meta_params``
 OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile", "reptile-query")
 
 
@@ -79,6 +85,10 @@ class ContextConfig:
         meta_lr, d_lr: Adam learning rates of the meta-parameters and of the discriminator.
         r1: R1 penalty weight ``gamma`` of the discriminator.
         tasks, shots, queries: tasks per meta-batch; support and query images per task.
+        shot_encoder: start the inner loop from ``c0 + E(shots)``, ``E`` a meta-learned
+            :class:`~metagan_lib.models.ShotEncoder` of the task's shots (amortised conditioning), not ``c0`` alone.
+        ema_decay: keep an exponential moving average of the meta-parameters with this decay, and adapt and sample
+            with it at test time; ``None``: the meta-parameters themselves.
     """
 
     rule: str = "maml"
@@ -97,6 +107,8 @@ class ContextConfig:
     tasks: int = 8
     shots: int = 5
     queries: int = 10
+    shot_encoder: bool = False
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
@@ -117,6 +129,8 @@ class ContextConfig:
             checks.positive(name, getattr(self, name))
         for name in ("adv_weight", "r1"):
             checks.non_negative(name, getattr(self, name))
+        if self.ema_decay is not None:
+            checks.require(0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "a decay in (0, 1), or None")
 
     def replace(self, **changes) -> "ContextConfig":
         return dataclasses.replace(self, **changes)
@@ -144,8 +158,9 @@ def chosen_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextC
 class ContextMetaGAN:
     """Module templates (architecture only, on the ``meta`` device) and explicit parameters of a context meta-GAN.
 
-    ``meta_params``: the generator's weights plus ``"context"`` (``c0``, ``[context_dim]``) and, for
-    Meta-SGD, ``"rates"`` (``[context_dim]``); ``d_params``: the pair discriminator's weights.
+    ``meta_params``: the generator's weights plus ``"context"`` (``c0``, ``[context_dim]``), for
+    Meta-SGD ``"rates"`` (``[context_dim]``), with ``shot_encoder`` the encoder's weights (``"encoder.*"``);
+    ``d_params``: the pair discriminator's weights.
     """
 
     config: ContextConfig
@@ -155,6 +170,8 @@ class ContextMetaGAN:
     d_params: Params
     step: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
+    encoder: ShotEncoder | None = None
+    ema_params: Params | None = None
 
     @property
     def device(self) -> torch.device:
@@ -163,7 +180,18 @@ class ContextMetaGAN:
     def generator_params(self, params: Params | None = None) -> Params:
         """The generator's weights among ``params`` (default: the meta-parameters)."""
         params = self.meta_params if params is None else params
-        return {k: v for k, v in params.items() if k not in ("context", "rates")}
+        return {k: v for k, v in params.items() if k not in ("context", "rates") and not k.startswith(ENCODER)}
+
+    def encoder_params(self, params: Params | None = None) -> Params:
+        """The shot encoder's weights among ``params`` (default: the meta-parameters), without the prefix."""
+        params = self.meta_params if params is None else params
+        return {k[len(ENCODER) :]: v for k, v in params.items() if k.startswith(ENCODER)}
+
+    def test_params(self) -> Params:
+        """The parameters test time adapts and samples with (detached): the EMA when there is one, else the
+        meta-parameters."""
+        params = self.meta_params if self.ema_params is None else self.ema_params
+        return {k: v.detach() for k, v in params.items()}
 
     def rates(self) -> float | torch.Tensor:
         """The inner learning rate: ``inner_lr``, or Meta-SGD's learned per-entry rates ``[context_dim]``."""
@@ -176,13 +204,68 @@ def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", s
         torch.manual_seed(seed)
         generator = ContextGenerator(config.z_dim, config.context_dim, config.width)
         discriminator = PairDiscriminator(config.width)
+        encoder = ShotEncoder(config.context_dim, config.width) if config.shot_encoder else None
     leaf = lambda t: t.detach().to(device).clone().requires_grad_(True)
     meta_params = {k: leaf(v) for k, v in generator.named_parameters()}
     meta_params["context"] = leaf(torch.zeros(config.context_dim))
     if config.rule == "meta-sgd":
         meta_params["rates"] = leaf(torch.full((config.context_dim,), config.inner_lr))
+    if encoder is not None:
+        meta_params.update({ENCODER + k: leaf(v) for k, v in encoder.named_parameters()})
     d_params = {k: leaf(v) for k, v in discriminator.named_parameters()}
-    return ContextMetaGAN(config, template(generator), template(discriminator), meta_params, d_params)
+    return ContextMetaGAN(
+        config,
+        template(generator),
+        template(discriminator),
+        meta_params,
+        d_params,
+        encoder=None if encoder is None else template(encoder),
+    )
+
+
+# the pretrained DCGAN's weight for each of the context generator's (``project.weight``: its noise columns)
+WARM_START_WEIGHTS = {
+    "project.bias": "project.bias",
+    "norm1.weight": "net.0.weight",
+    "norm1.bias": "net.0.bias",
+    "up1.weight": "net.2.weight",
+    "up1.bias": "net.2.bias",
+    "norm2.weight": "net.3.weight",
+    "norm2.bias": "net.3.bias",
+    "up2.weight": "net.5.weight",
+    "up2.bias": "net.5.bias",
+}
+
+
+def warm_started_context_gan(
+    config: ContextConfig, pretrained: nn.Module, device: torch.device | str = "cpu", seed: int = 0
+) -> ContextMetaGAN:
+    """A context meta-GAN whose ``G(z, c0 = 0)`` is the pretrained DCGAN ``pretrained`` (a
+    :class:`~metagan_lib.models.ConvGenerator` with the config's ``z_dim`` and ``width``), so that meta-learning starts
+    from a generator of the seen classes: its weights are copied; the first layer's context columns keep their random
+    start (through them the context moves the image from the first step) and FiLM starts at zero; the pair
+    discriminator (and shot encoder) are fresh from ``seed``."""
+    if not isinstance(pretrained, ConvGenerator) or (pretrained.z_dim, pretrained.width) != (
+        config.z_dim,
+        config.width,
+    ):
+        raise ValueError(
+            f"A warm start needs a ConvGenerator with z_dim {config.z_dim} and width {config.width} (the context "
+            f"config's), got {type(pretrained).__name__}"
+            + (
+                f" with z_dim {pretrained.z_dim}, width {pretrained.width}"
+                if isinstance(pretrained, ConvGenerator)
+                else ""
+            )
+            + "; set ContextConfig(z_dim=..., width=...) to the pretrained GAN's."
+        )
+    model = new_context_gan(config, device, seed)
+    source = {k: v.detach().to(model.device) for k, v in pretrained.named_parameters()}
+    with torch.no_grad():
+        for target, name in WARM_START_WEIGHTS.items():
+            model.meta_params[target].copy_(source[name])
+        model.meta_params["project.weight"][:, : config.z_dim].copy_(source["project.weight"])
+    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,10 +279,18 @@ def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: 
     return functional_call(model.generator, g_params, (z, context))
 
 
+def initial_context(model: ContextMetaGAN, params: Params, support: torch.Tensor) -> torch.Tensor:
+    """Where the inner loop starts: ``c0`` (``params["context"]``), plus ``E(support)`` with a shot encoder
+    (support ``[K, 1, 28, 28]`` -> ``[context_dim]``)."""
+    if model.encoder is None:
+        return params["context"]
+    return params["context"] + functional_call(model.encoder, model.encoder_params(params), (support,))
+
+
 def inner_adapt(
     model: ContextMetaGAN, params: Params, support: torch.Tensor, noise: torch.Tensor, first_order: bool = False
 ) -> torch.Tensor:
-    """The inner loop: ``c <- c - alpha * grad_c chamfer(G(z_t, c), support)`` from ``params["context"]``.
+    """The inner loop: ``c <- c - alpha * grad_c chamfer(G(z_t, c), support)`` from :func:`initial_context`.
 
     Args:
         params: meta-parameters (generator weights, ``context``, optional ``rates``).
@@ -210,7 +301,7 @@ def inner_adapt(
     Returns:
         The adapted context ``[context_dim]``.
     """
-    g_params, context = model.generator_params(params), params["context"]
+    g_params, context = model.generator_params(params), initial_context(model, params, support)
     rates = params.get("rates", model.config.inner_lr)
     for z in noise:
         step = grad(lambda c: chamfer_distance(generate(model, g_params, z, c), support))(context)
@@ -326,9 +417,22 @@ def reptile_rule(fit_query: bool):
             results = [one_task(*args) for args in zip(support, targets, inner_noise, outer_noise)]
             adapted = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
             losses, fakes = torch.stack([r[1] for r in results]), torch.stack([r[2] for r in results])
-        return {k: (v - adapted[k].mean(0)).detach() for k, v in model.meta_params.items()}, losses, fakes
+        directions = {k: (v - adapted[k].mean(0)).detach() for k, v in model.meta_params.items() if k in adapted}
+        if model.encoder is not None:
+            directions.update(amortised_start_directions(model, support, adapted["context"]))
+        return directions, losses, fakes
 
     return reptile_directions
+
+
+def amortised_start_directions(model: ContextMetaGAN, support: torch.Tensor, adapted: torch.Tensor) -> Params:
+    """Reptile's directions for an encoder start ``c_init(S_i) = c0 + E(S_i)``: the gradients of
+    ``0.5 * mean_i ||c_init(S_i) - c'_i||^2`` for ``c0`` and the encoder (support ``[T, K, ...]``, adapted contexts
+    ``c'`` ``[T, context_dim]``). For ``c0`` this is ``mean_i (c_init(S_i) - c'_i)``, Reptile's own rule."""
+    names = ["context", *(k for k in model.meta_params if k.startswith(ENCODER))]
+    starts = vmap(lambda s: initial_context(model, model.meta_params, s))(support)
+    loss = 0.5 * (starts - adapted.detach()).pow(2).sum(-1).mean()
+    return dict(zip(names, torch.autograd.grad(loss, [model.meta_params[k] for k in names])))
 
 
 OUTER_RULES_DISPATCH = {
@@ -369,6 +473,8 @@ class ContextTrainer:
         self.d_optimizer = torch.optim.Adam(model.d_params.values(), lr=model.config.d_lr, betas=(0.5, 0.999))
         for key in ("step", "outer_loss", "d_loss"):
             model.history.setdefault(key, [])
+        if model.config.ema_decay is not None and model.ema_params is None:
+            model.ema_params = {k: v.detach().clone() for k, v in model.meta_params.items()}
 
     def step(self) -> tuple[float, float]:
         """One meta-step; returns (mean outer loss, discriminator loss)."""
@@ -387,6 +493,10 @@ class ContextTrainer:
         if "rates" in model.meta_params:  # learned rates stay non-negative
             with torch.no_grad():
                 model.meta_params["rates"].clamp_(min=0.0)
+        if model.ema_params is not None:
+            with torch.no_grad():
+                for k, v in model.meta_params.items():
+                    model.ema_params[k].lerp_(v, 1.0 - cfg.ema_decay)
         real_pairs = torch.cat([pair_up(s, q) for s, q in zip(support, query)])
         fake_pairs = torch.cat([pair_up(s, f) for s, f in zip(support, fakes)])
         d_loss = discriminator_loss_r1(model, real_pairs, fake_pairs)
@@ -430,9 +540,9 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
     checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
     checks.non_negative_int("steps", steps)
     classes = len(support)
-    params = {k: v.detach() for k, v in model.meta_params.items()}
+    params = model.test_params()
     if steps == 0:
-        return params["context"].expand(classes, -1).clone()
+        return vmap(lambda s: initial_context(model, params, s))(support.to(model.device))
     noise = class_noise(seed, classes, (steps, model.config.inner_samples, model.config.z_dim), "adapt", model.device)
     return vmap(lambda s, n: inner_adapt(model, params, s, n, first_order=True))(support.to(model.device), noise)
 
@@ -442,7 +552,7 @@ def sample_contexts(model: ContextMetaGAN, contexts: torch.Tensor, n: int, seed:
     """``n`` images per context: contexts ``[C, context_dim]`` -> ``[C, n, 1, 28, 28]``."""
     checks.positive_int("n", n)
     z = class_noise(seed, len(contexts), (n, model.config.z_dim), "sample", model.device)
-    g_params = {k: v.detach() for k, v in model.generator_params().items()}
+    g_params = model.generator_params(model.test_params())
     return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
 
 
@@ -469,6 +579,7 @@ def _context_gan_payload(model: ContextMetaGAN) -> dict:
         "d_params": cpu(model.d_params),
         "step": model.step,
         "history": model.history,
+        "ema_params": None if model.ema_params is None else cpu(model.ema_params),
     }
 
 
@@ -488,6 +599,10 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
         for k in target:
             target[k] = saved[k].to(device).clone().requires_grad_(True)
     model.step, model.history = payload["step"], payload["history"]
+    if payload.get("ema_params") is not None:
+        if set(payload["ema_params"]) != set(model.meta_params):
+            raise ValueError("the moving average's parameter names differ from the config's")
+        model.ema_params = {k: v.to(device) for k, v in payload["ema_params"].items()}
     return model
 
 
@@ -501,18 +616,26 @@ def train_or_load_context_gan(
     device: torch.device | str = "cpu",
     progress: bool = True,
     description: str = "context meta-training",
+    warm_start: tuple[nn.Module, dict] | None = None,
 ) -> ContextMetaGAN:
     """The model cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else a freshly meta-trained
-    one (saved there)."""
+    one (saved there). ``warm_start``: a pretrained DCGAN generator and the cache key it was trained under;
+    meta-training then starts from it (:func:`warm_started_context_gan`) and the key records it."""
 
     def build() -> ContextMetaGAN:
-        return ContextTrainer(new_context_gan(config, device, seed=seed), sampler, seed=seed).train(
-            meta_steps, progress=progress, description=description
+        start = (
+            new_context_gan(config, device, seed=seed)
+            if warm_start is None
+            else warm_started_context_gan(config, warm_start[0], device, seed=seed)
         )
+        return ContextTrainer(start, sampler, seed=seed).train(meta_steps, progress=progress, description=description)
 
+    key = meta_training_key("context-gan", config, sampler, meta_steps, seed)
+    if warm_start is not None:
+        key["warm_start"] = warm_start[1]
     return load_or_build(
         path,
-        meta_training_key("context-gan", config, sampler, meta_steps, seed),
+        key,
         build,
         to_payload=_context_gan_payload,
         from_payload=lambda payload: _context_gan_from_payload(payload, device),

@@ -138,6 +138,32 @@ class ContextGenerator(nn.Module):
         return torch.tanh(h)
 
 
+class ShotEncoder(nn.Module):
+    """``E(shots)``: the K shots of one class ``[K, 1, 28, 28]`` -> a context offset ``[context_dim]``.
+
+    Each shot: Conv(4, stride 2) -> LeakyReLU -> Conv(4, stride 2) -> LeakyReLU -> Linear -> LeakyReLU; the mean
+    over the shots (any K, order-free) -> Linear. The last layer starts at zero, so an untrained encoder adds nothing.
+    """
+
+    def __init__(self, context_dim: int = 64, width: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 7 * 7, 4 * width),
+            nn.LeakyReLU(0.2),
+        )
+        self.head = nn.Linear(4 * width, context_dim)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, shots: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(shots).mean(0))
+
+
 class PairDiscriminator(ConvDiscriminator):
     """``D([shot, image])``: pairs ``[B, 2, 28, 28]`` (a shot of the class and a real or generated image) -> logits
     ``[B]``; the convolutional discriminator with two input channels."""

@@ -65,3 +65,30 @@ def test_update_readme_replaces_only_the_speed_block(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="speed:start"):
         bench.update_readme(readme, result)
+
+
+@pytest.mark.parametrize("change", ["discriminator, one concatenated batch", "discriminator, channels-last",
+                                    "generator, channels-last"])  # fmt: skip
+def test_each_layout_change_computes_the_trainers_gradients(change):
+    from metagan_lib.bench_modes import layout_cases
+
+    eager, changed, (module, changed_module) = layout_cases(width=8, batch=4)[change]
+    eager()
+    expected = [p.grad.clone() for p in module.parameters()]
+    for p in module.parameters():
+        p.grad = None
+    changed()
+    for want, p in zip(expected, changed_module.parameters()):
+        assert torch.allclose(p.grad, want, rtol=1e-4, atol=1e-6)
+
+
+def test_the_layout_mode_reports_a_ratio_per_change_and_width(tmp_path):
+    from metagan_lib.bench_modes import run_layout_benchmark
+
+    result = run_layout_benchmark(quick=True)
+    assert {(r["change"], r["width"]) for r in result["rows"]} == {
+        (c, w) for c in ("discriminator, one concatenated batch", "discriminator, channels-last",
+                         "generator, channels-last") for w in (32, 64)
+    }  # fmt: skip
+    for r in result["rows"]:
+        assert r["speedup_over_eager"] == pytest.approx(r["eager_ms"] / r["changed_ms"])

@@ -10,8 +10,9 @@ from metagan_lib.models import ConvGenerator
 from metagan_lib.tasks import TaskSampler
 
 
-def tiny_model(rule="maml", dtype=torch.float64, seed=0):
+def tiny_model(rule="maml", dtype=torch.float64, seed=0, shot_encoder=False):
     config = C.ContextConfig(
+        shot_encoder=shot_encoder,
         rule=rule,
         z_dim=3,
         context_dim=4,
@@ -26,11 +27,14 @@ def tiny_model(rule="maml", dtype=torch.float64, seed=0):
     )
     model = C.new_context_gan(config, seed=seed)
     model.generator, model.discriminator = model.generator.to(dtype), model.discriminator.to(dtype)
+    if model.encoder is not None:
+        model.encoder = model.encoder.to(dtype)
     g = torch.Generator().manual_seed(seed + 7)
-    # FiLM starts at zero; give it values so that the context acts through every path
+    # FiLM and the encoder's head start at zero; give them values so that the context acts through every path
     for params in (model.meta_params, model.d_params):
         for k, v in params.items():
-            noise = 0.1 * torch.randn(v.shape, generator=g) if "film" in k or k == "context" else 0
+            starts_at_zero = "film" in k or k == "context" or k.startswith("encoder.head")
+            noise = 0.1 * torch.randn(v.shape, generator=g) if starts_at_zero else 0
             params[k] = (v.detach() + noise).to(dtype).requires_grad_(True)
     return model
 
@@ -64,9 +68,10 @@ def test_generator_shapes_and_film_starts_as_identity():
     assert all(model.meta_params[k].abs().sum() == 0 for k in model.meta_params if "film" in k)
 
 
+@pytest.mark.parametrize("shot_encoder", [False, True])
 @pytest.mark.parametrize("rule", C.OUTER_RULES)
-def test_vmap_equals_loop_for_every_outer_rule(rule):
-    model = tiny_model(rule)
+def test_vmap_equals_loop_for_every_outer_rule(rule, shot_encoder):
+    model = tiny_model(rule, shot_encoder=shot_encoder)
     batch = tiny_batch(model)
     rule_fn = C.OUTER_RULES_DISPATCH[rule]
     grads_v, losses_v, fakes_v = rule_fn(model, *batch, vectorised=True)
@@ -74,12 +79,16 @@ def test_vmap_equals_loop_for_every_outer_rule(rule):
     assert torch.allclose(losses_v, losses_l, rtol=1e-10) and torch.allclose(fakes_v, fakes_l, rtol=1e-10, atol=1e-12)
     for k in grads_l:
         assert torch.allclose(grads_v[k], grads_l[k], rtol=1e-8, atol=1e-12), k
-    assert any(g.abs().sum() > 0 for k, g in grads_v.items() if k != "context")
+    assert set(grads_v) == set(model.meta_params)
+    assert all(g.abs().sum() > 0 for k, g in grads_v.items() if k != "context"), [
+        k for k, g in grads_v.items() if not g.abs().sum()
+    ]
 
 
+@pytest.mark.parametrize("shot_encoder", [False, True])
 @pytest.mark.parametrize("rule", ["maml", "meta-sgd"])
-def test_second_order_meta_gradient_matches_finite_differences(rule):
-    model = tiny_model(rule)
+def test_second_order_meta_gradient_matches_finite_differences(rule, shot_encoder):
+    model = tiny_model(rule, shot_encoder=shot_encoder)
     support, query, inner, outer = tiny_batch(model)
     grads, _, _ = C.OUTER_RULES_DISPATCH[rule](model, support, query, inner, outer, vectorised=True)
     params = model.meta_params
@@ -100,6 +109,7 @@ def test_second_order_meta_gradient_matches_finite_differences(rule):
         return value
 
     names = ["context", "project.weight", "film1.weight", "up2.bias"] + (["rates"] if rule == "meta-sgd" else [])
+    names += ["encoder.head.weight", "encoder.features.0.weight"] if shot_encoder else []
     for name in names:
         direction = {name: torch.randn(params[name].shape, generator=generator, dtype=torch.float64)}
         numeric = (objective(direction, +1) - objective(direction, -1)) / (2 * h)
@@ -129,6 +139,66 @@ def test_reptile_direction_is_start_minus_adapted(rule):
     for k, v in model.meta_params.items():
         expected = v.detach() - torch.stack([a[k] for a in adapted]).mean(0)
         assert torch.allclose(direction[k], expected), k
+
+
+@pytest.mark.parametrize("rule", ["reptile", "reptile-query"])
+def test_reptile_with_a_shot_encoder_regresses_the_start_on_the_adapted_context(rule):
+    """Generator weights: ``theta - mean_i theta'_i``; ``c0`` and the encoder: the gradient of
+    ``0.5 * mean_i ||c0 + E(S_i) - c'_i||^2`` (for ``c0``: ``mean_i (c_init_i - c'_i)``), checked by finite
+    differences."""
+    model = tiny_model(rule, shot_encoder=True)
+    support, query, inner, outer = tiny_batch(model)
+    direction, _, _ = C.OUTER_RULES_DISPATCH[rule](model, support, query, inner, outer, vectorised=False)
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    targets = query if rule == "reptile-query" else support
+    adapted = [
+        C.reptile_task(model, model.meta_params, d_params, *task)[0] for task in zip(support, targets, inner, outer)
+    ]
+    for k in model.generator_params():
+        assert torch.allclose(
+            direction[k], model.meta_params[k].detach() - torch.stack([a[k] for a in adapted]).mean(0)
+        )
+    adapted_contexts = torch.stack([a["context"] for a in adapted])
+    starts = torch.stack([C.initial_context(model, model.meta_params, s) for s in support]).detach()
+    assert torch.allclose(direction["context"], (starts - adapted_contexts).mean(0))
+    params, h, g = model.meta_params, 1e-6, torch.Generator().manual_seed(5)
+
+    def regression(name, step):
+        with torch.no_grad():
+            params[name].add_(step)
+            value = sum(
+                0.5 * (C.initial_context(model, params, s) - c).pow(2).sum() for s, c in zip(support, adapted_contexts)
+            )
+            params[name].sub_(step)
+        return value.item() / len(support)
+
+    for name in ("encoder.head.weight", "encoder.features.0.weight"):
+        v = torch.randn(params[name].shape, generator=g, dtype=torch.float64)
+        numeric = (regression(name, h * v) - regression(name, -h * v)) / (2 * h)
+        assert numeric == pytest.approx((direction[name] * v).sum().item(), rel=1e-6, abs=1e-9), name
+
+
+def test_an_untrained_shot_encoder_adds_nothing_and_leaves_the_weights_of_the_same_seed(strokes):
+    plain = C.new_context_gan(C.ContextConfig(), seed=0)
+    encoded = C.new_context_gan(C.ContextConfig(shot_encoder=True), seed=0)
+    assert all(torch.equal(plain.meta_params[k], encoded.meta_params[k]) for k in plain.meta_params)
+    assert all(torch.equal(plain.d_params[k], encoded.d_params[k]) for k in plain.d_params)
+    assert set(encoded.meta_params) - set(plain.meta_params) == {
+        k for k in encoded.meta_params if k.startswith("encoder.")
+    }
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    assert torch.equal(C.adapt_contexts(encoded, support, 0), C.adapt_contexts(plain, support, 0))
+    with torch.no_grad():  # a trained head: each class starts from c0 + E(its shots)
+        encoded.meta_params["encoder.head.bias"].fill_(0.3)
+        encoded.meta_params["encoder.head.weight"].normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    starts = C.adapt_contexts(encoded, support, 0)
+    for c in range(3):
+        assert torch.allclose(
+            starts[c], C.initial_context(encoded, encoded.meta_params, support[c]).detach(), atol=1e-6
+        )
+    assert not torch.allclose(starts[0], starts[1])
+    shuffled = support[:, torch.randperm(5, generator=torch.Generator().manual_seed(1))]
+    assert torch.allclose(C.adapt_contexts(encoded, shuffled, 0), starts, atol=1e-6)  # the shots' order is irrelevant
 
 
 def test_reptile_weights_step_loss_is_the_chamfer_distance_to_its_target():
@@ -187,6 +257,20 @@ def test_training_is_reproducible_caches_and_rebuilds_a_damaged_file(strokes, tm
     assert all(torch.equal(a.meta_params[k], rebuilt.meta_params[k]) for k in a.meta_params)
 
 
+def test_a_shot_encoder_model_trains_caches_and_reloads(strokes, tmp_path):
+    config = C.ContextConfig(
+        rule="reptile-query", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4, shot_encoder=True
+    )
+    sampler = TaskSampler(strokes, strokes.seen_classes, seed=0)
+    trained = C.train_or_load_context_gan(tmp_path / "e.pt", config, sampler, 2, progress=False)
+    assert not torch.equal(
+        trained.meta_params["encoder.head.weight"], torch.zeros_like(trained.meta_params["encoder.head.weight"])
+    )
+    loaded = C.load_context_gan(tmp_path / "e.pt")
+    assert loaded.config.shot_encoder and loaded.encoder is not None
+    assert all(torch.equal(trained.meta_params[k], loaded.meta_params[k]) for k in trained.meta_params)
+
+
 def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown outer rule 'mamal'"):
         C.ContextConfig(rule="mamal")
@@ -228,3 +312,62 @@ def test_meta_training_writes_its_losses_to_tensorboard(strokes, tmp_path):
     C.ContextTrainer(model, sampler).train(2, progress=False, log_dir=tmp_path)
     events = EventAccumulator(str(tmp_path)).Reload()
     assert [e.value for e in events.Scalars("outer_loss")] == pytest.approx(model.history["outer_loss"], rel=1e-6)
+
+
+def test_a_warm_start_is_the_pretrained_generator_at_the_initial_context():
+    pretrained = ConvGenerator(z_dim=8, width=8).eval()
+    config = C.ContextConfig(z_dim=8, width=8, context_dim=6)
+    model = C.warm_started_context_gan(config, pretrained, seed=0)
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    g_params = {k: v.detach() for k, v in model.generator_params().items()}
+    with torch.no_grad():
+        assert torch.equal(C.generate(model, g_params, z, model.meta_params["context"].detach()), pretrained(z))
+        moved = C.generate(model, g_params, z, torch.full((6,), 0.5))
+    assert not torch.allclose(moved, pretrained(z).detach())  # the context acts from the first step
+    assert all(model.meta_params[k].abs().sum() == 0 for k in model.meta_params if "film" in k)
+    with pytest.raises(ValueError, match="z_dim 16 and width 8.*got ConvGenerator with z_dim 8, width 8"):
+        C.warm_started_context_gan(C.ContextConfig(width=8), pretrained)
+
+
+def test_the_cache_key_records_the_warm_start(strokes, tmp_path):
+    config = C.ContextConfig(
+        rule="fomaml", z_dim=8, width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4
+    )
+    sampler = lambda: TaskSampler(strokes, strokes.seen_classes, seed=0)
+    first, second = (ConvGenerator(z_dim=8, width=8) for _ in range(2))
+    train = lambda path, start: C.train_or_load_context_gan(
+        path, config, sampler(), 1, progress=False, warm_start=start
+    )
+    a = train(tmp_path / "a.pt", (first, {"gan": "first"}))
+    from_second = train(tmp_path / "b.pt", (second, {"gan": "second"}))
+    again = train(tmp_path / "a.pt", (second, {"gan": "second"}))  # another pretrained GAN: retrained, not reused
+    assert not torch.equal(a.meta_params["up2.weight"], again.meta_params["up2.weight"])
+    assert all(torch.equal(from_second.meta_params[k], again.meta_params[k]) for k in again.meta_params)
+
+
+def test_a_moving_average_leaves_training_unchanged_and_is_what_test_time_uses(strokes, tmp_path):
+    base = C.ContextConfig(rule="reptile-query", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
+    sampler = lambda: TaskSampler(strokes, strokes.seen_classes, seed=0)
+    plain = C.train_or_load_context_gan(tmp_path / "plain.pt", base, sampler(), 3, progress=False)
+    averaged = C.train_or_load_context_gan(
+        tmp_path / "ema.pt", base.replace(ema_decay=0.5), sampler(), 3, progress=False
+    )
+    assert all(torch.equal(plain.meta_params[k], averaged.meta_params[k]) for k in plain.meta_params)
+    # three steps of ema <- 0.5 ema + 0.5 theta_t from theta_0
+    history = [C.new_context_gan(base, seed=0).meta_params["context"].detach()]
+    trainer = C.ContextTrainer(C.new_context_gan(base, seed=0), sampler(), seed=0)
+    for _ in range(3):
+        trainer.step()
+        history.append(trainer.model.meta_params["context"].detach().clone())
+    expected = history[0]
+    for value in history[1:]:
+        expected = 0.5 * expected + 0.5 * value
+    assert torch.allclose(averaged.ema_params["context"], expected, atol=1e-7)
+    assert torch.equal(averaged.test_params()["context"], averaged.ema_params["context"])
+    assert torch.equal(plain.test_params()["context"], plain.meta_params["context"])
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 2).support[0]
+    assert not torch.allclose(C.adapt_contexts(averaged, support, 1), C.adapt_contexts(plain, support, 1))
+    loaded = C.load_context_gan(tmp_path / "ema.pt")
+    assert all(torch.equal(loaded.ema_params[k], averaged.ema_params[k]) for k in averaged.ema_params)
+    with pytest.raises(ValueError, match="ema_decay"):
+        C.ContextConfig(ema_decay=1.0)

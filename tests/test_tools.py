@@ -39,6 +39,9 @@ def test_the_final_test_uses_the_real_split(strokes):
         (["--held-out", "1"], "--held-out must lie between 2 and 5"),
         (["--held-out", "6"], "--held-out must lie between 2 and 5"),
         (["--meta-steps", "0"], "--meta-steps must be at least 1"),
+        (["--ema-decay", "1.0"], "--ema-decay must lie between 0 and 1"),
+        (["--adv-weight", "0.3", "-1"], "--adv-weight must be non-negative"),
+        (["--warm-start-steps", "0"], "--warm-start-steps must be at least 1"),
     ],
 )
 def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):
@@ -47,3 +50,18 @@ def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, stro
     with pytest.raises(SystemExit) as stop:
         tool.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_sample_grid_shows_each_class_shots_then_samples(strokes, tmp_path):
+    from PIL import Image
+
+    from metagan_lib import context, fewshot
+
+    tool = load_tool("validate_context")
+    model = context.new_context_gan(context.ContextConfig(width=8), seed=0)
+    method = fewshot.Method("context maml, 2 inner steps", kind="context", model=model, steps=2)
+    split = tool.validation_split(strokes, held_out=5)
+    path = tool.save_sample_grid(method, split, tmp_path / "figures")
+    assert path == tmp_path / "figures" / "validation_context-maml_2-inner-steps.png"
+    width, height = Image.open(path).size
+    assert width > 1.5 * height  # 12 thumbnails a row, 6 rows

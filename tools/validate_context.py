@@ -11,6 +11,10 @@ copied shots. Example (Reptile's weights step on the shots or on the query image
 ``--test-unseen`` scores candidates already chosen here on the real split instead: meta-trained on all seen classes,
 notebook 06's feature network (loaded from its cache, or trained there), 20-way K = 5 tasks of the unseen classes.
 It is the final test of a choice, not a way to make one.
+
+Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a shot encoder, a warm start
+from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``); ``--samples FOLDER`` writes each
+candidate's samples beside the shots of 6 evaluated classes.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
-from metagan_lib import context, evaluation, fewshot, profiles, runtime
+from metagan_lib import context, evaluation, fewshot, plotting, profiles, runtime
+from metagan_lib.context import ContextConfig
 from metagan_lib.data import load_dataset
 from metagan_lib.paths import cache_dir
 from metagan_lib.seeds import derive_seed
 from metagan_lib.tasks import TaskSampler
+from metagan_lib.train import GANConfig, run_key
 
 METRICS = ("class_frechet_distance", "class_fidelity", "diversity", "copy_score")
 
@@ -43,17 +51,91 @@ def evaluation_split(dataset, held_out: int, test_unseen: bool):
     return dataset if test_unseen else validation_split(dataset, held_out)
 
 
+def pretrained_generator(data, folder, args):
+    """The warm start's DCGAN and its cache key: notebook 02's long run for ``--test-unseen``, else a run of
+    ``--warm-start-steps`` on the validation split's training classes (cached in ``folder``)."""
+    if args.test_unseen:
+        path, config = fewshot.pretrained_gan_job("full", args.dataset, 0)
+    else:
+        path, config = (
+            folder / f"gan_{args.warm_start_steps}.pt",
+            GANConfig(architecture="conv", steps=args.warm_start_steps),
+        )
+    run = fewshot.pretrain_on_seen(data, config, path, seed=0)
+    images, _ = data.subset(data.seen_classes)
+    return run.sampling_generator, run_key(images, config, 0)
+
+
+def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
+    """6 evaluated classes (one fixed task; fewer when there are fewer), each a row: its 5 shots, then 7 samples of
+    ``method`` adapted to them."""
+    support = TaskSampler(data, data.unseen_classes, seed=0).sample(1, min(6, len(data.unseen_classes)), 5).support[0]
+    samples = context.adapt_and_sample(method.model, support, method.steps, 7, seed=0)
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    plotting.show_grid(torch.cat([support, samples], dim=1).flatten(0, 1), nrow=12, title=method.name, ax=ax)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = plotting.save_figure(fig, folder, f"{prefix}_" + method.name.replace(", ", "_").replace(" ", "-"))
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="glyphs")
     parser.add_argument("--rules", nargs="+", default=["reptile", "reptile-query"], choices=context.OUTER_RULES)
     parser.add_argument("--inner-steps", nargs="+", type=int, default=[3])
+    parser.add_argument(
+        "--shot-encoder",
+        nargs="+",
+        choices=("no", "yes"),
+        default=["no"],
+        help="start the inner loop from c0 + E(shots) (yes), from c0 (no), or compare both",
+    )
+    parser.add_argument(
+        "--warm-start",
+        nargs="+",
+        choices=("no", "yes"),
+        default=["no"],
+        help="meta-train from a DCGAN pretrained on the training classes (yes; z_dim 64), from scratch (no), or both",
+    )
+    parser.add_argument(
+        "--warm-start-steps",
+        type=int,
+        default=4000,
+        help="the validation split's pretrained DCGAN's steps (--test-unseen uses notebook 02's long run instead)",
+    )
+    parser.add_argument(
+        "--adv-weight",
+        nargs="+",
+        type=float,
+        default=[ContextConfig.adv_weight],
+        help="the outer loss's adversarial weight",
+    )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="keep a moving average of the meta-parameters with this decay; each candidate is then scored with it and "
+        "with its raw weights (one training)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="folder for a figure per candidate: 6 classes, 5 shots + 7 samples a row",
+    )
     parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
     parser.add_argument("--test-unseen", action="store_true", help="score on the unseen classes (a chosen candidate)")
     args = parser.parse_args(argv)
+    if min(args.adv_weight) < 0:
+        parser.error(f"--adv-weight must be non-negative, got {min(args.adv_weight)}")
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        parser.error(f"--ema-decay must lie between 0 and 1, got {args.ema_decay}")
+    if args.warm_start_steps < 1:
+        parser.error(f"--warm-start-steps must be at least 1, got {args.warm_start_steps}")
     if args.meta_steps < 1:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
     dataset = load_dataset(args.dataset)
@@ -75,16 +157,40 @@ def main(argv: list[str] | None = None) -> None:
         fewshot.Method("real held-out", kind="ceiling", role="reference"),
         fewshot.Method("copy shots", kind="copy", role="reference"),
     ]
-    for rule, steps in itertools.product(args.rules, args.inner_steps):
-        config = context.ContextConfig(rule=rule, inner_steps=steps)
-        name = f"context {rule}, {steps} inner steps"
+    pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
+    candidates = itertools.product(args.rules, args.inner_steps, args.shot_encoder, args.warm_start, args.adv_weight)
+    for rule, steps, encoder, warm, adv in candidates:
+        config = ContextConfig(
+            rule=rule, inner_steps=steps, shot_encoder=encoder == "yes", adv_weight=adv, ema_decay=args.ema_decay
+        )
+        default_adv = adv == ContextConfig.adv_weight
+        name = f"context {rule}, {steps} inner steps" + (", shot encoder" if config.shot_encoder else "")
+        name += "" if default_adv else f", adversarial weight {adv:g}"
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
-        path = folder / f"{rule}_{steps}_{args.meta_steps}{seed_tag}.pt"
+        tags = ("_encoder" if config.shot_encoder else "") + ("_warm" if warm == "yes" else "")
+        tags += ("" if default_adv else f"_adv{adv:g}") + ("" if args.ema_decay is None else f"_ema{args.ema_decay:g}")
+        if warm == "yes":
+            config, name = config.replace(z_dim=pretrained[0].z_dim), name + ", warm start"
+        path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
         sampler = TaskSampler(data, data.seen_classes, seed=args.train_seed)
         model = context.train_or_load_context_gan(
-            path, config, sampler, args.meta_steps, seed=args.train_seed, description=name
+            path,
+            config,
+            sampler,
+            args.meta_steps,
+            seed=args.train_seed,
+            description=name,
+            warm_start=pretrained if warm == "yes" else None,
         )
+        if args.ema_decay is not None:  # the same training's raw weights, then its moving average
+            raw = dataclasses.replace(model, ema_params=None)
+            methods.append(fewshot.Method(name, kind="context", model=raw, steps=steps, role="meta-learner"))
+            name += f", EMA {args.ema_decay:g}"
         methods.append(fewshot.Method(name, kind="context", model=model, steps=steps, role="meta-learner"))
+    if args.samples is not None:
+        for method in methods[2:]:
+            prefix = f"{'unseen' if args.test_unseen else 'validation'}_{args.meta_steps}-meta-steps"
+            print("samples:", save_sample_grid(method, data, args.samples, prefix))
     per_seed = [
         fewshot.evaluate_seed(methods, data, net, shots=5, steps=None, classes=20, generated_per_class=20, seed=s)
         for s in args.seeds
@@ -92,10 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     summary = fewshot.summarise([{m: r for m, r in seed.items() if not m.startswith("_")} for seed in per_seed])
     evaluated = "unseen classes" if args.test_unseen else f"{args.held_out} held-out seen classes"
     print(f"{args.dataset}: {evaluated}, 20-way K=5, seeds {args.seeds} (mean ± 95% CI)")
-    print(f"{'method':44s}" + "".join(f"{m:>24s}" for m in METRICS))
+    print(f"{'method':56s}" + "".join(f"{m:>24s}" for m in METRICS))
     for method, scores in summary.items():
         cells = "".join(f"{scores[m]['mean']:>14.3f} ± {scores[m]['ci95']:<7.3f}" for m in METRICS)
-        print(f"{method:44s}{cells}")
+        print(f"{method:56s}{cells}")
 
 
 if __name__ == "__main__":
