@@ -245,19 +245,13 @@ def warm_started_context_gan(
     from a generator of the seen classes: its weights are copied; the first layer's context columns keep their random
     start (through them the context moves the image from the first step) and FiLM starts at zero; the pair
     discriminator (and shot encoder) are fresh from ``seed``."""
-    if not isinstance(pretrained, ConvGenerator) or (pretrained.z_dim, pretrained.width) != (
-        config.z_dim,
-        config.width,
-    ):
+    wanted = f"a ConvGenerator with z_dim {config.z_dim} and width {config.width} (the context config's)"
+    if not isinstance(pretrained, ConvGenerator):
+        raise ValueError(f"A warm start needs {wanted}, got a {type(pretrained).__name__}.")
+    if (pretrained.z_dim, pretrained.width) != (config.z_dim, config.width):
         raise ValueError(
-            f"A warm start needs a ConvGenerator with z_dim {config.z_dim} and width {config.width} (the context "
-            f"config's), got {type(pretrained).__name__}"
-            + (
-                f" with z_dim {pretrained.z_dim}, width {pretrained.width}"
-                if isinstance(pretrained, ConvGenerator)
-                else ""
-            )
-            + "; set ContextConfig(z_dim=..., width=...) to the pretrained GAN's."
+            f"A warm start needs {wanted}, got ConvGenerator with z_dim {pretrained.z_dim}, width {pretrained.width}; "
+            "set ContextConfig(z_dim=..., width=...) to the pretrained GAN's."
         )
     model = new_context_gan(config, device, seed)
     source = {k: v.detach().to(model.device) for k, v in pretrained.named_parameters()}

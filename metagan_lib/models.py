@@ -89,19 +89,25 @@ class ConvGenerator(nn.Module):
         return self.net(self.project(z).view(-1, 2 * self.width, 7, 7))
 
 
+def strided_conv_features(channels: int, width: int) -> list[nn.Module]:
+    """Conv(4, stride 2) -> LeakyReLU -> Conv(4, stride 2) -> LeakyReLU -> Flatten: ``[B, channels, 28, 28]`` ->
+    ``[B, 2 * width * 7 * 7]``; the feature layers of the discriminators and encoders (created in this order, so a
+    module built from them initialises as before)."""
+    return [
+        nn.Conv2d(channels, width, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+    ]
+
+
 class ConvDiscriminator(nn.Module):
     """DCGAN-style: images ``[B, channels, 28, 28]`` -> 14x14 -> 7x7 -> logits ``[B]``; no normalisation."""
 
     def __init__(self, width: int = 32, channels: int = 1):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Flatten(),
-            nn.Linear(2 * width * 7 * 7, 1),
-        )
+        self.net = nn.Sequential(*strided_conv_features(channels, width), nn.Linear(2 * width * 7 * 7, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
@@ -148,13 +154,7 @@ class ShotEncoder(nn.Module):
     def __init__(self, context_dim: int = 64, width: int = 32):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Flatten(),
-            nn.Linear(2 * width * 7 * 7, 4 * width),
-            nn.LeakyReLU(0.2),
+            *strided_conv_features(1, width), nn.Linear(2 * width * 7 * 7, 4 * width), nn.LeakyReLU(0.2)
         )
         self.head = nn.Linear(4 * width, context_dim)
         nn.init.zeros_(self.head.weight)

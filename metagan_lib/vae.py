@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import checks, losses
 from .artifacts import fingerprint, load_or_build_module
 from .images import IMAGE_SIZE, to_signed
-from .models import ConvDiscriminator, ConvGenerator
+from .models import ConvDiscriminator, ConvGenerator, strided_conv_features
 from .seeds import class_noise, derive_seed, generator
 
 
@@ -39,14 +39,7 @@ class VAE(nn.Module):
     def __init__(self, z_dim: int = 32, width: int = 32):
         super().__init__()
         self.z_dim = z_dim
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Flatten(),
-            nn.Linear(2 * width * 7 * 7, 2 * z_dim),
-        )
+        self.encoder = nn.Sequential(*strided_conv_features(1, width), nn.Linear(2 * width * 7 * 7, 2 * z_dim))
         self.decoder = ConvGenerator(z_dim, width)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,6 +66,21 @@ def pretrained_generator(data, folder, args):
     return run.sampling_generator, run_key(images, config, 0)
 
 
+def candidate(rule, steps, encoder: bool, warm: bool, adv: float, ema_decay, pretrained):
+    """A candidate's config, printed name and cache-file tags (each setting away from the default named in both)."""
+    config = ContextConfig(rule=rule, inner_steps=steps, shot_encoder=encoder, adv_weight=adv, ema_decay=ema_decay)
+    if warm:
+        config = config.replace(z_dim=pretrained[0].z_dim)
+    changes = [
+        (encoder, ", shot encoder", "_encoder"),
+        (warm, ", warm start", "_warm"),
+        (adv != ContextConfig.adv_weight, f", adversarial weight {adv:g}", f"_adv{adv:g}"),
+        (ema_decay is not None, "", f"_ema{ema_decay:g}" if ema_decay is not None else ""),
+    ]
+    name = f"context {rule}, {steps} inner steps" + "".join(label for on, label, _ in changes if on)
+    return config, name, "".join(tag for on, _, tag in changes if on)
+
+
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
     """6 evaluated classes (one fixed task; fewer when there are fewer), each a row: its 5 shots, then 7 samples of
     ``method`` adapted to them."""
@@ -84,20 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="glyphs")
     parser.add_argument("--rules", nargs="+", default=["reptile", "reptile-query"], choices=context.OUTER_RULES)
     parser.add_argument("--inner-steps", nargs="+", type=int, default=[3])
-    parser.add_argument(
-        "--shot-encoder",
-        nargs="+",
-        choices=("no", "yes"),
-        default=["no"],
-        help="start the inner loop from c0 + E(shots) (yes), from c0 (no), or compare both",
-    )
-    parser.add_argument(
-        "--warm-start",
-        nargs="+",
-        choices=("no", "yes"),
-        default=["no"],
-        help="meta-train from a DCGAN pretrained on the training classes (yes; z_dim 64), from scratch (no), or both",
-    )
+    for switch, meaning in (
+        ("--shot-encoder", "start the inner loop from c0 + E(shots), not c0"),
+        ("--warm-start", "meta-train from a DCGAN pretrained on the training classes (z_dim 64), not from scratch"),
+    ):
+        parser.add_argument(
+            switch, nargs="+", choices=("no", "yes"), default=["no"], help=f"yes: {meaning}; no; or both"
+        )
     parser.add_argument(
         "--warm-start-steps",
         type=int,
@@ -160,17 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
     candidates = itertools.product(args.rules, args.inner_steps, args.shot_encoder, args.warm_start, args.adv_weight)
     for rule, steps, encoder, warm, adv in candidates:
-        config = ContextConfig(
-            rule=rule, inner_steps=steps, shot_encoder=encoder == "yes", adv_weight=adv, ema_decay=args.ema_decay
-        )
-        default_adv = adv == ContextConfig.adv_weight
-        name = f"context {rule}, {steps} inner steps" + (", shot encoder" if config.shot_encoder else "")
-        name += "" if default_adv else f", adversarial weight {adv:g}"
+        config, name, tags = candidate(rule, steps, encoder == "yes", warm == "yes", adv, args.ema_decay, pretrained)
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
-        tags = ("_encoder" if config.shot_encoder else "") + ("_warm" if warm == "yes" else "")
-        tags += ("" if default_adv else f"_adv{adv:g}") + ("" if args.ema_decay is None else f"_ema{args.ema_decay:g}")
-        if warm == "yes":
-            config, name = config.replace(z_dim=pretrained[0].z_dim), name + ", warm start"
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
         sampler = TaskSampler(data, data.seen_classes, seed=args.train_seed)
         model = context.train_or_load_context_gan(
