@@ -23,10 +23,12 @@ al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair dis
   all-weights step fits the task's query images instead of the shots (a candidate that
   ``tools/validate_context.py`` compares on seen-class validation tasks; not one of the four
   standard learners);
-* three options, tried on those validation tasks and not adopted (README): a shot encoder that starts
+* options, each tried on those validation tasks (the README has the verdicts): a shot encoder that starts
   the inner loop from ``c0 + E(shots)`` (``shot_encoder``), a warm start from a DCGAN pretrained on the
-  seen classes (:func:`warm_started_context_gan`), and a moving average of the meta-parameters used at
-  test time (``ema_decay``).
+  seen classes (:func:`warm_started_context_gan`), a moving average of the meta-parameters used at
+  test time (``ema_decay``), a Gaussian blur of samples and images before every chamfer distance
+  (``blur``), and nearest-neighbour upsampling instead of transposed convolutions in the generator
+  (``upsample``).
 
 The chamfer distance between sets ``A`` (samples) and ``B`` (images) of a class is
 ``mean_a min_b d(a, b) + mean_b min_a d(a, b)``, ``d`` the mean squared difference of the images
@@ -49,7 +51,7 @@ from tqdm.auto import tqdm
 from . import checks, seeds
 from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
-from .models import ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
+from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import Monitor
 from .seeds import class_noise
 
@@ -89,6 +91,10 @@ class ContextConfig:
             :class:`~metagan_lib.models.ShotEncoder` of the task's shots (amortised conditioning), not ``c0`` alone.
         ema_decay: keep an exponential moving average of the meta-parameters with this decay, and adapt and sample
             with it at test time; ``None``: the meta-parameters themselves.
+        upsample: the generator's doubling layers, ``"transposed"`` convolutions or ``"nearest"`` upsampling + 3x3
+            convolutions (:func:`~metagan_lib.models.doubling`).
+        blur: standard deviation (pixels) of a Gaussian blur of samples and images before every chamfer distance
+            (inner and outer losses): strokes a pixel or two apart then still overlap; 0: no blur.
     """
 
     rule: str = "maml"
@@ -109,10 +115,14 @@ class ContextConfig:
     queries: int = 10
     shot_encoder: bool = False
     ema_decay: float | None = None
+    blur: float = 0.0
+    upsample: str = "transposed"
 
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
             raise ValueError(f"Unknown outer rule {self.rule!r}; choose one of {', '.join(OUTER_RULES)}.")
+        if self.upsample not in UPSAMPLING:
+            raise ValueError(f"Unknown upsampling {self.upsample!r}; choose one of {', '.join(UPSAMPLING)}.")
         for name in (
             "z_dim",
             "context_dim",
@@ -127,7 +137,7 @@ class ContextConfig:
         checks.conv_width("width", self.width)
         for name in ("inner_lr", "reptile_lr", "meta_lr", "d_lr"):
             checks.positive(name, getattr(self, name))
-        for name in ("adv_weight", "r1"):
+        for name in ("adv_weight", "r1", "blur"):
             checks.non_negative(name, getattr(self, name))
         if self.ema_decay is not None:
             checks.require(0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "a decay in (0, 1), or None")
@@ -202,7 +212,7 @@ def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", s
     """A fresh context meta-GAN with weights from ``seed``, ``c0 = 0`` (and Meta-SGD rates ``= inner_lr``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        generator = ContextGenerator(config.z_dim, config.context_dim, config.width)
+        generator = ContextGenerator(config.z_dim, config.context_dim, config.width, upsample=config.upsample)
         discriminator = PairDiscriminator(config.width)
         encoder = ShotEncoder(config.context_dim, config.width) if config.shot_encoder else None
     leaf = lambda t: t.detach().to(device).clone().requires_grad_(True)
@@ -248,6 +258,11 @@ def warm_started_context_gan(
     wanted = f"a ConvGenerator with z_dim {config.z_dim} and width {config.width} (the context config's)"
     if not isinstance(pretrained, ConvGenerator):
         raise ValueError(f"A warm start needs {wanted}, got a {type(pretrained).__name__}.")
+    if config.upsample != "transposed":
+        raise ValueError(
+            f"A warm start copies a DCGAN's transposed convolutions; ContextConfig(upsample={config.upsample!r}) has "
+            "none. Use upsample='transposed' with a warm start."
+        )
     if (pretrained.z_dim, pretrained.width) != (config.z_dim, config.width):
         raise ValueError(
             f"A warm start needs {wanted}, got ConvGenerator with z_dim {pretrained.z_dim}, width {pretrained.width}; "
@@ -281,6 +296,11 @@ def initial_context(model: ContextMetaGAN, params: Params, support: torch.Tensor
     return params["context"] + functional_call(model.encoder, model.encoder_params(params), (support,))
 
 
+def set_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """The inner and outer losses' distance: the chamfer distance at the config's ``blur``."""
+    return chamfer_distance(samples, images, model.config.blur)
+
+
 def inner_adapt(
     model: ContextMetaGAN, params: Params, support: torch.Tensor, noise: torch.Tensor, first_order: bool = False
 ) -> torch.Tensor:
@@ -298,7 +318,7 @@ def inner_adapt(
     g_params, context = model.generator_params(params), initial_context(model, params, support)
     rates = params.get("rates", model.config.inner_lr)
     for z in noise:
-        step = grad(lambda c: chamfer_distance(generate(model, g_params, z, c), support))(context)
+        step = grad(lambda c: set_distance(model, generate(model, g_params, z, c), support))(context)
         context = context - rates * (step.detach() if first_order else step)
     return context
 
@@ -322,7 +342,7 @@ def task_outer_loss(
     ``[B, ...]``."""
     context = inner_adapt(model, params, support, inner_noise, first_order)
     fake = generate(model, model.generator_params(params), outer_noise, context)
-    loss = chamfer_distance(fake, query) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
+    loss = set_distance(model, fake, query) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
     return loss, fake
 
 
@@ -387,7 +407,7 @@ def reptile_task(
 
     def task_loss(p):
         fake = generate(model, model.generator_params(p), outer_noise, p["context"])
-        loss = chamfer_distance(fake, target) + model.config.adv_weight * adversarial_loss(
+        loss = set_distance(model, fake, target) + model.config.adv_weight * adversarial_loss(
             model, d_params, support, fake
         )
         return loss, (loss, fake)

@@ -7,6 +7,7 @@ scalar: the mean over the batch.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -123,7 +124,23 @@ def pyramid_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def chamfer_distance(samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``mean_a min_b d(a, b) + mean_b min_a d(a, b)`` (a scalar) between two sets of images."""
-    d = pyramid_distances(samples, images)
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images [B, C, H, W]`` convolved with a normalised Gaussian of standard deviation ``sigma`` pixels (separable,
+    radius ``ceil(3 sigma)``, borders replicated, so a constant image stays constant); ``sigma = 0``: unchanged."""
+    if sigma == 0:
+        return images
+    radius = math.ceil(3 * sigma)
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius,) * 4, mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def chamfer_distance(samples: torch.Tensor, images: torch.Tensor, blur: float = 0.0) -> torch.Tensor:
+    """``mean_a min_b d(a, b) + mean_b min_a d(a, b)`` (a scalar) between two sets of images, ``d`` the
+    :func:`pyramid_distances` of the images after a :func:`gaussian_blur` of ``blur`` pixels."""
+    d = pyramid_distances(gaussian_blur(samples, blur), gaussian_blur(images, blur))
     return d.min(dim=1).values.mean() + d.min(dim=0).values.mean()

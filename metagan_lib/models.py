@@ -113,21 +113,61 @@ class ConvDiscriminator(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+UPSAMPLING = ("transposed", "nearest")
+
+# nearest-neighbour doubling then a 3x3 convolution (padding 1), per output position ``2i + a``, reads the input at
+# ``i - 1, i, i + 1`` with the 3 taps summed as below: a stride-2 transposed convolution whose 4 taps are
+# ``[w2, w1 + w2, w0 + w1, w0]`` (``NEAREST_TAPS @ w``), so it runs at a transposed convolution's cost
+NEAREST_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+class NearestDoubling(nn.Module):
+    """Nearest-neighbour upsampling x2 then a 3x3 convolution (padding 1): ``[B, C_in, H, W]`` ->
+    ``[B, C_out, 2H, 2W]``, free of the checkerboard pattern of a free transposed convolution. Computed exactly as a
+    stride-2 transposed convolution with the 4x4 kernel ``NEAREST_TAPS W NEAREST_TAPS^T``; ``weight [C_out, C_in,
+    3, 3]`` and ``bias`` are a :class:`torch.nn.Conv2d`'s (same initialisation)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.weight, self.bias = conv.weight, conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        taps = NEAREST_TAPS.to(self.weight)
+        kernel = torch.einsum("ka,oiab,lb->iokl", taps, self.weight, taps)
+        return F.conv_transpose2d(x, kernel, self.bias, stride=2, padding=1)
+
+
+def doubling(in_channels: int, out_channels: int, upsample: str) -> nn.Module:
+    """A layer that doubles the height and width: a transposed convolution (kernel 4, ``"transposed"``) or
+    :class:`NearestDoubling` (``"nearest"``)."""
+    if upsample == "transposed":
+        return nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)
+    if upsample == "nearest":
+        return NearestDoubling(in_channels, out_channels)
+    raise ValueError(f"Unknown upsampling {upsample!r}; choose one of {', '.join(UPSAMPLING)}.")
+
+
 class ContextGenerator(nn.Module):
     """``G(z, c)``: noise ``[B, z_dim]`` and one context ``[context_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1].
 
     Linear([z, c]) -> 7x7 -> GroupNorm, FiLM(c), ReLU -> 14x14 -> GroupNorm, FiLM(c), ReLU -> 28x28, tanh.
     FiLM layers start at zero (identity), so an untrained context changes only the first layer.
+    ``upsample``: each doubling is a transposed convolution (kernel 4, stride 2: ``"transposed"``) or a
+    nearest-neighbour upsampling then a 3x3 convolution (``"nearest"``, free of the transposed convolution's
+    checkerboard pattern, at the transposed convolution's cost: :class:`NearestDoubling`).
     """
 
-    def __init__(self, z_dim: int = 16, context_dim: int = 64, width: int = 32, groups: int = 8):
+    def __init__(
+        self, z_dim: int = 16, context_dim: int = 64, width: int = 32, groups: int = 8, upsample: str = "transposed"
+    ):
         super().__init__()
         self.z_dim, self.context_dim, self.width = z_dim, context_dim, width
         self.project = nn.Linear(z_dim + context_dim, 2 * width * 7 * 7)
         self.norm1, self.film1 = nn.GroupNorm(groups, 2 * width), nn.Linear(context_dim, 4 * width)
-        self.up1 = nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1)
+        self.up1 = doubling(2 * width, width, upsample)
         self.norm2, self.film2 = nn.GroupNorm(groups, width), nn.Linear(context_dim, 2 * width)
-        self.up2 = nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)
+        self.up2 = doubling(width, 1, upsample)
         for film in (self.film1, self.film2):
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)

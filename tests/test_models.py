@@ -4,9 +4,11 @@ from torch.func import functional_call
 
 from metagan_lib.models import (
     ContextGenerator,
+    NearestDoubling,
     PairDiscriminator,
     build_gan,
     count_parameters,
+    doubling,
     materialise,
     template,
 )
@@ -34,8 +36,10 @@ def test_build_gan_is_seeded_and_leaves_the_global_generator_alone():
         build_gan("resnet")
 
 
-def test_context_networks_shapes_and_film_starts_at_identity():
-    generator, discriminator = ContextGenerator(z_dim=4, context_dim=6, width=8), PairDiscriminator(width=8)
+@pytest.mark.parametrize("upsample", ["transposed", "nearest"])
+def test_context_networks_shapes_and_film_starts_at_identity(upsample):
+    generator = ContextGenerator(z_dim=4, context_dim=6, width=8, upsample=upsample)
+    discriminator = PairDiscriminator(width=8)
     z = torch.randn(5, 4)
     images = generator(z, torch.zeros(6))
     assert images.shape == (5, 1, 28, 28)
@@ -53,3 +57,34 @@ def test_template_holds_no_values_and_functional_call_matches_the_module():
     rebuilt = materialise(shell, params)  # a real module again, holding copies
     assert torch.equal(rebuilt(z), generator(z))
     assert rebuilt.project.weight.data_ptr() != generator.project.weight.data_ptr()
+
+
+def test_nearest_doubling_has_no_checkerboard_and_transposed_has_one():
+    torch.manual_seed(0)
+    flat = torch.ones(1, 4, 7, 7)  # a constant feature map
+    nearest = doubling(4, 3, "nearest")(flat)[..., 2:-2, 2:-2]  # away from the zero-padded border
+    transposed = doubling(4, 3, "transposed")(flat)[..., 2:-2, 2:-2]
+    assert nearest.shape == transposed.shape == (1, 3, 10, 10)
+    assert torch.allclose(nearest, nearest[..., :1, :1].expand_as(nearest))  # constant in, constant out
+    assert torch.allclose(transposed[..., :-2, :], transposed[..., 2:, :])  # a pattern of period 2 ...
+    assert torch.allclose(transposed[..., :, :-2], transposed[..., :, 2:])
+    assert (transposed[..., 0::2, :] - transposed[..., 1::2, :]).abs().max() > 1e-3  # ... that alternates
+    with pytest.raises(ValueError, match="Unknown upsampling 'bilinear'"):
+        doubling(4, 3, "bilinear")
+    with pytest.raises(ValueError, match="Unknown upsampling 'bilinear'; choose one of transposed, nearest"):
+        ContextGenerator(upsample="bilinear")
+
+
+def test_nearest_doubling_is_upsampling_then_a_3x3_convolution():
+    torch.manual_seed(0)
+    layer = NearestDoubling(5, 3).double()
+    reference = torch.nn.Sequential(
+        torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(5, 3, 3, padding=1)
+    )
+    reference = reference.double()
+    with torch.no_grad():
+        reference[1].weight.copy_(layer.weight)
+        reference[1].bias.copy_(layer.bias)
+    x = torch.randn(2, 5, 7, 7, dtype=torch.float64)
+    assert torch.allclose(layer(x), reference(x), atol=1e-12)  # borders included
+    assert layer(torch.randn(1, 5, 14, 14, dtype=torch.float64)).shape == (1, 3, 28, 28)

@@ -41,6 +41,8 @@ def test_the_final_test_uses_the_real_split(strokes):
         (["--meta-steps", "0"], "--meta-steps must be at least 1"),
         (["--ema-decay", "1.0"], "--ema-decay must lie between 0 and 1"),
         (["--adv-weight", "0.3", "-1"], "--adv-weight must be non-negative"),
+        (["--blur", "0", "-0.5"], "--blur must be non-negative"),
+        (["--warm-start", "yes", "--upsample", "nearest"], "use it with --upsample transposed"),
         (["--warm-start-steps", "0"], "--warm-start-steps must be at least 1"),
     ],
 )

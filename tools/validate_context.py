@@ -12,7 +12,8 @@ copied shots. Example (Reptile's weights step on the shots or on the query image
 notebook 06's feature network (loaded from its cache, or trained there), 20-way K = 5 tasks of the unseen classes.
 It is the final test of a choice, not a way to make one.
 
-Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a shot encoder, a warm start
+Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
+distances, the generator's upsampling, a shot encoder, a warm start
 from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``); ``--samples FOLDER`` writes each
 candidate's samples beside the shots of 6 evaluated classes.
 """
@@ -30,6 +31,7 @@ import torch
 from metagan_lib import context, evaluation, fewshot, plotting, profiles, runtime
 from metagan_lib.context import ContextConfig
 from metagan_lib.data import load_dataset
+from metagan_lib.models import UPSAMPLING
 from metagan_lib.paths import cache_dir
 from metagan_lib.seeds import derive_seed
 from metagan_lib.tasks import TaskSampler
@@ -66,15 +68,25 @@ def pretrained_generator(data, folder, args):
     return run.sampling_generator, run_key(images, config, 0)
 
 
-def candidate(rule, steps, encoder: bool, warm: bool, adv: float, ema_decay, pretrained):
+def candidate(rule, steps, encoder: bool, warm: bool, adv: float, blur: float, upsample: str, ema_decay, pretrained):
     """A candidate's config, printed name and cache-file tags (each setting away from the default named in both)."""
-    config = ContextConfig(rule=rule, inner_steps=steps, shot_encoder=encoder, adv_weight=adv, ema_decay=ema_decay)
+    config = ContextConfig(
+        rule=rule,
+        inner_steps=steps,
+        shot_encoder=encoder,
+        adv_weight=adv,
+        blur=blur,
+        upsample=upsample,
+        ema_decay=ema_decay,
+    )
     if warm:
         config = config.replace(z_dim=pretrained[0].z_dim)
     changes = [
         (encoder, ", shot encoder", "_encoder"),
         (warm, ", warm start", "_warm"),
         (adv != ContextConfig.adv_weight, f", adversarial weight {adv:g}", f"_adv{adv:g}"),
+        (blur != ContextConfig.blur, f", blur {blur:g}", f"_blur{blur:g}"),
+        (upsample != ContextConfig.upsample, f", {upsample} upsampling", f"_{upsample}"),
         (ema_decay is not None, "", f"_ema{ema_decay:g}" if ema_decay is not None else ""),
     ]
     name = f"context {rule}, {steps} inner steps" + "".join(label for on, label, _ in changes if on)
@@ -120,6 +132,20 @@ def main(argv: list[str] | None = None) -> None:
         help="the outer loss's adversarial weight",
     )
     parser.add_argument(
+        "--blur",
+        nargs="+",
+        type=float,
+        default=[ContextConfig.blur],
+        help="Gaussian blur (pixels) of samples and images before the inner and outer chamfer distances; 0: none",
+    )
+    parser.add_argument(
+        "--upsample",
+        nargs="+",
+        choices=UPSAMPLING,
+        default=[ContextConfig.upsample],
+        help="the generator's doubling layers: transposed convolutions, or nearest upsampling + 3x3 convolutions",
+    )
+    parser.add_argument(
         "--ema-decay",
         type=float,
         default=None,
@@ -140,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if min(args.adv_weight) < 0:
         parser.error(f"--adv-weight must be non-negative, got {min(args.adv_weight)}")
+    if "yes" in args.warm_start and set(args.upsample) != {"transposed"}:
+        parser.error("--warm-start yes copies a DCGAN's transposed convolutions: use it with --upsample transposed")
+    if min(args.blur) < 0:
+        parser.error(f"--blur must be non-negative, got {min(args.blur)}")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
         parser.error(f"--ema-decay must lie between 0 and 1, got {args.ema_decay}")
     if args.warm_start_steps < 1:
@@ -166,9 +196,13 @@ def main(argv: list[str] | None = None) -> None:
         fewshot.Method("copy shots", kind="copy", role="reference"),
     ]
     pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
-    candidates = itertools.product(args.rules, args.inner_steps, args.shot_encoder, args.warm_start, args.adv_weight)
-    for rule, steps, encoder, warm, adv in candidates:
-        config, name, tags = candidate(rule, steps, encoder == "yes", warm == "yes", adv, args.ema_decay, pretrained)
+    candidates = itertools.product(
+        args.rules, args.inner_steps, args.shot_encoder, args.warm_start, args.adv_weight, args.blur, args.upsample
+    )
+    for rule, steps, encoder, warm, adv, blur, upsample in candidates:
+        config, name, tags = candidate(
+            rule, steps, encoder == "yes", warm == "yes", adv, blur, upsample, args.ema_decay, pretrained
+        )
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
         sampler = TaskSampler(data, data.seen_classes, seed=args.train_seed)
