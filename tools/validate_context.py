@@ -124,20 +124,15 @@ def main(argv: list[str] | None = None) -> None:
         default=4000,
         help="the validation split's pretrained DCGAN's steps (--test-unseen uses notebook 02's long run instead)",
     )
-    parser.add_argument(
-        "--adv-weight",
-        nargs="+",
-        type=float,
-        default=[ContextConfig.adv_weight],
-        help="the outer loss's adversarial weight",
-    )
-    parser.add_argument(
-        "--blur",
-        nargs="+",
-        type=float,
-        default=[ContextConfig.blur],
-        help="Gaussian blur (pixels) of samples and images before the inner and outer chamfer distances; 0: none",
-    )
+    for option, default, meaning in (
+        ("--adv-weight", ContextConfig.adv_weight, "the outer loss's adversarial weight"),
+        (
+            "--blur",
+            ContextConfig.blur,
+            "Gaussian blur (pixels) of samples and images before the chamfer distances; 0: none",
+        ),
+    ):
+        parser.add_argument(option, nargs="+", type=float, default=[default], help=f"{meaning}; one value or several")
     parser.add_argument(
         "--upsample",
         nargs="+",
