@@ -95,6 +95,8 @@ class ContextConfig:
             convolutions (:func:`~metagan_lib.models.doubling`).
         blur: standard deviation (pixels) of a Gaussian blur of samples and images before every chamfer distance
             (inner and outer losses): strokes a pixel or two apart then still overlap; 0: no blur.
+        refine: 0, or the channels of a third generator stage at 28x28 (GroupNorm, FiLM, ReLU, 3x3 convolution to
+            the image; :class:`~metagan_lib.models.ContextGenerator`), a multiple of 8.
     """
 
     rule: str = "maml"
@@ -117,6 +119,7 @@ class ContextConfig:
     ema_decay: float | None = None
     blur: float = 0.0
     upsample: str = "transposed"
+    refine: int = 0
 
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
@@ -139,6 +142,12 @@ class ContextConfig:
             checks.positive(name, getattr(self, name))
         for name in ("adv_weight", "r1", "blur"):
             checks.non_negative(name, getattr(self, name))
+        checks.require(
+            type(self.refine) is int and self.refine >= 0 and self.refine % 8 == 0,
+            "refine",
+            self.refine,
+            "0 or a multiple of 8",
+        )
         if self.ema_decay is not None:
             checks.require(0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "a decay in (0, 1), or None")
 
@@ -212,7 +221,9 @@ def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", s
     """A fresh context meta-GAN with weights from ``seed``, ``c0 = 0`` (and Meta-SGD rates ``= inner_lr``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        generator = ContextGenerator(config.z_dim, config.context_dim, config.width, upsample=config.upsample)
+        generator = ContextGenerator(
+            config.z_dim, config.context_dim, config.width, upsample=config.upsample, refine=config.refine
+        )
         discriminator = PairDiscriminator(config.width)
         encoder = ShotEncoder(config.context_dim, config.width) if config.shot_encoder else None
     leaf = lambda t: t.detach().to(device).clone().requires_grad_(True)
@@ -262,6 +273,11 @@ def warm_started_context_gan(
         raise ValueError(
             f"A warm start copies a DCGAN's transposed convolutions; ContextConfig(upsample={config.upsample!r}) has "
             "none. Use upsample='transposed' with a warm start."
+        )
+    if config.refine:
+        raise ValueError(
+            f"A warm start copies a DCGAN's layers; ContextConfig(refine={config.refine}) adds a stage it lacks. "
+            "Use refine=0 with a warm start."
         )
     if (pretrained.z_dim, pretrained.width) != (config.z_dim, config.width):
         raise ValueError(

@@ -153,22 +153,38 @@ class ContextGenerator(nn.Module):
 
     Linear([z, c]) -> 7x7 -> GroupNorm, FiLM(c), ReLU -> 14x14 -> GroupNorm, FiLM(c), ReLU -> 28x28, tanh.
     FiLM layers start at zero (identity), so an untrained context changes only the first layer.
+    ``refine``: 0, or the channels of a third stage at full resolution: the last doubling then gives ``refine``
+    channels at 28x28 -> GroupNorm, FiLM(c), ReLU -> 3x3 convolution to 1 channel, tanh (a layer that sees each
+    pixel's neighbours after the last upsampling, where thin strokes are drawn).
     ``upsample``: each doubling is a transposed convolution (kernel 4, stride 2: ``"transposed"``) or a
     nearest-neighbour upsampling then a 3x3 convolution (``"nearest"``, free of the transposed convolution's
     checkerboard pattern, at the transposed convolution's cost: :class:`NearestDoubling`).
     """
 
     def __init__(
-        self, z_dim: int = 16, context_dim: int = 64, width: int = 32, groups: int = 8, upsample: str = "transposed"
+        self,
+        z_dim: int = 16,
+        context_dim: int = 64,
+        width: int = 32,
+        groups: int = 8,
+        upsample: str = "transposed",
+        refine: int = 0,
     ):
         super().__init__()
-        self.z_dim, self.context_dim, self.width = z_dim, context_dim, width
+        if refine and refine % groups:
+            raise ValueError(f"refine={refine} channels do not split into {groups} groups; use a multiple of {groups}.")
+        self.z_dim, self.context_dim, self.width, self.refine = z_dim, context_dim, width, refine
         self.project = nn.Linear(z_dim + context_dim, 2 * width * 7 * 7)
         self.norm1, self.film1 = nn.GroupNorm(groups, 2 * width), nn.Linear(context_dim, 4 * width)
         self.up1 = doubling(2 * width, width, upsample)
         self.norm2, self.film2 = nn.GroupNorm(groups, width), nn.Linear(context_dim, 2 * width)
-        self.up2 = doubling(width, 1, upsample)
-        for film in (self.film1, self.film2):
+        self.up2 = doubling(width, refine or 1, upsample)
+        films = [self.film1, self.film2]
+        if refine:
+            self.norm3, self.film3 = nn.GroupNorm(groups, refine), nn.Linear(context_dim, 2 * refine)
+            self.out = nn.Conv2d(refine, 1, 3, padding=1)
+            films.append(self.film3)
+        for film in films:
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
 
@@ -181,6 +197,8 @@ class ContextGenerator(nn.Module):
         h = self.project(torch.cat([z, context.expand(len(z), -1)], dim=1)).view(-1, 2 * self.width, 7, 7)
         h = self.up1(F.relu(self._film(self.norm1(h), self.film1(context))))
         h = self.up2(F.relu(self._film(self.norm2(h), self.film2(context))))
+        if self.refine:
+            h = self.out(F.relu(self._film(self.norm3(h), self.film3(context))))
         return torch.tanh(h)
 
 

@@ -47,6 +47,26 @@ def test_context_networks_shapes_and_film_starts_at_identity(upsample):
     assert count_parameters(generator.film1) > 0 and generator.film1.weight.abs().sum() == 0
 
 
+def test_the_refine_stage_adds_a_full_resolution_layer_and_refine_0_is_the_two_stage_generator():
+    torch.manual_seed(0)
+    plain = ContextGenerator(z_dim=4, context_dim=6, width=8)
+    torch.manual_seed(0)
+    also_plain = ContextGenerator(z_dim=4, context_dim=6, width=8, refine=0)
+    assert [(k, v.shape) for k, v in plain.named_parameters()] == [
+        (k, v.shape) for k, v in also_plain.named_parameters()
+    ]
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), also_plain.parameters()))
+    refined = ContextGenerator(z_dim=4, context_dim=6, width=8, refine=16)
+    names = dict(refined.named_parameters())
+    assert names["up2.weight"].shape[1] == 16 and names["out.weight"].shape == (1, 16, 3, 3)  # 16 channels at 28x28
+    assert names["film3.weight"].abs().sum() == 0  # FiLM starts at identity here too
+    z, c = torch.randn(5, 4), torch.randn(6)
+    images = refined(z, c)
+    assert images.shape == (5, 1, 28, 28) and images.abs().max() <= 1
+    with pytest.raises(ValueError, match="refine=12 channels do not split into 8 groups"):
+        ContextGenerator(refine=12)
+
+
 def test_template_holds_no_values_and_functional_call_matches_the_module():
     generator, _ = build_gan("conv", 8, 8, seed=1)
     shell = template(generator)

@@ -44,6 +44,9 @@ def test_the_final_test_uses_the_real_split(strokes):
         (["--blur", "0", "-0.5"], "--blur must be non-negative"),
         (["--warm-start", "yes", "--upsample", "nearest"], "use it with --upsample transposed"),
         (["--warm-start-steps", "0"], "--warm-start-steps must be at least 1"),
+        (["--warm-start", "yes", "--refine", "16"], "use it with --refine 0"),
+        (["--refine", "0", "12"], "--refine takes 0 or multiples of 8"),
+        (["--test-steps", "5", "-1"], "--test-steps must be non-negative"),
     ],
 )
 def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):
@@ -67,3 +70,27 @@ def test_the_sample_grid_shows_each_class_shots_then_samples(strokes, tmp_path):
     assert path == tmp_path / "figures" / "validation_context-maml_2-inner-steps.png"
     width, height = Image.open(path).size
     assert width > 1.5 * height  # 12 thumbnails a row, 6 rows
+
+
+def test_a_test_step_sweep_scores_one_model_at_each_number_of_steps():
+    from metagan_lib import context
+
+    tool = load_tool("validate_context")
+    model = context.new_context_gan(context.ContextConfig(width=8), seed=0)
+    methods = tool.scored_at("context reptile-query, 5 inner steps", model, 5, [5, 50])
+    assert [m.name for m in methods] == [
+        "context reptile-query, 5 inner steps",
+        "context reptile-query, 5 inner steps, 50 test steps",
+    ]
+    assert [m.steps for m in methods] == [5, 50] and all(m.model is model for m in methods)
+    assert [m.steps for m in tool.scored_at("x", model, 3, None)] == [3]  # no sweep: the training's inner steps
+
+
+def test_the_fit_check_draws_meta_training_classes_only(strokes):
+    tool = load_tool("validate_context")
+    split = tool.validation_split(strokes, held_out=2)
+    pool = tool.training_class_sample(split, 3)
+    assert len(pool) == 3 and torch.isin(pool, split.seen_classes).all()  # classes the candidates trained on
+    assert not torch.isin(pool, split.unseen_classes).any()
+    assert torch.equal(pool, tool.training_class_sample(split, 3))  # fixed seed
+    assert len(tool.training_class_sample(split, 99)) == len(split.seen_classes)  # at most all of them

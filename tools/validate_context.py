@@ -15,7 +15,9 @@ It is the final test of a choice, not a way to make one.
 Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
 distances, the generator's upsampling, a shot encoder, a warm start
 from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``); ``--samples FOLDER`` writes each
-candidate's samples beside the shots of 6 evaluated classes.
+candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores each candidate after several
+numbers of test-time inner steps; ``--fit-check`` scores them on meta-training classes too (the feature network
+has seen those classes, so compare the candidate with the real images of the same table).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def pretrained_generator(data, folder, args):
     return run.sampling_generator, run_key(images, config, 0)
 
 
-def candidate(rule, steps, encoder: bool, warm: bool, adv: float, blur: float, upsample: str, ema_decay, pretrained):
+def candidate(
+    rule, steps, encoder: bool, warm: bool, adv: float, blur: float, upsample: str, refine: int, ema_decay, pretrained
+):
     """A candidate's config, printed name and cache-file tags (each setting away from the default named in both)."""
     config = ContextConfig(
         rule=rule,
@@ -77,6 +81,7 @@ def candidate(rule, steps, encoder: bool, warm: bool, adv: float, blur: float, u
         adv_weight=adv,
         blur=blur,
         upsample=upsample,
+        refine=refine,
         ema_decay=ema_decay,
     )
     if warm:
@@ -87,10 +92,22 @@ def candidate(rule, steps, encoder: bool, warm: bool, adv: float, blur: float, u
         (adv != ContextConfig.adv_weight, f", adversarial weight {adv:g}", f"_adv{adv:g}"),
         (blur != ContextConfig.blur, f", blur {blur:g}", f"_blur{blur:g}"),
         (upsample != ContextConfig.upsample, f", {upsample} upsampling", f"_{upsample}"),
+        (refine != ContextConfig.refine, f", refine stage {refine}", f"_refine{refine}"),
         (ema_decay is not None, "", f"_ema{ema_decay:g}" if ema_decay is not None else ""),
     ]
     name = f"context {rule}, {steps} inner steps" + "".join(label for on, label, _ in changes if on)
     return config, name, "".join(tag for on, _, tag in changes if on)
+
+
+def scored_at(name: str, model, steps: int, test_steps: list[int] | None) -> list:
+    """The candidate as methods to score: at its meta-training's inner ``steps``, or at each of ``test_steps``
+    (named by the test steps where they differ)."""
+    return [
+        fewshot.Method(
+            name if t == steps else f"{name}, {t} test steps", kind="context", model=model, steps=t, role="meta-learner"
+        )
+        for t in (test_steps or [steps])
+    ]
 
 
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
@@ -131,8 +148,10 @@ def main(argv: list[str] | None = None) -> None:
             ContextConfig.blur,
             "Gaussian blur (pixels) of samples and images before the chamfer distances; 0: none",
         ),
+        ("--refine", ContextConfig.refine, "channels of a third generator stage at 28x28 (a multiple of 8); 0: none"),
     ):
-        parser.add_argument(option, nargs="+", type=float, default=[default], help=f"{meaning}; one value or several")
+        kind = type(default)  # float settings, or the integer channels
+        parser.add_argument(option, nargs="+", type=kind, default=[default], help=f"{meaning}; one value or several")
     parser.add_argument(
         "--upsample",
         nargs="+",
@@ -153,16 +172,33 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="folder for a figure per candidate: 6 classes, 5 shots + 7 samples a row",
     )
+    parser.add_argument(
+        "--test-steps",
+        nargs="+",
+        type=int,
+        default=None,
+        help="score each candidate after these numbers of inner steps at test time (a sweep: more steps fit the shots "
+        "closer); default: its meta-training's inner steps",
+    )
     parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
     parser.add_argument("--test-unseen", action="store_true", help="score on the unseen classes (a chosen candidate)")
+    parser.add_argument(
+        "--fit-check",
+        action="store_true",
+        help="also score every candidate on as many of its own meta-training classes (underfitting or overfitting?)",
+    )
     args = parser.parse_args(argv)
     if min(args.adv_weight) < 0:
         parser.error(f"--adv-weight must be non-negative, got {min(args.adv_weight)}")
     if "yes" in args.warm_start and set(args.upsample) != {"transposed"}:
         parser.error("--warm-start yes copies a DCGAN's transposed convolutions: use it with --upsample transposed")
+    if "yes" in args.warm_start and set(args.refine) != {0}:
+        parser.error("--warm-start yes copies a DCGAN's layers, which have no refine stage: use it with --refine 0")
+    if any(r < 0 or r % 8 for r in args.refine):
+        parser.error(f"--refine takes 0 or multiples of 8, got {args.refine}")
     if min(args.blur) < 0:
         parser.error(f"--blur must be non-negative, got {min(args.blur)}")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
@@ -171,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--warm-start-steps must be at least 1, got {args.warm_start_steps}")
     if args.meta_steps < 1:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
+    if args.test_steps is not None and min(args.test_steps) < 0:
+        parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
     dataset = load_dataset(args.dataset)
     if not args.test_unseen and not 2 <= args.held_out < len(dataset.seen_classes):
         parser.error(
@@ -192,11 +230,18 @@ def main(argv: list[str] | None = None) -> None:
     ]
     pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
     candidates = itertools.product(
-        args.rules, args.inner_steps, args.shot_encoder, args.warm_start, args.adv_weight, args.blur, args.upsample
+        args.rules,
+        args.inner_steps,
+        args.shot_encoder,
+        args.warm_start,
+        args.adv_weight,
+        args.blur,
+        args.upsample,
+        args.refine,
     )
-    for rule, steps, encoder, warm, adv, blur, upsample in candidates:
+    for rule, steps, encoder, warm, adv, blur, upsample, refine in candidates:
         config, name, tags = candidate(
-            rule, steps, encoder == "yes", warm == "yes", adv, blur, upsample, args.ema_decay, pretrained
+            rule, steps, encoder == "yes", warm == "yes", adv, blur, upsample, refine, args.ema_decay, pretrained
         )
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
@@ -212,20 +257,38 @@ def main(argv: list[str] | None = None) -> None:
         )
         if args.ema_decay is not None:  # the same training's raw weights, then its moving average
             raw = dataclasses.replace(model, ema_params=None)
-            methods.append(fewshot.Method(name, kind="context", model=raw, steps=steps, role="meta-learner"))
+            methods += scored_at(name, raw, steps, args.test_steps)
             name += f", EMA {args.ema_decay:g}"
-        methods.append(fewshot.Method(name, kind="context", model=model, steps=steps, role="meta-learner"))
+        methods += scored_at(name, model, steps, args.test_steps)
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation'}_{args.meta_steps}-meta-steps"
             print("samples:", save_sample_grid(method, data, args.samples, prefix))
+    evaluated = "unseen classes" if args.test_unseen else f"{args.held_out} held-out seen classes"
+    print_table(methods, data, net, args.seeds, f"{args.dataset}: {evaluated}")
+    if args.fit_check:
+        pool = training_class_sample(data, len(data.unseen_classes))
+        print_table(methods, data, net, args.seeds, f"{args.dataset}: {len(pool)} of the meta-training classes", pool)
+
+
+def training_class_sample(data, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` of the meta-training (seen) classes, drawn once with a fixed seed, for ``--fit-check``."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "fit-check classes"))
+    count = min(count, len(data.seen_classes))
+    return data.seen_classes[torch.randperm(len(data.seen_classes), generator=g)[:count]].sort().values
+
+
+def print_table(methods, data, net, seeds, title: str, class_pool: torch.Tensor | None = None) -> None:
+    """Score ``methods`` on 20-way K = 5 tasks of the evaluated classes (or ``class_pool``) per seed; print means and
+    95% intervals."""
     per_seed = [
-        fewshot.evaluate_seed(methods, data, net, shots=5, steps=None, classes=20, generated_per_class=20, seed=s)
-        for s in args.seeds
+        fewshot.evaluate_seed(
+            methods, data, net, shots=5, steps=None, classes=20, generated_per_class=20, seed=s, class_pool=class_pool
+        )
+        for s in seeds
     ]
     summary = fewshot.summarise([{m: r for m, r in seed.items() if not m.startswith("_")} for seed in per_seed])
-    evaluated = "unseen classes" if args.test_unseen else f"{args.held_out} held-out seen classes"
-    print(f"{args.dataset}: {evaluated}, 20-way K=5, seeds {args.seeds} (mean ± 95% CI)")
+    print(f"{title}, 20-way K=5, seeds {seeds} (mean ± 95% CI)")
     print(f"{'method':56s}" + "".join(f"{m:>24s}" for m in METRICS))
     for method, scores in summary.items():
         cells = "".join(f"{scores[m]['mean']:>14.3f} ± {scores[m]['ci95']:<7.3f}" for m in METRICS)
