@@ -95,6 +95,9 @@ class ContextConfig:
             convolutions (:func:`~metagan_lib.models.doubling`).
         blur: standard deviation (pixels) of a Gaussian blur of samples and images before every chamfer distance
             (inner and outer losses): strokes a pixel or two apart then still overlap; 0: no blur.
+        inner_adv_weight: weight of the pair discriminator's term ``-log D([shot, G(z, c)])`` in the inner loss
+            beside the chamfer distance (the discriminator held fixed while the context adapts); 0: the chamfer
+            distance alone.
         refine: 0, or the channels of a third generator stage at 28x28 (GroupNorm, FiLM, ReLU, 3x3 convolution to
             the image; :class:`~metagan_lib.models.ContextGenerator`), a multiple of 8.
     """
@@ -120,6 +123,7 @@ class ContextConfig:
     blur: float = 0.0
     upsample: str = "transposed"
     refine: int = 0
+    inner_adv_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
@@ -140,7 +144,7 @@ class ContextConfig:
         checks.conv_width("width", self.width)
         for name in ("inner_lr", "reptile_lr", "meta_lr", "d_lr"):
             checks.positive(name, getattr(self, name))
-        for name in ("adv_weight", "r1", "blur"):
+        for name in ("adv_weight", "r1", "blur", "inner_adv_weight"):
             checks.non_negative(name, getattr(self, name))
         checks.require(
             type(self.refine) is int and self.refine >= 0 and self.refine % 8 == 0,
@@ -317,16 +321,36 @@ def set_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Ten
     return chamfer_distance(samples, images, model.config.blur)
 
 
-def inner_adapt(
-    model: ContextMetaGAN, params: Params, support: torch.Tensor, noise: torch.Tensor, first_order: bool = False
+def inner_loss(
+    model: ContextMetaGAN, g_params: Params, d_params: Params | None, context: torch.Tensor, z: torch.Tensor, support
 ) -> torch.Tensor:
-    """The inner loop: ``c <- c - alpha * grad_c chamfer(G(z_t, c), support)`` from :func:`initial_context`.
+    """What the inner loop descends: ``chamfer(G(z, c), support)``, plus ``inner_adv_weight`` x the pair
+    discriminator's ``-log D([shot, G(z, c)])`` when that weight is positive (``d_params`` then required)."""
+    samples = generate(model, g_params, z, context)
+    loss = set_distance(model, samples, support)
+    if model.config.inner_adv_weight:
+        if d_params is None:
+            raise ValueError("ContextConfig(inner_adv_weight > 0) needs the discriminator's weights: pass d_params.")
+        loss = loss + model.config.inner_adv_weight * adversarial_loss(model, d_params, support, samples)
+    return loss
+
+
+def inner_adapt(
+    model: ContextMetaGAN,
+    params: Params,
+    support: torch.Tensor,
+    noise: torch.Tensor,
+    first_order: bool = False,
+    d_params: Params | None = None,
+) -> torch.Tensor:
+    """The inner loop: ``c <- c - alpha * grad_c L(c)`` from :func:`initial_context`, ``L`` the :func:`inner_loss`.
 
     Args:
         params: meta-parameters (generator weights, ``context``, optional ``rates``).
         support: the K shots ``[K, 1, 28, 28]`` in [-1, 1].
         noise: ``[steps, M, z_dim]``, one batch of noise per inner step.
         first_order: treat the inner gradients as constants.
+        d_params: the pair discriminator's weights, held fixed (needed when ``inner_adv_weight > 0``).
 
     Returns:
         The adapted context ``[context_dim]``.
@@ -334,7 +358,7 @@ def inner_adapt(
     g_params, context = model.generator_params(params), initial_context(model, params, support)
     rates = params.get("rates", model.config.inner_lr)
     for z in noise:
-        step = grad(lambda c: set_distance(model, generate(model, g_params, z, c), support))(context)
+        step = grad(lambda c: inner_loss(model, g_params, d_params, c, z, support))(context)
         context = context - rates * (step.detach() if first_order else step)
     return context
 
@@ -356,7 +380,7 @@ def task_outer_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples
     ``[B, ...]``."""
-    context = inner_adapt(model, params, support, inner_noise, first_order)
+    context = inner_adapt(model, params, support, inner_noise, first_order, d_params)
     fake = generate(model, model.generator_params(params), outer_noise, context)
     loss = set_distance(model, fake, query) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
     return loss, fake
@@ -419,7 +443,7 @@ def reptile_task(
     query images for ``reptile-query``).
 
     Returns the adapted parameters, that loss and the samples it scored."""
-    context = inner_adapt(model, params, support, inner_noise, first_order=True).detach()
+    context = inner_adapt(model, params, support, inner_noise, first_order=True, d_params=d_params).detach()
 
     def task_loss(p):
         fake = generate(model, model.generator_params(p), outer_noise, p["context"])
@@ -574,7 +598,9 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
     if steps == 0:
         return vmap(lambda s: initial_context(model, params, s))(support.to(model.device))
     noise = class_noise(seed, classes, (steps, model.config.inner_samples, model.config.z_dim), "adapt", model.device)
-    return vmap(lambda s, n: inner_adapt(model, params, s, n, first_order=True))(support.to(model.device), noise)
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    adapt = lambda s, n: inner_adapt(model, params, s, n, first_order=True, d_params=d_params)
+    return vmap(adapt)(support.to(model.device), noise)
 
 
 @torch.no_grad()

@@ -10,8 +10,18 @@ from metagan_lib.models import ConvGenerator
 from metagan_lib.tasks import TaskSampler
 
 
-def tiny_model(rule="maml", dtype=torch.float64, seed=0, shot_encoder=False, blur=0.0, upsample="transposed", refine=0):
+def tiny_model(
+    rule="maml",
+    dtype=torch.float64,
+    seed=0,
+    shot_encoder=False,
+    blur=0.0,
+    upsample="transposed",
+    refine=0,
+    inner_adv_weight=0.0,
+):
     config = C.ContextConfig(
+        inner_adv_weight=inner_adv_weight,
         shot_encoder=shot_encoder,
         blur=blur,
         upsample=upsample,
@@ -101,19 +111,22 @@ def test_generator_shapes_and_film_starts_as_identity():
     assert all(model.meta_params[k].abs().sum() == 0 for k in model.meta_params if "film" in k)
 
 
-VARIANTS = [  # (shot_encoder, blur, upsample, refine): the default, and each option alone
-    (False, 0.0, "transposed", 0),
-    (True, 0.0, "transposed", 0),
-    (False, 1.0, "transposed", 0),
-    (False, 0.0, "nearest", 0),
-    (False, 0.0, "transposed", 8),
+VARIANTS = [  # (shot_encoder, blur, upsample, refine, inner_adv_weight): the default, and each option alone
+    (False, 0.0, "transposed", 0, 0.0),
+    (True, 0.0, "transposed", 0, 0.0),
+    (False, 1.0, "transposed", 0, 0.0),
+    (False, 0.0, "nearest", 0, 0.0),
+    (False, 0.0, "transposed", 8, 0.0),
+    (False, 0.0, "transposed", 0, 0.5),
 ]
 
 
-@pytest.mark.parametrize("shot_encoder,blur,upsample,refine", VARIANTS)
+@pytest.mark.parametrize("shot_encoder,blur,upsample,refine,inner_adv_weight", VARIANTS)
 @pytest.mark.parametrize("rule", C.OUTER_RULES)
-def test_vmap_equals_loop_for_every_outer_rule(rule, shot_encoder, blur, upsample, refine):
-    model = tiny_model(rule, shot_encoder=shot_encoder, blur=blur, upsample=upsample, refine=refine)
+def test_vmap_equals_loop_for_every_outer_rule(rule, shot_encoder, blur, upsample, refine, inner_adv_weight):
+    model = tiny_model(
+        rule, shot_encoder=shot_encoder, blur=blur, upsample=upsample, refine=refine, inner_adv_weight=inner_adv_weight
+    )
     batch = tiny_batch(model)
     rule_fn = C.OUTER_RULES_DISPATCH[rule]
     grads_v, losses_v, fakes_v = rule_fn(model, *batch, vectorised=True)
@@ -132,10 +145,14 @@ def test_vmap_equals_loop_for_every_outer_rule(rule, shot_encoder, blur, upsampl
     assert all(grads_v[k].abs().max() < 1e-12 for k in removed_by_norm)
 
 
-@pytest.mark.parametrize("shot_encoder,blur,upsample,refine", VARIANTS)
+@pytest.mark.parametrize("shot_encoder,blur,upsample,refine,inner_adv_weight", VARIANTS)
 @pytest.mark.parametrize("rule", ["maml", "meta-sgd"])
-def test_second_order_meta_gradient_matches_finite_differences(rule, shot_encoder, blur, upsample, refine):
-    model = tiny_model(rule, shot_encoder=shot_encoder, blur=blur, upsample=upsample, refine=refine)
+def test_second_order_meta_gradient_matches_finite_differences(
+    rule, shot_encoder, blur, upsample, refine, inner_adv_weight
+):
+    model = tiny_model(
+        rule, shot_encoder=shot_encoder, blur=blur, upsample=upsample, refine=refine, inner_adv_weight=inner_adv_weight
+    )
     support, query, inner, outer = tiny_batch(model)
     grads, _, _ = C.OUTER_RULES_DISPATCH[rule](model, support, query, inner, outer, vectorised=True)
     params = model.meta_params
@@ -334,6 +351,8 @@ def test_bad_config_is_a_clear_error():
     for bad in (-8, 12, 16.0):
         with pytest.raises(ValueError, match="refine must be 0 or a multiple of 8"):
             C.ContextConfig(refine=bad)
+    with pytest.raises(ValueError, match="inner_adv_weight"):
+        C.ContextConfig(inner_adv_weight=-0.1)
 
 
 def test_the_chosen_learner_is_the_validated_candidate_beside_the_four_rules():
@@ -433,3 +452,23 @@ def test_a_moving_average_leaves_training_unchanged_and_is_what_test_time_uses(s
     assert all(torch.equal(loaded.ema_params[k], averaged.ema_params[k]) for k in averaged.ema_params)
     with pytest.raises(ValueError, match="ema_decay"):
         C.ContextConfig(ema_decay=1.0)
+
+
+def test_the_inner_discriminator_term_moves_the_context_and_needs_the_discriminator():
+    plain, with_d = tiny_model("fomaml"), tiny_model("fomaml", inner_adv_weight=0.5)
+    support, _, inner, _ = tiny_batch(plain)
+    params = {k: v.detach() for k, v in plain.meta_params.items()}
+    d_params = {k: v.detach() for k, v in plain.d_params.items()}
+    a = C.inner_adapt(plain, params, support[0], inner[0], first_order=True, d_params=d_params)
+    b = C.inner_adapt(with_d, params, support[0], inner[0], first_order=True, d_params=d_params)
+    assert torch.equal(a, C.inner_adapt(plain, params, support[0], inner[0], first_order=True))  # weight 0: unused
+    assert not torch.allclose(a, b)  # the discriminator's term changes the adapted context
+    # its inner loss is the chamfer distance plus the weighted adversarial term
+    g_params, c, z = with_d.generator_params(params), params["context"], inner[0, 0]
+    samples = C.generate(with_d, g_params, z, c)
+    expected = C.set_distance(with_d, samples, support[0]) + 0.5 * C.adversarial_loss(
+        with_d, d_params, support[0], samples
+    )
+    assert torch.allclose(C.inner_loss(with_d, g_params, d_params, c, z, support[0]), expected)
+    with pytest.raises(ValueError, match="needs the discriminator's weights: pass d_params"):
+        C.inner_adapt(with_d, params, support[0], inner[0], first_order=True)

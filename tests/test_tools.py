@@ -47,6 +47,7 @@ def test_the_final_test_uses_the_real_split(strokes):
         (["--warm-start", "yes", "--refine", "16"], "use it with --refine 0"),
         (["--refine", "0", "12"], "--refine takes 0 or multiples of 8"),
         (["--test-steps", "5", "-1"], "--test-steps must be non-negative"),
+        (["--inner-adv-weight", "0", "-1"], "--inner-adv-weight must be non-negative"),
     ],
 )
 def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):

@@ -13,10 +13,10 @@ notebook 06's feature network (loaded from its cache, or trained there), 20-way 
 It is the final test of a choice, not a way to make one.
 
 Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
-distances, the generator's upsampling, a shot encoder, a warm start
-from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``); ``--samples FOLDER`` writes each
-candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores each candidate after several
-numbers of test-time inner steps; ``--fit-check`` scores them on meta-training classes too (the feature network
+distances, the generator's upsampling and a refine stage, a discriminator term in the inner loss, a shot encoder, a
+warm start from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``); ``--samples FOLDER``
+writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores each candidate after
+several numbers of test-time inner steps; ``--fit-check`` scores them on meta-training classes too (the feature network
 has seen those classes, so compare the candidate with the real images of the same table).
 """
 
@@ -71,7 +71,17 @@ def pretrained_generator(data, folder, args):
 
 
 def candidate(
-    rule, steps, encoder: bool, warm: bool, adv: float, blur: float, upsample: str, refine: int, ema_decay, pretrained
+    rule,
+    steps,
+    encoder: bool,
+    warm: bool,
+    adv: float,
+    blur: float,
+    upsample: str,
+    refine: int,
+    inner_adv: float,
+    ema_decay,
+    pretrained,
 ):
     """A candidate's config, printed name and cache-file tags (each setting away from the default named in both)."""
     config = ContextConfig(
@@ -82,6 +92,7 @@ def candidate(
         blur=blur,
         upsample=upsample,
         refine=refine,
+        inner_adv_weight=inner_adv,
         ema_decay=ema_decay,
     )
     if warm:
@@ -93,6 +104,7 @@ def candidate(
         (blur != ContextConfig.blur, f", blur {blur:g}", f"_blur{blur:g}"),
         (upsample != ContextConfig.upsample, f", {upsample} upsampling", f"_{upsample}"),
         (refine != ContextConfig.refine, f", refine stage {refine}", f"_refine{refine}"),
+        (inner_adv != ContextConfig.inner_adv_weight, f", inner adversarial {inner_adv:g}", f"_inneradv{inner_adv:g}"),
         (ema_decay is not None, "", f"_ema{ema_decay:g}" if ema_decay is not None else ""),
     ]
     name = f"context {rule}, {steps} inner steps" + "".join(label for on, label, _ in changes if on)
@@ -149,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
             "Gaussian blur (pixels) of samples and images before the chamfer distances; 0: none",
         ),
         ("--refine", ContextConfig.refine, "channels of a third generator stage at 28x28 (a multiple of 8); 0: none"),
+        (
+            "--inner-adv-weight",
+            ContextConfig.inner_adv_weight,
+            "weight of the pair discriminator's term in the inner loss, beside the chamfer distance; 0: none",
+        ),
     ):
         kind = type(default)  # float settings, or the integer channels
         parser.add_argument(option, nargs="+", type=kind, default=[default], help=f"{meaning}; one value or several")
@@ -201,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--refine takes 0 or multiples of 8, got {args.refine}")
     if min(args.blur) < 0:
         parser.error(f"--blur must be non-negative, got {min(args.blur)}")
+    if min(args.inner_adv_weight) < 0:
+        parser.error(f"--inner-adv-weight must be non-negative, got {min(args.inner_adv_weight)}")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
         parser.error(f"--ema-decay must lie between 0 and 1, got {args.ema_decay}")
     if args.warm_start_steps < 1:
@@ -238,10 +257,11 @@ def main(argv: list[str] | None = None) -> None:
         args.blur,
         args.upsample,
         args.refine,
+        args.inner_adv_weight,
     )
-    for rule, steps, encoder, warm, adv, blur, upsample, refine in candidates:
+    for rule, steps, encoder, warm, *settings in candidates:
         config, name, tags = candidate(
-            rule, steps, encoder == "yes", warm == "yes", adv, blur, upsample, refine, args.ema_decay, pretrained
+            rule, steps, encoder == "yes", warm == "yes", *settings, args.ema_decay, pretrained
         )
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
