@@ -232,7 +232,7 @@ def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
     """``(method, path, images per step, timed step, loop-path step)``: the loop-path step does the same arithmetic
     without ``vmap`` and is what the FLOPs are counted on (``vmap`` over per-task weights lowers convolutions to
     batched forms that the counter charges more for than the mathematics needs)."""
-    from .context import ContextTrainer, new_context_gan, standard_context_configs
+    from .context import ContextTrainer, chosen_context_configs, new_context_gan, standard_context_configs
 
     paths = []
     for architecture in ("mlp", "conv"):
@@ -254,8 +254,9 @@ def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
     def context_step(config, vectorised):
         return ContextTrainer(new_context_gan(config, device, seed=0), sampler, seed=0, vectorised=vectorised).step
 
-    for name, config in standard_context_configs(tasks=base.tasks, shots=base.shots).items():
-        if config.rule in ("maml", "reptile") or not quick:
+    chosen = chosen_context_configs(tasks=base.tasks, shots=base.shots)  # the fifth learner, timed in every run
+    for name, config in {**standard_context_configs(tasks=base.tasks, shots=base.shots), **chosen}.items():
+        if config.rule in ("maml", "reptile") or name in chosen or not quick:
             images = config.tasks * (config.inner_steps * config.inner_samples + config.outer_samples)
             paths.append((name, "vmap", images, context_step(config, True), context_step(config, False)))
     with contextlib.suppress(ImportError):

@@ -81,7 +81,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             "inversion_steps": 200,
             "vae_steps": 3000,
             "protonet_episodes": 2000,
-            "downstream_episodes": 10,
+            "downstream_episodes": 6,
             "feature_steps": 2000,
             "tasks": 8,
             "shots": 5,

@@ -33,7 +33,8 @@ def test_quick_benchmark_writes_every_path_with_its_roofline(tmp_path):
     result = json.loads(path.read_text())
     paths = {(row["method"], row["path"]) for row in result["rows"]}
     for expected in [("MAML 2nd order", "loop"), ("MAML 2nd order", "vmap"), ("Reptile (5 inner steps)", "vmap"),
-                     ("context Reptile", "vmap"), ("GAN step (conv, width 32)", "batch 64"),
+                     ("context Reptile", "vmap"), ("context Reptile-query", "vmap"),
+                     ("GAN step (conv, width 32)", "batch 64"),
                      ("VAE step (width 32)", "batch 64"), ("VAE-GAN step (width 32)", "batch 64"),
                      ("ProtoNet episode", "20-way 5+5")]:  # fmt: skip
         assert expected in paths

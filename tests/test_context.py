@@ -361,6 +361,7 @@ def test_the_chosen_learner_is_the_validated_candidate_beside_the_four_rules():
     assert list(chosen) == [C.CHOSEN_CONTEXT_LEARNER] and not set(chosen) & set(standard)
     config = chosen[C.CHOSEN_CONTEXT_LEARNER]
     assert (config.rule, config.inner_steps, config.tasks, config.shots) == ("reptile-query", 5, 4, 3)
+    assert (config.upsample, config.inner_adv_weight, config.refine) == ("nearest", 0.3, 0)
     assert [c.rule for c in standard.values()] == ["maml", "fomaml", "meta-sgd", "reptile"]
     full, smoke = profiles.settings("05", "full"), profiles.settings("05", "smoke")
     assert full.chosen_context_steps == 2 * full.context_steps
