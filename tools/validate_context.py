@@ -70,41 +70,27 @@ def pretrained_generator(data, folder, args):
     return run.sampling_generator, run_key(images, config, 0)
 
 
-def candidate(
-    rule,
-    steps,
-    encoder: bool,
-    warm: bool,
-    adv: float,
-    blur: float,
-    upsample: str,
-    refine: int,
-    inner_adv: float,
-    ema_decay,
-    pretrained,
-):
-    """A candidate's config, printed name and cache-file tags (each setting away from the default named in both)."""
-    config = ContextConfig(
-        rule=rule,
-        inner_steps=steps,
-        shot_encoder=encoder,
-        adv_weight=adv,
-        blur=blur,
-        upsample=upsample,
-        refine=refine,
-        inner_adv_weight=inner_adv,
-        ema_decay=ema_decay,
-    )
+# the candidate settings that are ContextConfig fields (and options of the same name): (printed label, cache-file tag)
+SETTINGS = {
+    "adv_weight": (", adversarial weight {:g}", "_adv{:g}"),
+    "blur": (", blur {:g}", "_blur{:g}"),
+    "upsample": (", {} upsampling", "_{}"),
+    "refine": (", refine stage {}", "_refine{}"),
+    "inner_adv_weight": (", inner adversarial {:g}", "_inneradv{:g}"),
+}
+
+
+def candidate(rule, steps, encoder: bool, warm: bool, settings: dict, ema_decay, pretrained):
+    """A candidate's config, printed name and cache-file tags (each setting away from the default named in both);
+    ``settings`` maps :data:`SETTINGS`' config fields to values."""
+    config = ContextConfig(rule=rule, inner_steps=steps, shot_encoder=encoder, ema_decay=ema_decay, **settings)
     if warm:
         config = config.replace(z_dim=pretrained[0].z_dim)
+    changed = [(field, value) for field, value in settings.items() if value != getattr(ContextConfig, field)]
     changes = [
         (encoder, ", shot encoder", "_encoder"),
         (warm, ", warm start", "_warm"),
-        (adv != ContextConfig.adv_weight, f", adversarial weight {adv:g}", f"_adv{adv:g}"),
-        (blur != ContextConfig.blur, f", blur {blur:g}", f"_blur{blur:g}"),
-        (upsample != ContextConfig.upsample, f", {upsample} upsampling", f"_{upsample}"),
-        (refine != ContextConfig.refine, f", refine stage {refine}", f"_refine{refine}"),
-        (inner_adv != ContextConfig.inner_adv_weight, f", inner adversarial {inner_adv:g}", f"_inneradv{inner_adv:g}"),
+        *[(True, SETTINGS[field][0].format(value), SETTINGS[field][1].format(value)) for field, value in changed],
         (ema_decay is not None, "", f"_ema{ema_decay:g}" if ema_decay is not None else ""),
     ]
     name = f"context {rule}, {steps} inner steps" + "".join(label for on, label, _ in changes if on)
@@ -253,15 +239,12 @@ def main(argv: list[str] | None = None) -> None:
         args.inner_steps,
         args.shot_encoder,
         args.warm_start,
-        args.adv_weight,
-        args.blur,
-        args.upsample,
-        args.refine,
-        args.inner_adv_weight,
+        *[getattr(args, field) for field in SETTINGS],
     )
-    for rule, steps, encoder, warm, *settings in candidates:
+    for rule, steps, encoder, warm, *values in candidates:
+        settings = dict(zip(SETTINGS, values))
         config, name, tags = candidate(
-            rule, steps, encoder == "yes", warm == "yes", *settings, args.ema_decay, pretrained
+            rule, steps, encoder == "yes", warm == "yes", settings, args.ema_decay, pretrained
         )
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
