@@ -48,6 +48,7 @@ __all__ = [  # the protocol's public names; Method and the pretrained-GAN job co
     "pretrained_gan_job",
     "replace_diverged",
     "run_benchmark",
+    "scores_over_seeds",
     "select_setting",
     "summarise",
 ]
@@ -132,6 +133,18 @@ def evaluate_seed(
         results[method.name]["diverged"] = diverged
     results["_real_diversity"] = {"diversity": sum(E.mean_pairwise_distance(f) for f in reference_features) / ways}
     return results
+
+
+def scores_over_seeds(
+    methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, seeds: list[int], **budget
+) -> dict[str, dict[str, E.Estimate]]:
+    """:func:`evaluate_seed` on each seed's tasks (``budget``: its keyword arguments other than ``seed``), summarised as
+    ``{method: {metric: mean ± 95% CI over seeds}}``; ``"_real_diversity"`` holds the held-out images' diversity."""
+    runs = [evaluate_seed(methods, dataset, net, seed=seed, **budget) for seed in seeds]
+    return {
+        name: {metric: E.mean_confidence_interval([run[name][metric] for run in runs]) for metric in runs[0][name]}
+        for name in runs[0]
+    }
 
 
 def select_setting(

@@ -12,6 +12,9 @@ import torch
 from .images import to_unit
 from .seeds import derive_seed
 
+SAVE_DPI = 110  # the resolution of every saved figure
+THUMBNAIL_INCHES = 0.5  # one 28x28 image in a grid of samples: 55 px at SAVE_DPI
+
 
 def use_png_inline() -> None:
     """Show inline figures as PNG (nbval never compares PNG outputs; it would compare SVG)."""
@@ -86,33 +89,38 @@ def clipped_error_bars(
 def save_figure(fig: plt.Figure, folder: Path, name: str) -> Path:
     """Save ``fig`` as ``folder/name.png`` (no timestamp metadata, so reruns give equal files)."""
     path = Path(folder) / f"{name}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight", metadata={"Software": None})
     return path
 
 
 def show_adaptation(
-    meta, shots: torch.Tensor, steps: Sequence[int] = (0, 1, 5, 20), samples: int = 5, seed: int = 0
+    meta,
+    shots: torch.Tensor,
+    steps: Sequence[int] = (0, 5, 20),
+    samples: int = 6,
+    seed: int = 0,
+    per_row: int = 3,
 ) -> plt.Figure:
-    """For each task in ``shots`` (``[T, K, 1, 28, 28]``): the K shots, then samples after each number of adaptation
-    steps.
+    """For each task in ``shots`` (``[T, K, 1, 28, 28]``): the K shots, then ``samples`` samples after each number of
+    adaptation steps, each panel in rows of ``per_row`` images (a figure row holds ``(1 + len(steps)) * per_row``
+    thumbnails of about 50 px when saved).
 
-    Step 0 is the meta-initialisation itself. Uses :func:`metagan_lib.meta.adapt` and :func:`metagan_lib.meta.sample`.
+    Step 0 is the meta-initialisation itself. Uses :func:`metagan_lib.adaptation.adapt` and ``sample``.
     """
     from .adaptation import adapt, sample
 
-    tasks = len(shots)
-    columns = 1 + len(steps)
-    fig, axes = plt.subplots(tasks, columns, figsize=(2.0 * columns, 0.3 + 0.5 * tasks), squeeze=False)
+    tasks, columns = len(shots), 1 + len(steps)
+    panel_rows = -(-max(shots.shape[1], samples) // per_row)
+    size = THUMBNAIL_INCHES * 30 / 28  # an image and its padding
+    fig, axes = plt.subplots(
+        tasks, columns, figsize=(size * per_row * columns, tasks * (size * panel_rows + 0.1) + 0.35), squeeze=False
+    )
     for row in range(tasks):
-        show_grid(shots[row], nrow=len(shots[row]), title="K shots" if row == 0 else None, ax=axes[row][0])
+        show_grid(shots[row], nrow=per_row, title="K shots" if row == 0 else None, ax=axes[row][0])
+        row_seed = derive_seed(seed, "row", row)
         for col, k in enumerate(steps, 1):
-            row_seed = derive_seed(seed, "row", row)
             adapted = adapt(meta, shots[row], steps=k, seed=row_seed) if k > 0 else None
-            show_grid(
-                sample(meta, adapted, samples, seed=row_seed),
-                nrow=samples,
-                title=(f"after {k} steps" if k else "meta-init") if row == 0 else None,
-                ax=axes[row][col],
-            )
-    fig.tight_layout()
+            title = (f"after {k} steps" if k else "meta-init") if row == 0 else None
+            show_grid(sample(meta, adapted, samples, seed=row_seed), nrow=per_row, title=title, ax=axes[row][col])
+    fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.4)
     return fig

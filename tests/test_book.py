@@ -47,7 +47,7 @@ def test_book_builds_offline_and_every_page_link_and_figure_resolves(tmp_path):
         page = (html / "notebooks" / f"{nb.stem}.html").read_text()
         assert shown > 0 and page.count("<img") >= shown, nb.name
     saved = {p.stem for p in (ROOT / "figures").glob("*.png")}  # every figure file comes from a notebook in the book
-    sources = "".join(nb.read_text() for nb in NOTEBOOKS)
+    sources = "".join(nb.read_text() for nb in NOTEBOOKS + SOLUTIONS)
     prefixes = {name[:2] for name in saved}
     assert prefixes <= {nb.name[:2] for nb in NOTEBOOKS}
     named_by_pattern = ("05_adaptation_", "06_metrics_vs_")  # saved under f-string names

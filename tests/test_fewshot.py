@@ -217,6 +217,20 @@ def test_verdicts_flag_every_diverged_method_and_only_those():
     assert caveats[1].startswith("Caveat: fine-tune pretrained GAN diverged on 50%")
 
 
+def test_scores_over_seeds_summarise_each_seeds_evaluation(glyphs, methods, net):
+    references = methods[2:4]  # the ceiling and the copied shots: no training, so the test is quick
+    budget = dict(shots=5, steps=None, classes=3, generated_per_class=4)
+    runs = [fewshot.evaluate_seed(references, glyphs, net, seed=seed, **budget) for seed in (0, 1)]
+    summary = fewshot.scores_over_seeds(references, glyphs, net, [0, 1], **budget)
+    assert summary.keys() == runs[0].keys()
+    for name, metrics in runs[0].items():
+        for metric in metrics:
+            expected = E.mean_confidence_interval([run[name][metric] for run in runs])
+            assert summary[name][metric].mean == pytest.approx(expected.mean)
+            assert summary[name][metric].half_width == pytest.approx(expected.half_width, nan_ok=True)
+    assert runs[0] != runs[1]  # the seeds draw different tasks
+
+
 def test_setting_selection_uses_seen_classes_only(glyphs, net, drawn):
     config = M.standard_configs()["MAML"]
     grid = [0.05, 0.01, 0.001]

@@ -32,3 +32,25 @@ def test_clipped_error_bars_stay_inside_the_metric_range():
     assert below == pytest.approx([0.02, 0.1, 0.1]) and above == pytest.approx([0.1, 0.1, 0.03])
     unbounded = plotting.clipped_error_bars([3.0], [5.0])
     assert unbounded == [[5.0], [5.0]]
+
+
+def test_adaptation_grids_are_legible_at_the_saved_size():
+    """Thumbnails of at least 40 px and at most 12 a row, as GitHub shows the saved PNG."""
+    import matplotlib.pyplot as plt
+
+    from metagan_lib.meta import new_meta_gan, standard_configs
+
+    meta = new_meta_gan(standard_configs()["MAML"], "cpu", seed=0)
+    shots = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    fig = plotting.show_adaptation(meta, shots)  # the notebooks' default steps and samples
+    fig.canvas.draw()
+    first_row = fig.axes[: len(fig.axes) // len(shots)]
+    thumbnails_in_a_row, smallest_px = 0, float("inf")
+    for ax in first_row:
+        grid, box = ax.images[0].get_array(), ax.get_window_extent()
+        scale = min(box.width / grid.shape[1], box.height / grid.shape[0]) * plotting.SAVE_DPI / fig.dpi
+        smallest_px = min(smallest_px, 28 * scale)
+        thumbnails_in_a_row += (grid.shape[1] - 2) // 30  # 28 px images with 2 px padding
+    plt.close(fig)
+    assert thumbnails_in_a_row <= 12
+    assert smallest_px >= 40
