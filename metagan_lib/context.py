@@ -173,23 +173,11 @@ CHOSEN_CONTEXT_LEARNER = "context Reptile-query"
 
 def chosen_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextConfig]:
     """The candidate chosen on seen-class validation tasks (``tools/validate_context.py``, README): Reptile whose
-    all-weights step fits the query images, 5 inner steps at meta-training (at test: :func:`chosen_test_steps`), nearest
-    upsampling, and the pair discriminator's term at weight 0.3 in the inner loss; defined once for 05-06."""
+    all-weights step fits the query images, 5 inner steps at meta-training and at test (the validation sweep of test
+    steps flags 10 as copying), nearest upsampling, and the pair discriminator's term at weight 0.3 in the inner loss;
+    defined once for 05-06."""
     config = ContextConfig(tasks=tasks, shots=shots, rule="reptile-query", inner_steps=5)
     return {CHOSEN_CONTEXT_LEARNER: config.replace(upsample="nearest", inner_adv_weight=0.3)}
-
-
-# Test-time context steps of the chosen learner, picked on seen-class validation tasks by the README's rule (the most
-# steps whose samples are not flagged as copies, copy score < 1.5, at >= 0.8x the real images' diversity):
-# glyphs 10 of 5/10/20 (20 is flagged), Omniglot 5 of 5/50 (50 is flagged). Other datasets were not validated.
-# The glyph sweep scored the 1,000-meta-step candidate; at the learner's 2,000 meta-steps 10 is flagged and the rule
-# picks 5 (README, "That sweep used the wrong budget"): to be set to 5 with the next notebook-06 run.
-CHOSEN_TEST_STEPS = {"glyphs": 10, "omniglot": 5}
-
-
-def chosen_test_steps(dataset: str, config: ContextConfig) -> int:
-    """Context steps at test for the chosen learner on ``dataset``: the validated value, else ``config.inner_steps``."""
-    return CHOSEN_TEST_STEPS.get(dataset, config.inner_steps)
 
 
 @dataclass
