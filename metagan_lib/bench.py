@@ -4,6 +4,7 @@
     python -m metagan_lib.bench --parallel [--quick] [--json PATH]
     python -m metagan_lib.bench --compile [--json PATH]
     python -m metagan_lib.bench --layouts [--quick] [--json PATH]
+    python -m metagan_lib.bench --kernels [--quick] [--json PATH]
 
 Each row times full meta-steps (sampling, inner loop, outer update) on the same model and tasks
 and reports meta-steps per second and generated images per second (every image the generators
@@ -20,7 +21,9 @@ GFLOP/s that achieves, and ``fraction_of_matmul_peak`` against a dense float32 2
 run on the same threads (``counted_gflop_per_step`` is the timed path's own count; under ``vmap`` with per-task
 weights it is higher). The rows cover the GAN
 training step (notebooks 01-02, 06's baselines), the whole-network meta-learners (04-05) and the context
-meta-GAN's outer rules (05-06).
+meta-GAN's outer rules (05-06). On a CPU the run also times every change tried on those paths against the trainer's
+eager call (``changes``, each with ``speedup_over_eager``): the kernel-shape changes of ``--layouts`` and
+``torch.compile`` (the GAN step with ``--quick``; the outer losses too without it).
 
 ``--parallel`` times something else, on a CPU: four GAN trainings (as notebook 02 runs) one after the other
 on all threads vs side by side in one-thread worker processes
@@ -303,6 +306,8 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
         rows.append(_row("MAML 2nd order", "vmap + bf16 autocast", images, useful, seconds, peak))
     by_key = {(r["method"], r["path"]): r for r in rows}
     loop, vmap_ = by_key[("MAML 2nd order", "loop")], by_key[("MAML 2nd order", "vmap")]
+    from .bench_modes import changes_over_eager
+
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
@@ -316,6 +321,7 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
         "vmap_over_loop": vmap_["meta_steps_per_s"] / loop["meta_steps_per_s"],
         "second_over_first_order_vmap": by_key[("MAML 1st order", "vmap")]["meta_steps_per_s"]
         / vmap_["meta_steps_per_s"],
+        "changes": changes_over_eager(quick) if device.type == "cpu" else [],
     }
 
 
@@ -388,6 +394,18 @@ def markdown_table(result: dict) -> str:
         slower = speed[("MAML 2nd order", "vmap")] / speed[("MAML 2nd order", "higher (loop)")]
         ratios.append(f"`higher`, the peer, is {slower:.1f}x slower than the vmap path")
     lines += ["", "; ".join(ratios) + "."]
+    if result.get("changes"):
+        lines += [
+            "",
+            "| change, against the trainer's eager call in this run | path | eager ms | changed ms "
+            "| speedup over eager | end to end, compilation included |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {c['change']} | {c['path']} | {c['eager_ms']:.1f} | {c['changed_ms']:.1f} "
+            f"| {c['speedup_over_eager']:.2f}x | {c['end_to_end_speedup']:.2f}x |"
+            for c in result["changes"]
+        ]
     return "\n".join(lines)
 
 
@@ -444,12 +462,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: the discriminator on a concatenated batch, channels-last memory format, vs eager (CPU)",
     )
+    mode.add_argument(
+        "--kernels",
+        action="store_true",
+        help="instead: each path's convolutions and matrix products vs the rest (torch.profiler; CPU)",
+    )
     args = parser.parse_args(argv)
     from .bench_modes import (
         format_compile,
+        format_kernels,
         format_layouts,
         format_parallel,
         run_compile_benchmark,
+        run_kernel_benchmark,
         run_layout_benchmark,
         run_parallel_benchmark,
     )
@@ -461,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             result, text = run_compile_benchmark(), format_compile
         elif args.layouts:
             result, text = run_layout_benchmark(args.quick), format_layouts
+        elif args.kernels:
+            result, text = run_kernel_benchmark(args.quick), format_kernels
         else:
             result, text = run_benchmark(args.quick, args.device), format_table
     except ValueError as error:
@@ -471,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     if args.update_readme:
-        if args.parallel or args.compile or args.layouts:
+        if args.parallel or args.compile or args.layouts or args.kernels:
             print("error: --update-readme writes the standard benchmark's table only", file=sys.stderr)
             return 2
         update_readme(repo_root() / "README.md", result)

@@ -1,5 +1,6 @@
-"""The benchmark's other modes: GAN trainings in turn vs side by side (``--parallel``) and ``torch.compile`` vs eager
-(``--compile``), both on a CPU. ``python -m metagan_lib.bench`` runs them."""
+"""The benchmark's other modes, all on a CPU: GAN trainings in turn vs side by side (``--parallel``), ``torch.compile``
+vs eager (``--compile``), kernel-shape changes (``--layouts``) and each path's time in convolutions and matrix products
+against the rest (``--kernels``). ``python -m metagan_lib.bench`` runs them."""
 
 from __future__ import annotations
 
@@ -70,8 +71,9 @@ def _outer_losses_call(device: torch.device, compiled: bool) -> Callable[[], tor
     return torch.compile(call) if compiled else call
 
 
-def run_compile_benchmark(steps_per_run: int = 3000) -> dict:
-    """``torch.compile`` (inductor) against eager on a CPU: the GAN training step and the vmap-over-tasks outer losses.
+def run_compile_benchmark(steps_per_run: int = 3000, gan_step_only: bool = False) -> dict:
+    """``torch.compile`` (inductor) against eager on a CPU: the GAN training step and (unless ``gan_step_only``) the
+    vmap-over-tasks outer losses.
 
     Reports the first call (a cold compilation, on-disk caches disabled, included), the steady per-call time,
     ``speedup_over_eager`` (steady) and the
@@ -88,6 +90,8 @@ def run_compile_benchmark(steps_per_run: int = 3000) -> dict:
             lambda: _outer_losses_call(device, True),
         ),
     }
+    if gan_step_only:
+        cases = {name: case for name, case in cases.items() if name.startswith("GAN step")}
     rows = []
     for name, (make_eager, make_compiled) in cases.items():
         eager = time_steps(make_eager(), device, warmup=2, repeats=10)
@@ -191,3 +195,133 @@ def format_layouts(result: dict) -> str:
             f"{r['changed_ms']:.1f} ms: speedup_over_eager {r['speedup_over_eager']:.2f}x"
         )
     return "\n".join(lines)
+
+
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+
+
+def is_flop_operator(name: str) -> bool:
+    """Whether a profiled operator carries the counted FLOPs: a convolution (forward, backward, transposed, any
+    of their ATen levels) or a matrix product."""
+    return name.startswith("aten::") and ("conv" in name or name in MATRIX_PRODUCTS)
+
+
+def operator_times(step: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Self CPU seconds per call of ``step`` of every ATen operator it runs, by ``torch.profiler`` over ``repeats``
+    calls (after one warm-up call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    return {e.key: e.self_cpu_time_total / 1e6 / repeats for e in prof.key_averages() if e.key.startswith("aten::")}
+
+
+def kernel_row(method: str, path: str, flops: float, step_s: float, operators: dict[str, float], peak: float) -> dict:
+    """The roofline of one path split in two: the convolutions and matrix products (which carry ``flops``) and the
+    rest. ``flop_operators_fraction_of_peak`` is the ceiling of the whole step: the fraction of the matmul peak it
+    would reach if everything but those operators took no time."""
+    flop_s = sum(seconds for name, seconds in operators.items() if is_flop_operator(name))
+    others = sorted(((s, n) for n, s in operators.items() if not is_flop_operator(n)), reverse=True)
+    return {
+        "method": method,
+        "path": path,
+        "ms_per_step": 1000 * step_s,
+        "fraction_of_matmul_peak": flops / step_s / 1e9 / peak,
+        "flop_operators_ms": 1000 * flop_s,
+        "flop_operators_share_of_step": flop_s / step_s,
+        "flop_operators_fraction_of_peak": flops / flop_s / 1e9 / peak,
+        "largest_other_operators_ms": {name: 1000 * seconds for seconds, name in others[:4]},
+    }
+
+
+def run_kernel_benchmark(quick: bool = False) -> dict:
+    """Why the training paths stay below the matmul peak, on a CPU: for each path of the standard benchmark, the time
+    its convolutions and matrix products take (``torch.profiler``, self time) and the fraction of the peak those
+    operators reach on their own (the step's ceiling), beside the whole step's fraction (timed without the profiler)."""
+    from .bench import _timed_paths, counted_flops, matmul_peak_gflops
+
+    device = torch.device("cpu")
+    base = MetaConfig(tasks=8, shots=5, queries=10, fake_batch=16, inner_steps=2)
+    sampler = TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
+    peak = matmul_peak_gflops(device)
+    repeats = 3 if quick else 10
+    paths = [p for p in _timed_paths(device, sampler, base, quick=True) if p[1] != "higher (loop)"]
+    # every path timed (and its FLOPs counted) before any is profiled, so that no timing runs after the profiler
+    timed = [(counted_flops(loop_step), time_steps(step, device, 1, repeats)) for _, _, _, step, loop_step in paths]
+    rows = [
+        kernel_row(method, path, flops, step_s, operator_times(step, repeats), peak)
+        for (method, path, _, step, _), (flops, step_s) in zip(paths, timed)
+    ]
+    return {
+        "device_name": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_peak_gflops": peak,
+        "rows": rows,
+    }
+
+
+def format_kernels(result: dict) -> str:
+    lines = [
+        f"convolutions and matrix products vs the rest, {result['device_name']}, {result['threads']} threads, "
+        f"matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s",
+        f"{'method':34s} {'path':10s} {'ms/step':>8s} {'of peak':>7s} {'conv+mm ms':>10s} {'share':>6s} "
+        f"{'ceiling':>7s}  largest other operators (ms/step)",
+    ]
+    for r in result["rows"]:
+        others = ", ".join(f"{n.removeprefix('aten::')} {ms:.1f}" for n, ms in r["largest_other_operators_ms"].items())
+        lines.append(
+            f"{r['method']:34s} {r['path']:10s} {r['ms_per_step']:8.1f} {r['fraction_of_matmul_peak']:7.0%} "
+            f"{r['flop_operators_ms']:10.1f} {r['flop_operators_share_of_step']:6.0%} "
+            f"{r['flop_operators_fraction_of_peak']:7.0%}  {others}"
+        )
+    return "\n".join(lines)
+
+
+def kernels_markdown(result: dict) -> str:
+    """The ``--kernels`` run as the README's table (a test checks the README holds the committed run's table)."""
+    lines = [
+        "| path | | ms / step | of matmul peak | convolutions + matrix products, ms | their share of the step "
+        "| ceiling (their own fraction of peak) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['path']} | {r['ms_per_step']:.1f} | {r['fraction_of_matmul_peak']:.0%} "
+            f"| {r['flop_operators_ms']:.1f} | {r['flop_operators_share_of_step']:.0%} "
+            f"| {r['flop_operators_fraction_of_peak']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def changes_over_eager(quick: bool) -> list[dict]:
+    """Every change tried on the training paths, each against the trainer's eager call in this run (CPU): the
+    kernel-shape changes of :func:`run_layout_benchmark` and ``torch.compile`` (:func:`run_compile_benchmark`;
+    ``quick``: the GAN step only). Each row: ``change``, ``path``, ``eager_ms``, ``changed_ms``, ``speedup_over_eager``
+    (steady state) and ``end_to_end_speedup`` (compilation included, over a 3,000-step run; the steady ratio when
+    nothing compiles)."""
+    rows = [
+        {
+            "change": r["change"].split(", ")[1],
+            "path": f"{r['change'].split(', ')[0]} (width {r['width']}, batch 64, forward + backward)",
+            "eager_ms": r["eager_ms"],
+            "changed_ms": r["changed_ms"],
+            "speedup_over_eager": r["speedup_over_eager"],
+            "end_to_end_speedup": r["speedup_over_eager"],
+        }
+        for r in run_layout_benchmark(quick)["rows"]
+    ]
+    for r in run_compile_benchmark(gan_step_only=quick)["rows"]:
+        rows.append(
+            {
+                "change": "torch.compile (inductor)",
+                "path": r["path"],
+                "eager_ms": r["eager_ms"],
+                "changed_ms": r["compiled_ms"],
+                "speedup_over_eager": r["speedup_over_eager"],
+                "end_to_end_speedup": r["end_to_end_speedup"],
+            }
+        )
+    return rows

@@ -42,6 +42,11 @@ def test_quick_benchmark_writes_every_path_with_its_roofline(tmp_path):
     for row in result["rows"]:
         assert row["gflop_per_step"] > 0 and row["fraction_of_matmul_peak"] > 0
         assert row["achieved_gflops"] == pytest.approx(row["fraction_of_matmul_peak"] * result["matmul_peak_gflops"])
+    changes = {(c["change"], c["path"]) for c in result["changes"]}  # every change tried, against eager in this run
+    assert ("torch.compile (inductor)", "GAN step (conv, width 32)") in changes
+    assert {"channels-last", "one concatenated batch"} <= {change for change, _ in changes}
+    for c in result["changes"]:
+        assert c["speedup_over_eager"] == pytest.approx(c["eager_ms"] / c["changed_ms"])
 
 
 def test_readme_speed_block_is_the_committed_benchmark_run():
@@ -93,3 +98,41 @@ def test_the_layout_mode_reports_a_ratio_per_change_and_width(tmp_path):
     }  # fmt: skip
     for r in result["rows"]:
         assert r["speedup_over_eager"] == pytest.approx(r["eager_ms"] / r["changed_ms"])
+
+
+def test_flop_operators_are_the_convolutions_and_matrix_products():
+    from metagan_lib.bench_modes import is_flop_operator
+
+    for name in ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::conv_transpose2d", "aten::addmm",
+                 "aten::mm", "aten::bmm"):  # fmt: skip
+        assert is_flop_operator(name), name
+    for name in ("aten::add_", "aten::native_group_norm", "aten::copy_", "aten::leaky_relu", "ConvolutionBackward0"):
+        assert not is_flop_operator(name), name
+
+
+def test_kernel_row_splits_a_step_into_its_flop_operators_and_the_rest():
+    from metagan_lib.bench_modes import kernel_row
+
+    operators = {"aten::mm": 0.004, "aten::mkldnn_convolution": 0.001, "aten::add_": 0.003, "aten::copy_": 0.001}
+    row = kernel_row("m", "p", flops=2e9, step_s=0.01, operators=operators, peak=1000.0)
+    assert row["fraction_of_matmul_peak"] == pytest.approx(0.2)  # 2 GFLOP in 10 ms = 200 GFLOP/s of 1000
+    assert row["flop_operators_ms"] == pytest.approx(5.0)
+    assert row["flop_operators_share_of_step"] == pytest.approx(0.5)
+    assert row["flop_operators_fraction_of_peak"] == pytest.approx(0.4)  # 2 GFLOP in 5 ms: the step's ceiling
+    assert list(row["largest_other_operators_ms"]) == ["aten::add_", "aten::copy_"]
+
+
+def test_operator_times_find_the_convolutions_of_a_gan_step():
+    from metagan_lib.bench_modes import is_flop_operator, operator_times
+
+    times = operator_times(bench.gan_training_step("conv", 8, 4, torch.device("cpu")), repeats=2)
+    assert sum(s for name, s in times.items() if is_flop_operator(name)) > 0
+    assert any("convolution_backward" in name for name in times)  # the backward pass is profiled too
+
+
+def test_readme_kernels_table_is_the_committed_kernels_run():
+    from metagan_lib.bench_modes import kernels_markdown
+
+    result = json.loads((repo_root() / "results" / "bench_kernels_cpu.json").read_text())
+    assert kernels_markdown(result) in (repo_root() / "README.md").read_text()
+    assert {r["method"] for r in result["rows"]} >= {"GAN step (conv, width 32)", "context Reptile-query"}
