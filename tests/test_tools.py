@@ -48,6 +48,9 @@ def test_the_final_test_uses_the_real_split(strokes):
         (["--refine", "0", "12"], "--refine takes 0 or multiples of 8"),
         (["--test-steps", "5", "-1"], "--test-steps must be non-negative"),
         (["--inner-adv-weight", "0", "-1"], "--inner-adv-weight must be non-negative"),
+        (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight"),
+        (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
+        (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
     ],
 )
 def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):
@@ -95,3 +98,16 @@ def test_the_fit_check_draws_meta_training_classes_only(strokes):
     assert not torch.isin(pool, split.unseen_classes).any()
     assert torch.equal(pool, tool.training_class_sample(split, 3))  # fixed seed
     assert len(tool.training_class_sample(split, 99)) == len(split.seen_classes)  # at most all of them
+
+
+def test_a_test_setting_changes_only_how_the_trained_model_adapts():
+    from metagan_lib import context
+
+    tool = load_tool("validate_context")
+    assert tool.parse_test_setting("inner_samples=64") == ("inner_samples", 64)
+    assert tool.parse_test_setting("inner_adv_weight=0.6") == ("inner_adv_weight", 0.6)
+    model = context.new_context_gan(context.ContextConfig(width=8, inner_adv_weight=0.3), seed=0)
+    name, changed = tool.with_test_setting("context reptile-query", model, "inner_adv_weight", 0.6)
+    assert name == "context reptile-query, test inner_adv_weight 0.6"
+    assert changed.config.inner_adv_weight == 0.6 and model.config.inner_adv_weight == 0.3  # a copy, not an edit
+    assert changed.meta_params is model.meta_params and changed.d_params is model.d_params  # the same trained weights

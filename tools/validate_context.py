@@ -16,8 +16,9 @@ Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial
 distances, the generator's upsampling and a refine stage, a discriminator term in the inner loss, a shot encoder, a
 warm start from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``); ``--samples FOLDER``
 writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores each candidate after
-several numbers of test-time inner steps; ``--fit-check`` scores them on meta-training classes too (the feature network
-has seen those classes, so compare the candidate with the real images of the same table).
+several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at test time (no
+retraining); ``--fit-check`` scores them on meta-training classes too (the feature network has seen those classes, so
+compare the candidate with the real images of the same table).
 """
 
 from __future__ import annotations
@@ -108,6 +109,30 @@ def scored_at(name: str, model, steps: int, test_steps: list[int] | None) -> lis
     ]
 
 
+TEST_SETTINGS = ("inner_samples", "inner_lr", "inner_adv_weight")  # what test time may change without retraining
+
+
+def parse_test_setting(text: str) -> tuple[str, float | int]:
+    """``"inner_samples=64"`` -> ``("inner_samples", 64)``: a :data:`TEST_SETTINGS` field and a non-negative value of
+    its type (``ValueError`` naming the problem otherwise)."""
+    field, _, value = text.partition("=")
+    if field not in TEST_SETTINGS or not value:
+        raise ValueError(f"{text!r} is not KEY=VALUE with KEY one of {', '.join(TEST_SETTINGS)}")
+    kind = type(getattr(ContextConfig, field))
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"{field} takes {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+    if number < 0 or (kind is int and number < 1):
+        raise ValueError(f"{field} must be {'at least 1' if kind is int else 'non-negative'}, got {value}")
+    return field, number
+
+
+def with_test_setting(name: str, model, field: str, value) -> tuple[str, object]:
+    """The same trained model adapted at test time with one :data:`TEST_SETTINGS` field changed, and its name."""
+    return f"{name}, test {field} {value:g}", dataclasses.replace(model, config=model.config.replace(**{field: value}))
+
+
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
     """6 evaluated classes (one fixed task; fewer when there are fewer), each a row: its 5 shots, then 7 samples of
     ``method`` adapted to them."""
@@ -183,6 +208,14 @@ def main(argv: list[str] | None = None) -> None:
         help="score each candidate after these numbers of inner steps at test time (a sweep: more steps fit the shots "
         "closer); default: its meta-training's inner steps",
     )
+    parser.add_argument(
+        "--test-setting",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"also score each candidate adapted at test time with one setting changed, no retraining (KEY: "
+        f"{', '.join(TEST_SETTINGS)}); one scored method per KEY=VALUE",
+    )
     parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
@@ -214,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
     if args.test_steps is not None and min(args.test_steps) < 0:
         parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
+    try:
+        test_settings = [parse_test_setting(text) for text in args.test_setting]
+    except ValueError as error:
+        parser.error(f"--test-setting: {error}")
     dataset = load_dataset(args.dataset)
     if not args.test_unseen and not 2 <= args.held_out < len(dataset.seen_classes):
         parser.error(
@@ -263,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
             methods += scored_at(name, raw, steps, args.test_steps)
             name += f", EMA {args.ema_decay:g}"
         methods += scored_at(name, model, steps, args.test_steps)
+        for field, value in test_settings:
+            methods += scored_at(*with_test_setting(name, model, field, value), steps, args.test_steps)
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation'}_{args.meta_steps}-meta-steps"
