@@ -286,11 +286,17 @@ def _timed_rows(device, sampler, base: MetaConfig, quick: bool, peak: float) -> 
     return rows
 
 
+def benchmark_tasks(quick: bool, device: torch.device) -> tuple[MetaConfig, TaskSampler]:
+    """The meta-learners' benchmark setting (8 tasks per meta-step with ``quick``, else 16) and a sampler of random
+    images for it."""
+    base = MetaConfig(tasks=8 if quick else 16, shots=5, queries=10, fake_batch=16, inner_steps=2)
+    return base, TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
+
+
 def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
     """Time every training path (see the module docstring) and place each against the matmul peak of this run."""
     device = choose_device(device_name)
-    base = MetaConfig(tasks=8 if quick else 16, shots=5, queries=10, fake_batch=16, inner_steps=2)
-    sampler = TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
+    base, sampler = benchmark_tasks(quick, device)
     peak = matmul_peak_gflops(device)
     rows = _timed_rows(device, sampler, base, quick, peak)
     if device.type == "cuda":

@@ -240,11 +240,10 @@ def run_kernel_benchmark(quick: bool = False) -> dict:
     """Why the training paths stay below the matmul peak, on a CPU: for each path of the standard benchmark, the time
     its convolutions and matrix products take (``torch.profiler``, self time) and the fraction of the peak those
     operators reach on their own (the step's ceiling), beside the whole step's fraction (timed without the profiler)."""
-    from .bench import _timed_paths, counted_flops, matmul_peak_gflops
+    from .bench import _timed_paths, benchmark_tasks, counted_flops, matmul_peak_gflops
 
     device = torch.device("cpu")
-    base = MetaConfig(tasks=8, shots=5, queries=10, fake_batch=16, inner_steps=2)
-    sampler = TaskSampler(synthetic_dataset(), torch.arange(20), device=device, seed=0)
+    base, sampler = benchmark_tasks(quick=True, device=device)
     peak = matmul_peak_gflops(device)
     repeats = 3 if quick else 10
     paths = [p for p in _timed_paths(device, sampler, base, quick=True) if p[1] != "higher (loop)"]
