@@ -1,6 +1,8 @@
 # Two commands do all the set-up (see README.md):
 #   make reproduce   run every notebook (smoke profile, embedded dataset, offline)
 #   make test        lint (ruff), unit tests + nbval on the committed notebooks
+# (make full runs them in the full profile, loading the trained networks shipped in artifacts/;
+#  make full RETRAIN=1 trains every network here instead)
 # (make solutions PROFILE=full runs the exercises' worked solutions, notebooks/solutions/;
 #  make book builds the course site from the committed notebooks into build/book/_build/html)
 # Both create or refresh the virtual environment in .venv when pyproject.toml changed.
@@ -12,6 +14,8 @@ STAMP := $(VENV)/.installed
 PROFILE ?= smoke
 DATASET ?= glyphs
 DEVICE ?= auto
+RETRAIN ?= 0
+RETRAIN_FLAG := $(if $(filter 1,$(RETRAIN)),--retrain)
 
 .PHONY: reproduce full solutions test unit lint venv book clean
 
@@ -26,10 +30,10 @@ reproduce: $(STAMP)
 	$(PY) -m metagan_lib.reproduce --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE)
 
 full: $(STAMP)
-	$(PY) -m metagan_lib.reproduce --profile full --dataset $(DATASET) --device $(DEVICE)
+	$(PY) -m metagan_lib.reproduce --profile full --dataset $(DATASET) --device $(DEVICE) $(RETRAIN_FLAG)
 
 solutions: $(STAMP)
-	$(PY) -m metagan_lib.reproduce --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE) --solutions
+	$(PY) -m metagan_lib.reproduce --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE) --solutions $(RETRAIN_FLAG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check metagan_lib tests tools conftest.py

@@ -7,6 +7,13 @@ writes it. Files are read with ``torch.load(weights_only=True)`` (tensors and pl
 planted file cannot run code) and written atomically under a unique temporary name, so an interrupted write
 leaves no file and two processes filling an empty cache do not collide. A file that cannot be read, or whose
 contents do not fit what the caller rebuilds from them, is rebuilt with a warning that names it.
+
+**Shipped artefacts.** The repository ships the full profile's trained networks in ``artifacts/`` (the same layout as
+the cache's ``artifacts/v<version>/``: ``<profile>/<dataset>/seed<seed>/<name>.pt``). When the cache has no current
+file, :func:`load_or_build` reads the shipped one, under the same key check; a shipped file that is stale (trained
+under another key) or damaged is retrained with a warning that names it. ``METAGAN_RETRAIN=1`` (the notebooks'
+``retrain`` parameter, ``make full RETRAIN=1``) ignores the shipped files: everything not already in this machine's
+cache is trained here.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import os
 import pickle
 import tempfile
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -26,8 +33,50 @@ from torch import nn
 T = TypeVar("T")
 
 
+RETRAIN_ENV_VAR = "METAGAN_RETRAIN"
+
+
 class DamagedArtifactWarning(UserWarning):
     """A cached file could not be used and is being rebuilt; the message names it."""
+
+
+class StaleArtifactWarning(UserWarning):
+    """A shipped file was trained under another key (other settings, data or version) and is being retrained."""
+
+
+def set_retrain(retrain: bool) -> None:
+    """Whether to ignore the shipped artefacts in this process and its workers (sets ``METAGAN_RETRAIN``)."""
+    if not isinstance(retrain, bool):
+        raise TypeError(f"retrain must be True or False, not {retrain!r}.")
+    os.environ[RETRAIN_ENV_VAR] = "1" if retrain else "0"
+
+
+def retraining() -> bool:
+    """Whether ``METAGAN_RETRAIN`` asks to ignore the shipped artefacts ("1"; unset or "0": use them)."""
+    value = os.environ.get(RETRAIN_ENV_VAR, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"${RETRAIN_ENV_VAR} is {value!r}; set it to 1 (retrain) or 0 (use the shipped artefacts).")
+    return value == "1"
+
+
+def shipped_dir() -> Path:
+    """The repository's folder of shipped artefacts (``artifacts/``)."""
+    from .paths import repo_root
+
+    return repo_root() / "artifacts"
+
+
+def shipped_path(path: Path | str) -> Path | None:
+    """The shipped counterpart of a cache file ``<cache>/artifacts/v<version>/<rest>``: ``artifacts/<rest>`` in the
+    repository; ``None`` for files outside that cache folder (processed datasets, files a caller names itself)."""
+    from . import __version__
+    from .paths import cache_dir
+
+    try:
+        rest = Path(path).resolve().relative_to((cache_dir() / "artifacts" / f"v{__version__}").resolve())
+    except ValueError:
+        return None
+    return shipped_dir() / rest
 
 
 def fingerprint(tensor: torch.Tensor) -> str:
@@ -36,6 +85,31 @@ def fingerprint(tensor: torch.Tensor) -> str:
     digest = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
     digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()[:16]
+
+
+def content_hash(value: Any) -> str:
+    """A short hash of what ``value`` holds: tensors by their values, modules by their state, dataclasses by their
+    fields, containers by their items, plain values as they are (keys cached evaluations by the networks they score).
+    Tensors on the ``meta`` device (architecture templates) count by dtype and shape."""
+    return hashlib.sha256(repr(_contents(value)).encode()).hexdigest()[:16]
+
+
+def _contents(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return f"meta{value.dtype}{tuple(value.shape)}" if value.is_meta else fingerprint(value)
+    if isinstance(value, nn.Module):
+        return (type(value).__name__, _contents(value.state_dict()))
+    if is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, {f.name: _contents(getattr(value, f.name)) for f in fields(value)})
+    if isinstance(value, dict):
+        return {str(k): _contents(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_contents(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"content_hash cannot describe a {type(value).__name__}; give it tensors, modules, dataclasses or plain values."
+    )
 
 
 def full_key(key: dict) -> dict:
@@ -129,9 +203,31 @@ def _damaged(path: Path, cause: Exception) -> None:
 
 
 def is_current(path: Path | str, key: dict) -> bool:
-    """Whether ``path`` holds a readable artefact with ``key`` (see :func:`load_or_build`)."""
-    payload = read_payload(path)
-    return payload is not None and payload["key"] == full_key(key)
+    """Whether ``path`` or its shipped counterpart holds a readable artefact under ``key`` (:func:`load_or_build`)."""
+    return any(True for _ in _current_payloads(Path(path), key, "cpu"))
+
+
+def _current_payloads(path: Path, key: dict, device: torch.device | str):
+    """Yield ``(file, payload)`` for the cache file, then the shipped file (unless retraining), each holding ``key``;
+    a shipped file under another key is announced (:class:`StaleArtifactWarning`) and skipped."""
+    wanted = full_key(key)
+    payload = read_payload(path, device)
+    if payload is not None and payload["key"] == wanted:
+        yield path, payload
+    shipped = None if retraining() else shipped_path(path)
+    if shipped is None:
+        return
+    payload = read_payload(shipped, device)
+    if payload is not None and payload["key"] != wanted:
+        warnings.warn(
+            f"The shipped file {shipped} was trained under another key (other settings, data or package version); "
+            "retraining it. Run the notebook with retrain=True (make full RETRAIN=1) and commit the new artifacts/ "
+            "to refresh it.",
+            StaleArtifactWarning,
+            stacklevel=4,
+        )
+    elif payload is not None:
+        yield shipped, payload
 
 
 def load_or_build(
@@ -143,17 +239,17 @@ def load_or_build(
     from_payload: Callable[[Any], T],
     device: torch.device | str = "cpu",
 ) -> T:
-    """The artefact cached at ``path`` under ``key``, else ``build()``, written there.
+    """The artefact cached at ``path`` under ``key``, else the shipped one (:func:`shipped_path`, unless retraining),
+    else ``build()``, written to ``path``.
 
     ``to_payload`` turns the artefact into tensors and plain values; ``from_payload`` turns them back.
     """
     path = Path(path)
-    payload = read_payload(path, device)
-    if payload is not None and payload["key"] == full_key(key):
+    for source, payload in _current_payloads(path, key, device):
         try:
             return from_payload(payload["artefact"])
         except Exception as cause:  # readable, but not what the caller can rebuild from
-            _damaged(path, cause)
+            _damaged(source, cause)
     artefact = build()
     save_payload({"key": full_key(key), "artefact": to_payload(artefact)}, path)
     return artefact

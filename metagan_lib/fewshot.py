@@ -16,11 +16,13 @@ compared are trained once (seed 0), which the notebook states.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Callable, NotRequired, TypedDict
 
 import torch
 
 from . import evaluation as E
+from .artifacts import content_hash, load_or_build
 from .data import ImageDataset
 from .methods import GENERATIVE_KINDS, Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged
 from .runtime import parallel_calls
@@ -47,9 +49,12 @@ __all__ = [  # the protocol's public names; Method and the pretrained-GAN job co
     "pretrain_on_seen",
     "pretrained_gan_job",
     "replace_diverged",
+    "evaluation_key",
     "run_benchmark",
+    "run_benchmark_or_load",
     "scores_over_seeds",
     "select_setting",
+    "select_setting_or_load",
     "summarise",
 ]
 
@@ -401,3 +406,65 @@ def run_benchmark(
 def _estimate(values: list[float]) -> dict[str, float]:
     estimate = E.mean_confidence_interval(values)
     return {"mean": estimate.mean, "ci95": estimate.half_width, "n": estimate.n}
+
+
+# ----------------------------------------------------------------------------------------------
+# Cached evaluations (notebook 06 loads them, like the trained networks, from the cache or the shipped artefacts)
+# ----------------------------------------------------------------------------------------------
+
+
+def evaluation_key(kind: str, methods: list[Method], dataset: ImageDataset, nets: list, settings: dict) -> dict:
+    """Everything that determines an evaluation's numbers: each method's name, kind, role, budget and the contents of
+    its model (:func:`~metagan_lib.artifacts.content_hash`), the dataset, the scoring networks and the settings."""
+    return {
+        "kind": kind,
+        "methods": [[m.name, m.kind, m.role, m.steps, content_hash(m.model)] for m in methods],
+        "dataset": dataset.name,
+        "data": content_hash([dataset.images, dataset.labels, dataset.seen_classes, dataset.unseen_classes]),
+        "nets": [content_hash(net) for net in nets],
+        "settings": {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items()},
+    }
+
+
+def _plain(result: dict) -> dict:
+    if not isinstance(result, dict) or "by_shots" not in result or "downstream" not in result:
+        raise ValueError("not a benchmark result")
+    return result
+
+
+def run_benchmark_or_load(
+    path: Path | str, methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, **settings
+) -> BenchmarkResult:
+    """:func:`run_benchmark`'s result cached at ``path`` (or shipped) under :func:`evaluation_key`, else computed."""
+    nets = [net] if settings.get("classifier") is None else [net, settings["classifier"]]
+    plain = {k: v for k, v in settings.items() if k not in ("classifier", "progress")}
+    return load_or_build(
+        path,
+        evaluation_key("benchmark", methods, dataset, nets, plain),
+        lambda: run_benchmark(methods, dataset, net, **settings),
+        to_payload=_plain,
+        from_payload=_plain,
+    )
+
+
+def select_setting_or_load(
+    path: Path | str, make_method: Callable[[float], Method], dataset: ImageDataset, net: E.FeatureNet,
+    grid: list[float], **budget,
+) -> tuple[float, dict[float, float]]:  # fmt: skip
+    """:func:`select_setting`'s choice and scores cached at ``path`` (or shipped), keyed by the method made at every
+    value of ``grid`` (:func:`evaluation_key`), else computed."""
+    key = evaluation_key("setting", [make_method(value) for value in grid], dataset, [net], {"grid": grid, **budget})
+
+    def from_payload(payload: dict) -> tuple[float, dict[float, float]]:
+        scores = {float(value): float(score) for value, score in payload["scores"]}
+        if list(scores) != [float(v) for v in grid] or payload["best"] not in scores:
+            raise ValueError("the stored scores are not the grid's")
+        return payload["best"], scores
+
+    return load_or_build(
+        path,
+        key,
+        lambda: select_setting(make_method, dataset, net, grid, **budget),
+        to_payload=lambda chosen: {"best": chosen[0], "scores": [[v, s] for v, s in chosen[1].items()]},
+        from_payload=from_payload,
+    )

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+from . import artifacts
 from .paths import cache_dir, repo_root
 
 PROFILE_NAMES = ("smoke", "full")
@@ -97,10 +98,17 @@ def check_profile(profile: str) -> str:
     return profile
 
 
-def resolve_profile(profile: str) -> str:
+def resolve_profile(profile: str, retrain: bool = False) -> str:
     """The profile to use: ``$METAGAN_PROFILE`` when set (CI and nbval force ``smoke`` this way
     on notebooks committed with a ``full`` run's outputs), else ``profile``. An override is printed,
-    naming the variable; a bad value of the variable is refused, naming it."""
+    naming the variable; a bad value of the variable is refused, naming it.
+
+    ``retrain``: ignore the shipped artefacts (:func:`metagan_lib.artifacts.set_retrain`); ``$METAGAN_RETRAIN=1``
+    set outside overrides ``retrain=False``, with a note."""
+    if retrain or not artifacts.retraining():
+        artifacts.set_retrain(retrain)
+    else:
+        print(f"note: ${artifacts.RETRAIN_ENV_VAR}=1 overrides retrain=False (the shipped artefacts are ignored)")
     override = os.environ.get(PROFILE_ENV_VAR)
     if not override:
         return check_profile(profile)

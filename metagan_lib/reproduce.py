@@ -99,12 +99,16 @@ def reproduce(
     only: list[str] | None = None,
     output_root: Path | None = None,
     solutions: bool = False,
+    retrain: bool = False,
 ) -> list[NotebookResult]:
     """Run the notebooks; return one result per notebook that ran (stopping at the first failure).
 
     Everything is checked before the first notebook starts: the profile (``$METAGAN_PROFILE`` overrides it,
-    with a notice), the dataset name (any case), the device (``cuda`` needs CUDA) and the notebook numbers."""
-    profile = resolve_profile(check_profile(profile))  # a bad --profile is an error even when the variable overrides it
+    with a notice), the dataset name (any case), the device (``cuda`` needs CUDA) and the notebook numbers.
+    ``retrain``: every notebook trains its networks instead of loading those shipped in ``artifacts/``."""
+    profile = resolve_profile(
+        check_profile(profile), retrain=retrain
+    )  # a bad --profile is an error even when the variable overrides it
     dataset = dataset.strip().lower()
     if dataset not in DATASET_NAMES:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}.")
@@ -116,10 +120,12 @@ def reproduce(
     out_dir = output_root or repo_root() / "runs" / profile / ("solutions" if solutions else "")
     out_dir = out_dir if dataset == "glyphs" else out_dir / dataset
     results: list[NotebookResult] = []
-    parameters = {"profile": profile, "dataset": dataset, "device": device}
+    parameters = {"profile": profile, "dataset": dataset, "device": device, "retrain": retrain}
     for index, notebook in enumerate(notebooks, 1):
         print(
-            f"[{index}/{len(notebooks)}] {notebook.name} (profile={profile}, dataset={dataset}, device={device}) ...",
+            f"[{index}/{len(notebooks)}] {notebook.name} (profile={profile}, dataset={dataset}, device={device}"
+            + (", retrain" if retrain else "")
+            + ") ...",
             flush=True,
         )
         try:
@@ -153,11 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
     parser.add_argument("--output-dir", type=Path, help="folder for the executed notebooks (default runs/<profile>)")
     parser.add_argument("--solutions", action="store_true", help="run notebooks/solutions/NN_solutions.ipynb instead")
+    parser.add_argument(
+        "--retrain", action="store_true", help="train every network instead of loading those shipped in artifacts/"
+    )
     args = parser.parse_args(argv)
     results: list[NotebookResult] = []
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        results = reproduce(args.profile, args.dataset, args.device, args.only, args.output_dir, args.solutions)
+        results = reproduce(
+            args.profile, args.dataset, args.device, args.only, args.output_dir, args.solutions, args.retrain
+        )
     except (ValueError, RuntimeError) as error:  # bad arguments, a failed notebook, CUDA missing
         print(f"error: {error}", file=sys.stderr)
         return 1 if isinstance(error, NotebookFailed) else 2
