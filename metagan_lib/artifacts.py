@@ -239,17 +239,31 @@ def load_or_build(
     from_payload: Callable[[Any], T],
     device: torch.device | str = "cpu",
 ) -> T:
-    """The artefact cached at ``path`` under ``key``, else the shipped one (:func:`shipped_path`, unless retraining),
-    else ``build()``, written to ``path``.
+    """The artefact cached at ``path`` under ``key``, else the shipped one (:func:`shipped_path`, unless retraining;
+    copied to ``path``), else ``build()``, written to ``path``.
 
     ``to_payload`` turns the artefact into tensors and plain values; ``from_payload`` turns them back.
     """
     path = Path(path)
     for source, payload in _current_payloads(path, key, device):
         try:
-            return from_payload(payload["artefact"])
+            artefact = from_payload(payload["artefact"])
         except Exception as cause:  # readable, but not what the caller can rebuild from
             _damaged(source, cause)
+            continue
+        if source != path:  # a shipped file seeds the cache, so what reads the cache file (load_run, ...) finds it
+            save_payload(payload, path)
+        return artefact
     artefact = build()
     save_payload({"key": full_key(key), "artefact": to_payload(artefact)}, path)
     return artefact
+
+
+def shipped_table(folder: Path | None = None) -> str:
+    """A markdown table of the shipped artefacts: each file under ``folder`` (default :func:`shipped_dir`) and its
+    size, with the total (what the README lists)."""
+    folder = shipped_dir() if folder is None else Path(folder)
+    files = sorted(p for p in folder.rglob("*.pt") if p.is_file())
+    rows = [f"| `{p.relative_to(folder.parent).as_posix()}` | {p.stat().st_size / 1e3:,.0f} |" for p in files]
+    total = sum(p.stat().st_size for p in files) / 1e3
+    return "\n".join(["| file | kB |", "|---|---:|", *rows, f"| **{len(files)} files** | **{total:,.0f}** |"])

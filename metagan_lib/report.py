@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import evaluation as E
+from .artifacts import shipped_table
 from .fewshot import LOWER_IS_BETTER, METRICS
 from .methods import GENERATIVE_KINDS
 
@@ -229,8 +230,18 @@ def update_readme(readme: Path, results_folder: Path) -> str:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     new = head + start + "\n" + "\n\n".join(blocks) + "\n" + end + tail
+    new = replace_block(new, "artifacts", shipped_table())
     readme.write_text(new)
     return new
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """``text`` with the lines between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced by ``body``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"the README has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"README.md results block regenerated from results/{args.profile}/")
+    print(
+        f"README.md results block regenerated from results/{args.profile}/, its shipped-artefacts table from artifacts/"
+    )
     return 0
 
 

@@ -190,10 +190,14 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
     results["by_shots"]["5"]["context MAML"]["copy_score"] = {"mean": 1.4, "ci95": 0.2, "n": 3}
     assert any(v.startswith("Near the copy flag: context MAML") for v in report.verdicts(results))
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
+    readme.write_text(
+        "intro\n<!-- results:start -->\nold\n<!-- results:end -->\n"
+        "<!-- artifacts:start -->\nstale\n<!-- artifacts:end -->\nend\n"
+    )
     report.update_readme(readme, tmp_path)
     text = readme.read_text()
     assert "old" not in text and "| context MAML |" in text and text.endswith("end\n")
+    assert "stale" not in text and "| file | kB |" in text
     assert report.results_path(tmp_path, "omniglot").name == "few_shot_omniglot.json"
 
 
