@@ -417,12 +417,9 @@ def markdown_table(result: dict) -> str:
 
 def update_readme(readme: Path, result: dict) -> None:
     """Replace the README's block between :data:`SPEED_MARKERS` with :func:`markdown_table` of ``result``."""
-    text = readme.read_text()
-    start, end = SPEED_MARKERS
-    if text.count(start) != 1 or text.count(end) != 1:
-        raise ValueError(f"{readme} must hold one {start} and one {end} line; add them around the speed table.")
-    head, rest = text.split(start)
-    readme.write_text(f"{head}{start}\n{markdown_table(result)}\n{end}{rest.split(end)[1]}")
+    from .report import replace_block
+
+    readme.write_text(replace_block(readme.read_text(), "speed", markdown_table(result)))
 
 
 def format_table(result: dict) -> str:

@@ -223,25 +223,20 @@ def update_readme(readme: Path, results_folder: Path) -> str:
             + "\n".join(f"- {line}" for line in verdicts(results))
             + f"\n\n(from `{file.relative_to(readme.parent)}`)"
         )
-    text = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} has no {start} ... {end} block")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    new = head + start + "\n" + "\n\n".join(blocks) + "\n" + end + tail
+    new = replace_block(readme.read_text(), "results", "\n\n".join(blocks))
     new = replace_block(new, "artifacts", shipped_table())
     readme.write_text(new)
     return new
 
 
 def replace_block(text: str, name: str, body: str) -> str:
-    """``text`` with the lines between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced by ``body``."""
+    """``text`` with the lines between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced by ``body`` (the
+    README's generated blocks: results, artifacts, speed)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"the README has no {start} ... {end} block")
-    head, rest = text.split(start, 1)
-    return head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+    if text.count(start) != 1 or text.count(end) != 1:
+        raise ValueError(f"the README must hold one {start} and one {end} line; add them around the {name} block.")
+    head, rest = text.split(start)
+    return head + start + "\n" + body + "\n" + end + rest.split(end)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
