@@ -620,6 +620,45 @@ def adapt_and_sample(model: ContextMetaGAN, support: torch.Tensor, steps: int, n
     return sample_contexts(model, adapt_contexts(model, support, steps, seed), n, seed)
 
 
+@torch.no_grad()
+def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """The pair discriminator's logit for ``[shot, sample]``, averaged over a class's K shots: support
+    ``[C, K, 1, 28, 28]``, samples ``[C, M, 1, 28, 28]`` -> ``[C, M]`` (higher: more like another image of the
+    class)."""
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    shots, m = support.shape[1], samples.shape[1]
+
+    def one_class(class_shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        pairs = torch.cat([class_shots.repeat_interleave(m, dim=0), images.repeat(shots, 1, 1, 1)], dim=1)
+        return functional_call(model.discriminator, d_params, (pairs,)).reshape(shots, m).mean(0)
+
+    return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples)])
+
+
+@dataclass(frozen=True)
+class DiscriminatorSelection:
+    """A context meta-GAN sampled with its pair discriminator as a filter: ``oversample`` x ``n`` images drawn per
+    class after adaptation, the ``n`` with the highest :func:`pair_scores` kept (discriminator rejection sampling,
+    Azadi et al. 2019, in its simplest form)."""
+
+    model: ContextMetaGAN
+    oversample: int
+
+    def __post_init__(self) -> None:
+        checks.positive_int("oversample", self.oversample)
+
+
+def adapt_and_select(
+    selection: DiscriminatorSelection, support: torch.Tensor, steps: int, n: int, seed: int = 0
+) -> torch.Tensor:
+    """:func:`adapt_and_sample` drawing ``oversample * n`` images per class and keeping the ``n`` the pair
+    discriminator scores highest, in the order drawn: ``[C, n, 1, 28, 28]``."""
+    model = selection.model
+    drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed)
+    keep = pair_scores(model, support, drawn).topk(n, dim=1).indices.sort(dim=1).values  # [C, n]
+    return drawn[torch.arange(len(drawn), device=drawn.device)[:, None], keep]
+
+
 # ----------------------------------------------------------------------------------------------
 # Cache
 # ----------------------------------------------------------------------------------------------

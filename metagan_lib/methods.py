@@ -20,7 +20,8 @@ from .data import ImageDataset
 from .train import GANConfig, GANRun, train_or_load
 
 ROLES = ("meta-learner", "baseline", "reference")
-GENERATIVE_KINDS = ("adapt", "context", "invert", "vae")  # the kinds that hold a model and adapt it to the shots
+# the kinds that hold a model and adapt it to the shots
+GENERATIVE_KINDS = ("adapt", "context", "context-select", "invert", "vae")
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class Method:
 
     ``kind`` picks the generating function (:data:`GENERATORS`): ``"adapt"`` adapts a whole
     :class:`~metagan_lib.meta.MetaGAN` (scratch, fine-tuning, notebook 04's meta-GANs),
-    ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context, ``"invert"`` inverts the
-    shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
+    ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context (``"context-select"``: then keeps the
+    samples its pair discriminator prefers, :class:`~metagan_lib.context.DiscriminatorSelection`), ``"invert"``
+    inverts the shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
     ``"vae"`` encodes the shots into a VAE or VAE-GAN (:class:`~metagan_lib.vae.VAEFewShot`),
     ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
     ``steps`` is the method's own adaptation budget (its inner steps, or inversion's and the VAE's Adam steps).
@@ -84,6 +86,9 @@ GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
         method.model, shots, steps, n, seed=seed
     ),
     "context": lambda method, shots, ceiling, n, steps, seed: context.adapt_and_sample(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "context-select": lambda method, shots, ceiling, n, steps, seed: context.adapt_and_select(
         method.model, shots, steps, n, seed=seed
     ),
     "invert": lambda method, shots, ceiling, n, steps, seed: inversion.invert_and_sample(

@@ -14,6 +14,8 @@ from .seeds import derive_seed
 
 SAVE_DPI = 110  # the resolution of every saved figure
 THUMBNAIL_INCHES = 0.5  # one 28x28 image in a grid of samples: 55 px at SAVE_DPI
+MAX_THUMBNAILS_A_ROW = 12  # legible where GitHub shows a figure (about 880 px wide)
+MIN_THUMBNAIL_PX = 40
 
 
 def use_png_inline() -> None:
@@ -44,7 +46,8 @@ def show_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax:
     if ax is None:
         rows = (len(images) + nrow - 1) // nrow
         _, ax = plt.subplots(figsize=(nrow * 0.6, rows * 0.6 + 0.4))
-    ax.imshow(image_grid(images, nrow), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    shown = ax.imshow(image_grid(images, nrow), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    shown.grid_columns, shown.thumbnail_width = min(nrow, len(images)), images.shape[-1]  # read by thumbnail_layout
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10)
@@ -86,8 +89,35 @@ def clipped_error_bars(
     return [below, above]
 
 
+def thumbnail_layout(fig: plt.Figure) -> tuple[int, float]:
+    """``(most thumbnails side by side in one row of the figure, smallest thumbnail's width in px at SAVE_DPI)``
+    over the image grids drawn by :func:`show_grid`; ``(0, inf)`` when there are none."""
+    fig.canvas.draw()
+    grids = []  # (bottom, top, columns, thumbnail px) per grid
+    for ax in fig.axes:
+        for shown in ax.images:
+            if hasattr(shown, "grid_columns"):
+                box, grid = ax.get_window_extent(), shown.get_array()
+                scale = min(box.width / grid.shape[1], box.height / grid.shape[0]) * SAVE_DPI / fig.dpi
+                grids.append((box.y0, box.y1, shown.grid_columns, shown.thumbnail_width * scale))
+    in_a_row = [sum(c for bottom, top, c, _ in grids if bottom <= (low + high) / 2 <= top) for low, high, _, _ in grids]
+    return max(in_a_row, default=0), min((px for *_, px in grids), default=float("inf"))
+
+
 def save_figure(fig: plt.Figure, folder: Path, name: str) -> Path:
-    """Save ``fig`` as ``folder/name.png`` (no timestamp metadata, so reruns give equal files)."""
+    """Save ``fig`` as ``folder/name.png`` (no timestamp metadata, so reruns give equal files).
+
+    Raises:
+        ValueError: its image grids put more than ``MAX_THUMBNAILS_A_ROW`` thumbnails side by side, or draw one smaller
+            than ``MIN_THUMBNAIL_PX`` (illegible where GitHub shows the figure).
+    """
+    in_a_row, smallest_px = thumbnail_layout(fig)
+    if in_a_row > MAX_THUMBNAILS_A_ROW or smallest_px < MIN_THUMBNAIL_PX:
+        raise ValueError(
+            f"Figure {name!r} draws {in_a_row} thumbnails side by side, the smallest {smallest_px:.0f} px wide; "
+            f"keep at most {MAX_THUMBNAILS_A_ROW} a row of at least {MIN_THUMBNAIL_PX} px "
+            "(fewer images a row, panels in more rows, or a larger figsize)."
+        )
     path = Path(folder) / f"{name}.png"
     fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight", metadata={"Software": None})
     return path

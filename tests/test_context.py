@@ -473,3 +473,38 @@ def test_the_inner_discriminator_term_moves_the_context_and_needs_the_discrimina
     assert torch.allclose(C.inner_loss(with_d, g_params, d_params, c, z, support[0]), expected)
     with pytest.raises(ValueError, match="needs the discriminator's weights: pass d_params"):
         C.inner_adapt(with_d, params, support[0], inner[0], first_order=True)
+
+
+def test_pair_scores_average_the_discriminator_over_the_shots():
+    model = tiny_model(dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    support, samples = (
+        torch.rand(2, 4, 1, 28, 28, generator=g) * 2 - 1,
+        torch.rand(2, 6, 1, 28, 28, generator=g) * 2 - 1,
+    )
+    scores = C.pair_scores(model, support, samples)
+    logit = lambda shot, image: torch.func.functional_call(
+        model.discriminator, model.d_params, (torch.cat([shot, image])[None],)
+    ).reshape(())
+    with torch.no_grad():
+        expected = torch.tensor(
+            [[sum(logit(shot, image) for shot in support[c]) / 4 for image in samples[c]] for c in range(2)]
+        )
+    assert scores.shape == (2, 6)
+    assert torch.allclose(scores, expected, atol=1e-5)
+
+
+def test_discriminator_selection_keeps_the_best_scored_of_the_oversampled_draw(strokes):
+    model = C.new_context_gan(C.ContextConfig(width=8), seed=0)
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    drawn = C.adapt_and_sample(model, support, steps=2, n=12, seed=5)  # what the selection draws: 4 x 3 per class
+    kept = C.adapt_and_select(C.DiscriminatorSelection(model, oversample=4), support, steps=2, n=3, seed=5)
+    scores = C.pair_scores(model, support, drawn)
+    assert kept.shape == (3, 3, 1, 28, 28)
+    for c in range(3):
+        index = [next(i for i in range(12) if torch.equal(drawn[c, i], image)) for image in kept[c]]
+        assert index == sorted(index)  # in the order drawn
+        dropped = [i for i in range(12) if i not in index]
+        assert scores[c, index].min() >= scores[c, dropped].max()
+    with pytest.raises(ValueError, match="oversample"):
+        C.DiscriminatorSelection(model, oversample=0)

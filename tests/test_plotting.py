@@ -43,14 +43,42 @@ def test_adaptation_grids_are_legible_at_the_saved_size():
     meta = new_meta_gan(standard_configs()["MAML"], "cpu", seed=0)
     shots = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     fig = plotting.show_adaptation(meta, shots)  # the notebooks' default steps and samples
-    fig.canvas.draw()
-    first_row = fig.axes[: len(fig.axes) // len(shots)]
-    thumbnails_in_a_row, smallest_px = 0, float("inf")
-    for ax in first_row:
-        grid, box = ax.images[0].get_array(), ax.get_window_extent()
-        scale = min(box.width / grid.shape[1], box.height / grid.shape[0]) * plotting.SAVE_DPI / fig.dpi
-        smallest_px = min(smallest_px, 28 * scale)
-        thumbnails_in_a_row += (grid.shape[1] - 2) // 30  # 28 px images with 2 px padding
+    in_a_row, smallest_px = plotting.thumbnail_layout(fig)
     plt.close(fig)
-    assert thumbnails_in_a_row <= 12
+    assert in_a_row == 12  # 4 panels of 3
     assert smallest_px >= 40
+
+
+def _panels(columns: int, nrow: int, figsize: tuple[float, float]):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, columns, figsize=figsize, squeeze=False)
+    for ax in axes.flat:
+        plotting.show_grid(torch.zeros(8, 1, 28, 28), nrow=nrow, ax=ax)
+    return fig
+
+
+def test_thumbnail_layout_counts_side_by_side_grids_and_their_size():
+    import matplotlib.pyplot as plt
+
+    fig = _panels(columns=3, nrow=4, figsize=(9, 4))
+    in_a_row, smallest_px = plotting.thumbnail_layout(fig)
+    assert in_a_row == 12  # two figure rows of three 4-wide grids: 12 side by side, not 24
+    box, grid = fig.axes[0].get_window_extent(), fig.axes[0].images[0].get_array()
+    expected = min(box.width / grid.shape[1], box.height / grid.shape[0]) * plotting.SAVE_DPI / fig.dpi * 28
+    assert smallest_px == pytest.approx(expected)
+    plt.close(fig)
+    assert plotting.thumbnail_layout(plt.figure()) == (0, float("inf"))
+    plt.close("all")
+
+
+def test_save_figure_refuses_illegible_grids(tmp_path):
+    import matplotlib.pyplot as plt
+
+    with pytest.raises(ValueError, match="16 thumbnails side by side"):
+        plotting.save_figure(_panels(columns=4, nrow=4, figsize=(12, 4)), tmp_path, "too_many")
+    with pytest.raises(ValueError, match="at least 40 px"):
+        plotting.save_figure(_panels(columns=2, nrow=4, figsize=(3, 1.5)), tmp_path, "too_small")
+    assert plotting.save_figure(_panels(columns=2, nrow=4, figsize=(6, 4)), tmp_path, "fine").exists()
+    assert not (tmp_path / "too_many.png").exists() and not (tmp_path / "too_small.png").exists()
+    plt.close("all")

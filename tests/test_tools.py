@@ -51,6 +51,7 @@ def test_the_final_test_uses_the_real_split(strokes):
         (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight"),
         (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
         (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
+        (["--select", "4", "1"], "--select takes ratios of at least 2"),
     ],
 )
 def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):
@@ -111,3 +112,17 @@ def test_a_test_setting_changes_only_how_the_trained_model_adapts():
     assert name == "context reptile-query, test inner_adv_weight 0.6"
     assert changed.config.inner_adv_weight == 0.6 and model.config.inner_adv_weight == 0.3  # a copy, not an edit
     assert changed.meta_params is model.meta_params and changed.d_params is model.d_params  # the same trained weights
+
+
+def test_a_selection_wraps_the_trained_model_and_names_its_ratio():
+    from metagan_lib import context, fewshot
+
+    tool = load_tool("validate_context")
+    model = context.new_context_gan(context.ContextConfig(width=8), seed=0)
+    (method,) = tool.scored_at("context reptile-query, 5 inner steps", model, 2, None)
+    chosen = tool.selected(method, 4)
+    assert chosen.name == "context reptile-query, 5 inner steps, D keeps 1 in 4" and chosen.steps == 2
+    assert chosen.kind == "context-select" and chosen.model.model is model and chosen.model.oversample == 4
+    support = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = fewshot.generate(chosen, support, None, 3, None, seed=1)  # the protocol's dispatch reaches the selection
+    assert torch.equal(images, context.adapt_and_select(chosen.model, support, 2, 3, seed=1))

@@ -133,11 +133,21 @@ def with_test_setting(name: str, model, field: str, value) -> tuple[str, object]
     return f"{name}, test {field} {value:g}", dataclasses.replace(model, config=model.config.replace(**{field: value}))
 
 
+def selected(method, ratio: int):
+    """``method`` sampled ``ratio`` times over, keeping the samples its pair discriminator scores highest."""
+    return dataclasses.replace(
+        method,
+        name=f"{method.name}, D keeps 1 in {ratio}",
+        kind="context-select",
+        model=context.DiscriminatorSelection(method.model, ratio),
+    )
+
+
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
     """6 evaluated classes (one fixed task; fewer when there are fewer), each a row: its 5 shots, then 7 samples of
     ``method`` adapted to them."""
     support = TaskSampler(data, data.unseen_classes, seed=0).sample(1, min(6, len(data.unseen_classes)), 5).support[0]
-    samples = context.adapt_and_sample(method.model, support, method.steps, 7, seed=0)
+    samples = fewshot.generate(method, support, None, 7, None, seed=0)
     fig, ax = plt.subplots(figsize=(8, 4.6))
     plotting.show_grid(torch.cat([support, samples], dim=1).flatten(0, 1), nrow=12, title=method.name, ax=ax)
     folder.mkdir(parents=True, exist_ok=True)
@@ -216,6 +226,15 @@ def main(argv: list[str] | None = None) -> None:
         help=f"also score each candidate adapted at test time with one setting changed, no retraining (KEY: "
         f"{', '.join(TEST_SETTINGS)}); one scored method per KEY=VALUE",
     )
+    parser.add_argument(
+        "--select",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="RATIO",
+        help="also score each candidate sampled RATIO times over, keeping the samples its pair discriminator scores "
+        "highest (context.DiscriminatorSelection); no retraining",
+    )
     parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
@@ -245,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--warm-start-steps must be at least 1, got {args.warm_start_steps}")
     if args.meta_steps < 1:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
+    if args.select and min(args.select) < 2:
+        parser.error(f"--select takes ratios of at least 2, got {min(args.select)}")
     if args.test_steps is not None and min(args.test_steps) < 0:
         parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
     try:
@@ -302,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         methods += scored_at(name, model, steps, args.test_steps)
         for field, value in test_settings:
             methods += scored_at(*with_test_setting(name, model, field, value), steps, args.test_steps)
+        for ratio in args.select:
+            methods += [selected(method, ratio) for method in scored_at(name, model, steps, args.test_steps)]
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation'}_{args.meta_steps}-meta-steps"
