@@ -33,6 +33,15 @@ def test_the_final_test_uses_the_real_split(strokes):
     assert torch.equal(validation.unseen_classes, tool.validation_split(strokes, held_out=2).unseen_classes)
 
 
+def test_another_split_seed_holds_out_other_seen_classes(strokes):
+    tool = load_tool("validate_context")
+    split = lambda seed: tool.evaluation_split(strokes, held_out=3, test_unseen=False, split_seed=seed).unseen_classes
+    splits = [split(seed) for seed in range(4)]
+    assert all(torch.isin(held_out, strokes.seen_classes).all() for held_out in splits)  # seen classes only
+    assert any(not torch.equal(splits[0], other) for other in splits[1:])  # 6 seen classes: 20 ways to hold out 3
+    assert torch.equal(splits[0], tool.validation_split(strokes, held_out=3).unseen_classes)  # seed 0: the README's
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

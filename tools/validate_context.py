@@ -51,9 +51,9 @@ def validation_split(dataset, held_out: int, seed: int = 0):
     return dataclasses.replace(dataset, seen_classes=keep, unseen_classes=chosen)
 
 
-def evaluation_split(dataset, held_out: int, test_unseen: bool):
-    """The real split for the final test (``test_unseen``), else :func:`validation_split`."""
-    return dataset if test_unseen else validation_split(dataset, held_out)
+def evaluation_split(dataset, held_out: int, test_unseen: bool, split_seed: int = 0):
+    """The real split for the final test (``test_unseen``), else :func:`validation_split` with ``split_seed``."""
+    return dataset if test_unseen else validation_split(dataset, held_out, split_seed)
 
 
 def pretrained_generator(data, folder, args):
@@ -237,6 +237,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
     parser.add_argument("--held-out", type=int, default=40)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="which seen classes are held out (0: the split every README table uses; another seed draws a fresh one)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
     parser.add_argument("--test-unseen", action="store_true", help="score on the unseen classes (a chosen candidate)")
@@ -279,8 +285,10 @@ def main(argv: list[str] | None = None) -> None:
             f"minus one), got {args.held_out}"
         )
     runtime.seed_everything(0)
-    data = evaluation_split(dataset, args.held_out, args.test_unseen)
-    folder = cache_dir() / ("test-unseen" if args.test_unseen else "validation") / args.dataset
+    data = evaluation_split(dataset, args.held_out, args.test_unseen, args.split_seed)
+    split_tag = f"-split{args.split_seed}" if args.split_seed else ""
+    split = "test-unseen" if args.test_unseen else "validation" + split_tag
+    folder = cache_dir() / split / args.dataset
     folder.mkdir(parents=True, exist_ok=True)
     feature_steps = profiles.settings("06", "full").feature_steps
     # the final test shares notebook 06's feature network (same recipe and cache file); validation trains its own
