@@ -626,11 +626,11 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
     ``[C, K, 1, 28, 28]``, samples ``[C, M, 1, 28, 28]`` -> ``[C, M]`` (higher: more like another image of the
     class)."""
     d_params = {k: v.detach() for k, v in model.d_params.items()}
-    shots, m = support.shape[1], samples.shape[1]
+    shots = support.shape[1]
 
     def one_class(class_shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        pairs = torch.cat([class_shots.repeat_interleave(m, dim=0), images.repeat(shots, 1, 1, 1)], dim=1)
-        return functional_call(model.discriminator, d_params, (pairs,)).reshape(shots, m).mean(0)
+        pairs = pair_up(class_shots, images.repeat_interleave(shots, dim=0))  # each image beside every shot
+        return functional_call(model.discriminator, d_params, (pairs,)).reshape(len(images), shots).mean(1)
 
     return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples)])
 
