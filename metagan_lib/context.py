@@ -717,7 +717,8 @@ def train_or_load_context_gan(
     warm_start: tuple[nn.Module, dict] | None = None,
 ) -> ContextMetaGAN:
     """The model cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else a freshly meta-trained
-    one (saved there). ``warm_start``: a pretrained DCGAN generator and the cache key it was trained under;
+    one (saved there), its tasks drawn from ``sampler.restarted()`` (what the key's sampler seed names, whatever
+    ``sampler`` drew before). ``warm_start``: a pretrained DCGAN generator and the cache key it was trained under;
     meta-training then starts from it (:func:`warm_started_context_gan`) and the key records it."""
 
     def build() -> ContextMetaGAN:
@@ -726,7 +727,9 @@ def train_or_load_context_gan(
             if warm_start is None
             else warm_started_context_gan(config, warm_start[0], device, seed=seed)
         )
-        return ContextTrainer(start, sampler, seed=seed).train(meta_steps, progress=progress, description=description)
+        return ContextTrainer(start, sampler.restarted(), seed=seed).train(
+            meta_steps, progress=progress, description=description
+        )
 
     key = meta_training_key("context-gan", config, sampler, meta_steps, seed)
     if warm_start is not None:

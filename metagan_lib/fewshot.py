@@ -296,14 +296,32 @@ def _benchmark_jobs(
         downstream_seed, methods, dataset, classifier, generated_per_class=generated_per_class,
         episodes=downstream_episodes,
     )  # fmt: skip
-    evaluate = partial(evaluate_seed, methods, dataset, net, classes=classes, generated_per_class=generated_per_class)
+    scores_of = lambda scored: partial(
+        evaluate_seed, scored, dataset, net, classes=classes, generated_per_class=generated_per_class
+    )
+    own_budget_shots = {budget["shots"] for sweep, _, budget in settings if sweep == "by_shots"}
     jobs = []
     for name, budget in downstream:
         jobs.append((("validation", name), partial(classify, seed=0, class_pool=dataset.seen_classes, **budget)))
         jobs += [(("downstream", name), partial(classify, seed=s, **budget)) for s in seeds]
     for sweep, value, budget in settings:
-        jobs += [((sweep, value), partial(evaluate, seed=s, **budget)) for s in seeds]
+        to_score = methods
+        if sweep == "by_steps" and budget["shots"] in own_budget_shots:  # the rest is in by_shots at these shots
+            to_score = [m for m in methods if not same_as_own_budget(m, budget["steps"])]
+        jobs += [((sweep, value), partial(scores_of(to_score), seed=s, **budget)) for s in seeds]
     return jobs
+
+
+def same_as_own_budget(method: Method, steps: int) -> bool:
+    """Whether ``method`` scored after ``steps`` adaptation steps gives, bit for bit, its numbers at its own budget
+    (same tasks, same seeds): it adapts nothing (the references), or ``steps`` is its budget."""
+    return method.kind not in GENERATIVE_KINDS or method.steps == steps
+
+
+def _with_own_budget_scores(scored: dict, own_budget: dict) -> dict:
+    """One seed's ``{method: scores}`` at a step count, completed from the same seed's own-budget evaluation (the
+    methods :func:`same_as_own_budget` skipped), in the own-budget evaluation's method order."""
+    return {name: scored[name] if name in scored else own_budget[name] for name in own_budget}
 
 
 def _downstream_summary(grouped: dict, downstream: list[tuple[str, dict]]) -> dict:
@@ -361,7 +379,9 @@ def run_benchmark(
 
     Every (setting, seed) pair is an independent job (it seeds itself); on a CPU the jobs run side
     by side in worker processes (:func:`metagan_lib.runtime.parallel_calls`), with, bit for bit,
-    the numbers the same jobs give one after the other on one thread in this process (tested).
+    the numbers the same jobs give one after the other on one thread in this process (tested). A method is scored
+    once where the step sweep repeats its own budget (:func:`same_as_own_budget`): that ``by_steps`` entry is its
+    ``by_shots`` entry at ``default_shots``, the same tasks and seeds, bit for bit (tested).
     """
     settings = [("by_shots", str(k), dict(shots=k, steps=None)) for k in shot_counts]
     settings += [("by_steps", str(steps), dict(shots=default_shots, steps=steps)) for steps in step_counts]
@@ -380,6 +400,11 @@ def run_benchmark(
     grouped: dict[tuple[str, str], list] = {}
     for (key, _), output in zip(jobs, outputs):
         grouped.setdefault(key, []).append(output)
+    if str(default_shots) in {str(k) for k in shot_counts}:
+        own_budget = grouped[("by_shots", str(default_shots))]
+        for steps in step_counts:
+            scored = grouped[("by_steps", str(steps))]
+            grouped[("by_steps", str(steps))] = [_with_own_budget_scores(s, o) for s, o in zip(scored, own_budget)]
     validation = {
         name: {
             method: {str(w): v for w, v in by_w.items()} for method, by_w in grouped[("validation", name)][0].items()

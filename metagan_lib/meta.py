@@ -452,10 +452,11 @@ def train_or_load_meta(
     description: str = "meta-training",
 ) -> MetaGAN:
     """The meta-GAN cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else meta-train it and
-    save it there."""
+    save it there. Training draws its tasks from ``sampler.restarted()``, so the network depends on the key's sampler
+    seed only, not on what ``sampler`` drew before."""
 
     def build() -> MetaGAN:
-        return MetaTrainer(new_meta_gan(config, device, seed=seed), sampler, seed=seed).train(
+        return MetaTrainer(new_meta_gan(config, device, seed=seed), sampler.restarted(), seed=seed).train(
             meta_steps, progress=progress, description=description
         )
 

@@ -7,6 +7,7 @@ an explicit ``torch.Generator``, so the same seed gives the same episodes.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,13 @@ class TaskSampler:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def restarted(self) -> "TaskSampler":
+        """The same sampler (classes, images, device, seed) at the start of its stream: the episodes a new
+        ``TaskSampler`` with this seed would draw, whatever this one has drawn already. Shares the image tensors."""
+        fresh = copy.copy(self)
+        fresh.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        return fresh
 
     def _check(self, ways: int, shots: int, queries: int) -> None:
         for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):

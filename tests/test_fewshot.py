@@ -351,6 +351,41 @@ def test_benchmark_in_worker_processes_equals_the_benchmark_in_this_process(glyp
         assert got[key] == value, key
 
 
+def test_the_step_sweep_takes_own_budget_scores_from_the_shots_sweep_bit_for_bit(glyphs, methods, net, monkeypatch):
+    budget = dict(
+        seeds=[0, 1],
+        shot_counts=[2],
+        step_counts=[0, 1, 2],
+        default_shots=2,
+        classes=3,
+        generated_per_class=4,
+        downstream_episodes=1,
+    )
+    monkeypatch.setenv(WORKERS_ENV_VAR, "1")
+    scored, evaluate = [], fewshot.evaluate_seed
+    monkeypatch.setattr(
+        fewshot,
+        "evaluate_seed",
+        lambda ms, *a, **k: scored.append((k["steps"], {m.name for m in ms})) or evaluate(ms, *a, **k),
+    )
+    reused = fewshot.run_benchmark(methods, glyphs, net, **budget)
+    skipped = {steps: {m.name for m in methods} - names for steps, names in scored}
+    # scratch's budget is 1 step, the context learner's and the VAE's 2; the references adapt nothing
+    references = {"real held-out (ceiling)", "copy shots + augmentation"}
+    assert skipped == {
+        None: set(),
+        0: references,
+        1: references | {"scratch"},
+        2: references | {"context FOMAML", "VAE"},
+    }
+    monkeypatch.setattr(
+        fewshot, "same_as_own_budget", lambda method, steps: False
+    )  # score everything at every step count
+    everything = fewshot.run_benchmark(methods, glyphs, net, **budget)
+    assert reused == everything
+    assert list(reused["by_steps"]["1"]) == list(reused["by_shots"]["2"])  # the methods in the same order
+
+
 def leaves(tree, prefix=()):
     """``(path, number)`` for every number in a nested dict."""
     for key, value in tree.items():

@@ -50,3 +50,13 @@ def test_k_larger_than_a_class_holds_is_a_clear_error(sampler):
 def test_value_conversions_round_trip():
     raw = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
     assert torch.allclose(to_unit(to_signed(raw)) * 255, raw.float(), atol=1e-4)
+
+
+def test_a_restarted_sampler_draws_what_a_new_one_draws(glyphs):
+    used = TaskSampler(glyphs, glyphs.unseen_classes, seed=3)
+    first = used.sample(2, 3, 2, 1)
+    used.sample(5, 3, 2, 1)  # drawn past the start
+    again = used.restarted().sample(2, 3, 2, 1)
+    assert torch.equal(again.support_index, first.support_index) and torch.equal(again.query_index, first.query_index)
+    assert torch.equal(again.support, TaskSampler(glyphs, glyphs.unseen_classes, seed=3).sample(2, 3, 2, 1).support)
+    assert not torch.equal(used.sample(2, 3, 2, 1).support_index, first.support_index)  # the original goes on

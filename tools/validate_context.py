@@ -109,6 +109,7 @@ def scored_at(name: str, model, steps: int, test_steps: list[int] | None) -> lis
     ]
 
 
+VALIDATION_META_STEPS = 1000  # the candidates' meta-training budget in the README's validation runs
 TEST_SETTINGS = ("inner_samples", "inner_lr", "inner_adv_weight")  # what test time may change without retraining
 
 
@@ -235,7 +236,12 @@ def main(argv: list[str] | None = None) -> None:
         help="also score each candidate sampled RATIO times over, keeping the samples its pair discriminator scores "
         "highest (context.DiscriminatorSelection); no retraining",
     )
-    parser.add_argument("--meta-steps", type=int, default=profiles.settings("05", "full").context_steps)
+    parser.add_argument(
+        "--meta-steps",
+        type=int,
+        default=VALIDATION_META_STEPS,
+        help=f"meta-steps of each candidate (default {VALIDATION_META_STEPS}, the budget the README's runs name)",
+    )
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument(
         "--split-seed",
