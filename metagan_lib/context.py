@@ -23,7 +23,7 @@ al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair dis
   all-weights step fits the task's query images instead of the shots (a candidate that
   ``tools/validate_context.py`` compares on seen-class validation tasks; not one of the four
   standard learners);
-* options, each tried on those validation tasks (the README has the verdicts): a shot encoder that starts
+* options, each tried on those validation tasks (``docs/experiments.md`` has the verdicts): a shot encoder that starts
   the inner loop from ``c0 + E(shots)`` (``shot_encoder``), a warm start from a DCGAN pretrained on the
   seen classes (:func:`warm_started_context_gan`), a moving average of the meta-parameters used at
   test time (``ema_decay``), a Gaussian blur of samples and images before every chamfer distance
@@ -172,10 +172,10 @@ CHOSEN_CONTEXT_LEARNER = "context Reptile-query"
 
 
 def chosen_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextConfig]:
-    """The candidate chosen on seen-class validation tasks (``tools/validate_context.py``, README): Reptile whose
-    all-weights step fits the query images, 5 inner steps at meta-training and at test (the validation sweep of test
-    steps flags 10 as copying), nearest upsampling, and the pair discriminator's term at weight 0.3 in the inner loss;
-    defined once for 05-06."""
+    """The candidate chosen on seen-class validation tasks (``tools/validate_context.py``; the runs are in
+    ``docs/experiments.md``): Reptile whose all-weights step fits the query images, 5 inner steps at meta-training and
+    at test (the validation sweep of test steps flags 10 as copying), nearest upsampling, and the pair discriminator's
+    term at weight 0.3 in the inner loss; defined once for 05-06."""
     config = ContextConfig(tasks=tasks, shots=shots, rule="reptile-query", inner_steps=5)
     return {CHOSEN_CONTEXT_LEARNER: config.replace(upsample="nearest", inner_adv_weight=0.3)}
 

@@ -12,12 +12,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_solutions.ipynb"))
+DOCS = sorted((ROOT / "docs").glob("*.md"))  # the experiment log
 
 
 def test_table_of_contents_lists_every_notebook_in_order():
     toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
     assert toc["root"] == "README"
     expected = [f"notebooks/{nb.stem}" for nb in NOTEBOOKS] + [f"notebooks/solutions/{nb.stem}" for nb in SOLUTIONS]
+    expected += [f"docs/{page.stem}" for page in DOCS]
     assert SOLUTIONS and [chapter["file"] for chapter in toc["chapters"]] == expected
 
 
@@ -35,12 +37,17 @@ def test_book_builds_offline_and_every_page_link_and_figure_resolves(tmp_path):
     html = tmp_path / "_build" / "html"
     pages = [html / "README.html"] + [html / "notebooks" / f"{nb.stem}.html" for nb in NOTEBOOKS]
     pages += [html / "notebooks" / "solutions" / f"{nb.stem}.html" for nb in SOLUTIONS]
+    pages += [html / "docs" / f"{page.stem}.html" for page in DOCS]
     for page in pages:
         assert page.exists(), f"{page.name} missing from the book"
         missing = [t for t in _local_targets(page) if not (page.parent / t).exists()]
         assert not missing, f"{page.name} links to missing files: {missing[:5]}"
     readme_figures = set(re.findall(r"\(figures/([\w.-]+\.png)\)", (ROOT / "README.md").read_text()))
     assert readme_figures and readme_figures <= {p.name for p in (html / "_images").iterdir()}
+    for doc in DOCS:  # the experiment log's figures exist and are on its page (their links resolved above)
+        figures = re.findall(r"\(\.\./figures/([\w./-]+\.png)\)", doc.read_text())
+        assert all((ROOT / "figures" / name).exists() for name in figures), doc.name
+        assert (html / "docs" / f"{doc.stem}.html").read_text().count("<img") >= len(figures), doc.name
     for nb in NOTEBOOKS:  # each notebook's inline figures are on its page
         outputs = [out for c in json.loads(nb.read_text())["cells"] for out in c.get("outputs", [])]
         shown = sum("image/png" in out.get("data", {}) for out in outputs)

@@ -109,7 +109,7 @@ def scored_at(name: str, model, steps: int, test_steps: list[int] | None) -> lis
     ]
 
 
-VALIDATION_META_STEPS = 1000  # the candidates' meta-training budget in the README's validation runs
+VALIDATION_META_STEPS = 1000  # the candidates' meta-training budget in the experiment log's validation runs
 TEST_SETTINGS = ("inner_samples", "inner_lr", "inner_adv_weight")  # what test time may change without retraining
 
 
@@ -240,14 +240,14 @@ def main(argv: list[str] | None = None) -> None:
         "--meta-steps",
         type=int,
         default=VALIDATION_META_STEPS,
-        help=f"meta-steps of each candidate (default {VALIDATION_META_STEPS}, the budget the README's runs name)",
+        help=f"meta-steps of each candidate (default {VALIDATION_META_STEPS}, the budget of the experiment log's runs)",
     )
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument(
         "--split-seed",
         type=int,
         default=0,
-        help="which seen classes are held out (0: the split every README table uses; another seed draws a fresh one)",
+        help="which seen classes are held out (0: the experiment log's split; another seed draws a fresh one)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
