@@ -22,7 +22,8 @@ al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair dis
   direction ``theta - theta'`` is fed to Adam. A fifth rule, ``reptile-query``, is Reptile whose
   all-weights step fits the task's query images instead of the shots (a candidate that
   ``tools/validate_context.py`` compares on seen-class validation tasks; not one of the four
-  standard learners);
+  standard learners), and ``reptile-query-sgd`` adds Meta-SGD's learned per-entry inner rates to it (their
+  first-order gradient: Reptile's direction has no component along rates the inner loop only reads);
 * options, each tried on those validation tasks (``docs/experiments.md`` has the verdicts): a shot encoder that starts
   the inner loop from ``c0 + E(shots)`` (``shot_encoder``), a warm start from a DCGAN pretrained on the
   seen classes (:func:`warm_started_context_gan`), a moving average of the meta-parameters used at
@@ -57,7 +58,8 @@ from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
 ENCODER = "encoder."  # prefix of the shot encoder's entries in ``meta_params``
-OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile", "reptile-query")
+OUTER_RULES = ("maml", "fomaml", "meta-sgd", "reptile", "reptile-query", "reptile-query-sgd")
+LEARNED_RATE_RULES = ("meta-sgd", "reptile-query-sgd")  # rules that meta-learn one inner rate per context entry
 
 
 def pair_up(shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -184,8 +186,9 @@ def chosen_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextC
 class ContextMetaGAN:
     """Module templates (architecture only, on the ``meta`` device) and explicit parameters of a context meta-GAN.
 
-    ``meta_params``: the generator's weights plus ``"context"`` (``c0``, ``[context_dim]``), for
-    Meta-SGD ``"rates"`` (``[context_dim]``), with ``shot_encoder`` the encoder's weights (``"encoder.*"``);
+    ``meta_params``: the generator's weights plus ``"context"`` (``c0``, ``[context_dim]``), for the
+    :data:`LEARNED_RATE_RULES` ``"rates"`` (``[context_dim]``), with ``shot_encoder`` the encoder's weights
+    (``"encoder.*"``);
     ``d_params``: the pair discriminator's weights.
     """
 
@@ -236,7 +239,7 @@ def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", s
     leaf = lambda t: t.detach().to(device).clone().requires_grad_(True)
     meta_params = {k: leaf(v) for k, v in generator.named_parameters()}
     meta_params["context"] = leaf(torch.zeros(config.context_dim))
-    if config.rule == "meta-sgd":
+    if config.rule in LEARNED_RATE_RULES:
         meta_params["rates"] = leaf(torch.full((config.context_dim,), config.inner_lr))
     if encoder is not None:
         meta_params.update({ENCODER + k: leaf(v) for k, v in encoder.named_parameters()})
@@ -338,14 +341,14 @@ def inner_loss(
     return loss
 
 
-def inner_adapt(
+def inner_trajectory(
     model: ContextMetaGAN,
     params: Params,
     support: torch.Tensor,
     noise: torch.Tensor,
     first_order: bool = False,
     d_params: Params | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The inner loop: ``c <- c - alpha * grad_c L(c)`` from :func:`initial_context`, ``L`` the :func:`inner_loss`.
 
     Args:
@@ -356,14 +359,29 @@ def inner_adapt(
         d_params: the pair discriminator's weights, held fixed (needed when ``inner_adv_weight > 0``).
 
     Returns:
-        The adapted context ``[context_dim]``.
+        The adapted context ``c_S`` ``[context_dim]`` and the sum of the inner gradients ``G`` ``[context_dim]``, so
+        that ``c_S = c_init - alpha * G`` (the rates are the same at every step).
     """
     g_params, context = model.generator_params(params), initial_context(model, params, support)
     rates = params.get("rates", model.config.inner_lr)
+    total = torch.zeros_like(context)
     for z in noise:
         step = grad(lambda c: inner_loss(model, g_params, d_params, c, z, support))(context)
-        context = context - rates * (step.detach() if first_order else step)
-    return context
+        step = step.detach() if first_order else step
+        context, total = context - rates * step, total + step
+    return context, total
+
+
+def inner_adapt(
+    model: ContextMetaGAN,
+    params: Params,
+    support: torch.Tensor,
+    noise: torch.Tensor,
+    first_order: bool = False,
+    d_params: Params | None = None,
+) -> torch.Tensor:
+    """The adapted context ``[context_dim]`` of :func:`inner_trajectory` (same arguments)."""
+    return inner_trajectory(model, params, support, noise, first_order, d_params)[0]
 
 
 def adversarial_loss(model: ContextMetaGAN, d_params: Params, shots: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -445,8 +463,14 @@ def reptile_task(
     weights on ``chamfer(G(z, c), target) + adv_weight * adversarial`` (``target``: the shots for ``reptile``, the
     query images for ``reptile-query``).
 
+    With learned rates (``params["rates"]``, ``reptile-query-sgd``) the adapted parameters hold ``rates - dL/d rates``
+    too, ``L`` that loss at the adapted context ``c_S = c_init - rates * G`` with the inner gradients' sum ``G`` held
+    constant (first order): ``dL/d rates = -G * dL/dc_S``, so that the Reptile direction of the rates is their
+    (mean) first-order Meta-SGD gradient.
+
     Returns the adapted parameters, that loss and the samples it scored."""
-    context = inner_adapt(model, params, support, inner_noise, first_order=True, d_params=d_params).detach()
+    context, total = inner_trajectory(model, params, support, inner_noise, first_order=True, d_params=d_params)
+    context, total = context.detach(), total.detach()
 
     def task_loss(p):
         fake = generate(model, model.generator_params(p), outer_noise, p["context"])
@@ -457,7 +481,10 @@ def reptile_task(
 
     start = {**{k: v.detach() for k, v in model.generator_params(params).items()}, "context": context}
     grads, (loss, fake) = grad(task_loss, has_aux=True)(start)
-    return {k: v - model.config.reptile_lr * grads[k] for k, v in start.items()}, loss, fake
+    adapted = {k: v - model.config.reptile_lr * grads[k] for k, v in start.items()}
+    if "rates" in params:
+        adapted["rates"] = params["rates"].detach() + total * grads["context"]
+    return adapted, loss, fake
 
 
 def reptile_rule(fit_query: bool):
@@ -498,6 +525,7 @@ OUTER_RULES_DISPATCH = {
     "meta-sgd": gradient_rule(False),
     "reptile": reptile_rule(fit_query=False),
     "reptile-query": reptile_rule(fit_query=True),
+    "reptile-query-sgd": reptile_rule(fit_query=True),  # the rates' direction comes from reptile_task
 }
 
 

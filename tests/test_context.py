@@ -195,19 +195,69 @@ def test_first_order_differs_from_second_order_only_through_the_inner_gradients(
     assert not torch.allclose(first["context"], second["context"])  # different gradients
 
 
-@pytest.mark.parametrize("rule", ["reptile", "reptile-query"])
+@pytest.mark.parametrize("rule", ["reptile", "reptile-query", "reptile-query-sgd"])
 def test_reptile_direction_is_start_minus_adapted(rule):
     """``theta - mean_i theta'_i``, with the weights step fitting the shots (reptile) or the query images."""
     model = tiny_model(rule)
     support, query, inner, outer = tiny_batch(model)
     direction, _, _ = C.OUTER_RULES_DISPATCH[rule](model, support, query, inner, outer, vectorised=False)
     d_params = {k: v.detach() for k, v in model.d_params.items()}
-    targets = query if rule == "reptile-query" else support
+    targets = support if rule == "reptile" else query
     tasks = zip(support, targets, inner, outer)
     adapted = [C.reptile_task(model, model.meta_params, d_params, s, t, i, o)[0] for s, t, i, o in tasks]
     for k, v in model.meta_params.items():
         expected = v.detach() - torch.stack([a[k] for a in adapted]).mean(0)
         assert torch.allclose(direction[k], expected), k
+
+
+def test_the_inner_trajectory_sums_its_gradients_so_that_the_adapted_context_is_a_rate_step():
+    """``c_S = c_init - rates * G`` with ``G`` the sum of the inner gradients (learned per-entry rates, float64)."""
+    model = tiny_model("reptile-query-sgd", inner_adv_weight=0.5)
+    with torch.no_grad():
+        model.meta_params["rates"].mul_(torch.linspace(0.5, 1.5, model.config.context_dim, dtype=torch.float64))
+    support, _, inner, _ = tiny_batch(model)
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    context, total = C.inner_trajectory(model, model.meta_params, support[0], inner[0], True, d_params)
+    start = C.initial_context(model, model.meta_params, support[0])
+    assert torch.allclose(context, start - model.meta_params["rates"] * total, rtol=1e-12, atol=1e-14)
+    assert torch.equal(context, C.inner_adapt(model, model.meta_params, support[0], inner[0], True, d_params))
+
+
+def test_learned_rates_get_their_first_order_meta_gradient_checked_by_finite_differences():
+    """``reptile-query-sgd``: the rates' direction is the mean over tasks of ``d/d rates`` of the weights step's loss
+    at ``c_init - rates * G``, ``G`` (the inner gradients' sum) held constant; float64 central differences."""
+    model = tiny_model("reptile-query-sgd", inner_adv_weight=0.5)
+    support, query, inner, outer = tiny_batch(model)
+    direction, _, _ = C.OUTER_RULES_DISPATCH["reptile-query-sgd"](model, support, query, inner, outer, vectorised=True)
+    params, d_params = model.meta_params, {k: v.detach() for k, v in model.d_params.items()}
+    g_params = {k: v.detach() for k, v in model.generator_params().items()}
+    tasks = []
+    for s, q, i, o in zip(support, query, inner, outer):
+        _, total = C.inner_trajectory(model, params, s, i, True, d_params)
+        tasks.append((s, q, o, C.initial_context(model, params, s).detach(), total.detach()))
+
+    def mean_loss(rates):
+        values = []
+        for s, q, o, start, total in tasks:
+            fake = C.generate(model, g_params, o, start - rates * total)
+            adversarial = C.adversarial_loss(model, d_params, s, fake)
+            values.append(C.set_distance(model, fake, q) + model.config.adv_weight * adversarial)
+        return torch.stack(values).mean().item()
+
+    rates, h = params["rates"].detach(), 1e-6
+    v = torch.randn(rates.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    numeric = (mean_loss(rates + h * v) - mean_loss(rates - h * v)) / (2 * h)
+    assert numeric == pytest.approx((direction["rates"] * v).sum().item(), rel=1e-6, abs=1e-10)
+    assert direction["rates"].abs().sum() > 0
+
+
+def test_a_learned_rate_rule_starts_its_rates_at_the_inner_rate_and_only_those_rules_have_them():
+    for rule in C.OUTER_RULES:
+        config = C.ContextConfig(rule=rule, width=8, context_dim=4, inner_lr=0.7)
+        params = C.new_context_gan(config).meta_params
+        assert ("rates" in params) == (rule in C.LEARNED_RATE_RULES), rule
+        if rule in C.LEARNED_RATE_RULES:
+            assert torch.equal(params["rates"], torch.full((4,), 0.7))
 
 
 @pytest.mark.parametrize("rule", ["reptile", "reptile-query"])
