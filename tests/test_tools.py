@@ -55,6 +55,8 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
         (["--warm-start-steps", "0"], "--warm-start-steps must be at least 1"),
         (["--warm-start", "yes", "--refine", "16"], "use it with --refine 0"),
         (["--refine", "0", "12"], "--refine takes 0 or multiples of 8"),
+        (["--width", "32", "20"], "--width takes positive multiples of 8"),
+        (["--warm-start", "yes", "--width", "48"], "use it with --width 32"),
         (["--test-steps", "5", "-1"], "--test-steps must be non-negative"),
         (["--inner-adv-weight", "0", "-1"], "--inner-adv-weight must be non-negative"),
         (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight"),

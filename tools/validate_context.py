@@ -13,12 +13,12 @@ notebook 06's feature network (loaded from its cache, or trained there), 20-way 
 It is the final test of a choice, not a way to make one.
 
 Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
-distances, the generator's upsampling and a refine stage, a discriminator term in the inner loss, a shot encoder, a
-warm start from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``); ``--samples FOLDER``
-writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores each candidate after
-several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at test time (no
-retraining); ``--fit-check`` scores them on meta-training classes too (the feature network has seen those classes, so
-compare the candidate with the real images of the same table).
+distances, the generator's upsampling, its width and a refine stage, a discriminator term in the inner loss, a shot
+encoder, a warm start from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``);
+``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
+each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
+test time (no retraining); ``--fit-check`` scores them on meta-training classes too (the feature network has seen those
+classes, so compare the candidate with the real images of the same table).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ SETTINGS = {
     "upsample": (", {} upsampling", "_{}"),
     "refine": (", refine stage {}", "_refine{}"),
     "inner_adv_weight": (", inner adversarial {:g}", "_inneradv{:g}"),
+    "width": (", width {}", "_width{}"),
 }
 
 
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             ContextConfig.inner_adv_weight,
             "weight of the pair discriminator's term in the inner loss, beside the chamfer distance; 0: none",
         ),
+        ("--width", ContextConfig.width, "channels of the generator and the pair discriminator (a multiple of 8)"),
     ):
         kind = type(default)  # float settings, or the integer channels
         parser.add_argument(option, nargs="+", type=kind, default=[default], help=f"{meaning}; one value or several")
@@ -266,6 +268,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--warm-start yes copies a DCGAN's layers, which have no refine stage: use it with --refine 0")
     if any(r < 0 or r % 8 for r in args.refine):
         parser.error(f"--refine takes 0 or multiples of 8, got {args.refine}")
+    if any(w < 8 or w % 8 for w in args.width):
+        parser.error(f"--width takes positive multiples of 8, got {args.width}")
+    if "yes" in args.warm_start and set(args.width) != {GANConfig.width}:
+        width = GANConfig.width
+        parser.error(f"--warm-start yes copies a DCGAN of width {width}: use it with --width {width}")
     if min(args.blur) < 0:
         parser.error(f"--blur must be non-negative, got {min(args.blur)}")
     if min(args.inner_adv_weight) < 0:
