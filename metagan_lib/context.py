@@ -22,8 +22,8 @@ al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair dis
   direction ``theta - theta'`` is fed to Adam. A fifth rule, ``reptile-query``, is Reptile whose
   all-weights step fits the task's query images instead of the shots (a candidate that
   ``tools/validate_context.py`` compares on seen-class validation tasks; not one of the four
-  standard learners), and ``reptile-query-sgd`` adds Meta-SGD's learned per-entry inner rates to it (their
-  first-order gradient: Reptile's direction has no component along rates the inner loop only reads);
+  standard learners); ``reptile-query-sgd`` adds Meta-SGD's per-entry inner rates to it, learned by their
+  first-order gradient (a Reptile step moves only what the inner loop changes, and it never changes the rates);
 * options, each tried on those validation tasks (``docs/experiments.md`` has the verdicts): a shot encoder that starts
   the inner loop from ``c0 + E(shots)`` (``shot_encoder``), a warm start from a DCGAN pretrained on the
   seen classes (:func:`warm_started_context_gan`), a moving average of the meta-parameters used at
