@@ -63,6 +63,9 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
         (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
         (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
+        (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
+        (["--d-lr", "-0.001"], "--d-lr must be positive"),
+        (["--tasks", "8", "0"], "--tasks must be at least 1"),
     ],
 )
 def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):

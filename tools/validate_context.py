@@ -13,7 +13,8 @@ notebook 06's feature network (loaded from its cache, or trained there), 20-way 
 It is the final test of a choice, not a way to make one.
 
 Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
-distances, the generator's upsampling, its width and a refine stage, a discriminator term in the inner loss, a shot
+distances, the generator's upsampling, its width and a refine stage, the Adam learning rates of the meta-parameters and
+of the pair discriminator, the tasks per meta-step, a discriminator term in the inner loss, a shot
 encoder, a warm start from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``);
 ``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
@@ -79,6 +80,9 @@ SETTINGS = {
     "refine": (", refine stage {}", "_refine{}"),
     "inner_adv_weight": (", inner adversarial {:g}", "_inneradv{:g}"),
     "width": (", width {}", "_width{}"),
+    "meta_lr": (", meta lr {:g}", "_metalr{:g}"),
+    "d_lr": (", D lr {:g}", "_dlr{:g}"),
+    "tasks": (", {} tasks a meta-step", "_tasks{}"),
 }
 
 
@@ -190,8 +194,11 @@ def main(argv: list[str] | None = None) -> None:
             "weight of the pair discriminator's term in the inner loss, beside the chamfer distance; 0: none",
         ),
         ("--width", ContextConfig.width, "channels of the generator and the pair discriminator (a multiple of 8)"),
+        ("--meta-lr", ContextConfig.meta_lr, "Adam's learning rate of the meta-parameters (the outer step)"),
+        ("--d-lr", ContextConfig.d_lr, "Adam's learning rate of the pair discriminator"),
+        ("--tasks", ContextConfig.tasks, "tasks per meta-step (a meta-step's cost grows with them)"),
     ):
-        kind = type(default)  # float settings, or the integer channels
+        kind = type(default)  # float settings, or the integer channels and tasks
         parser.add_argument(option, nargs="+", type=kind, default=[default], help=f"{meaning}; one value or several")
     parser.add_argument(
         "--upsample",
@@ -268,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--warm-start yes copies a DCGAN's layers, which have no refine stage: use it with --refine 0")
     if any(r < 0 or r % 8 for r in args.refine):
         parser.error(f"--refine takes 0 or multiples of 8, got {args.refine}")
+    if min(args.tasks) < 1:
+        parser.error(f"--tasks must be at least 1, got {min(args.tasks)}")
     if any(w < 8 or w % 8 for w in args.width):
         parser.error(f"--width takes positive multiples of 8, got {args.width}")
     if "yes" in args.warm_start and set(args.width) != {GANConfig.width}:
@@ -275,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--warm-start yes copies a DCGAN of width {width}: use it with --width {width}")
     if min(args.blur) < 0:
         parser.error(f"--blur must be non-negative, got {min(args.blur)}")
+    for option, rates in (("--meta-lr", args.meta_lr), ("--d-lr", args.d_lr)):
+        if min(rates) <= 0:
+            parser.error(f"{option} must be positive, got {min(rates)}")
     if min(args.inner_adv_weight) < 0:
         parser.error(f"--inner-adv-weight must be non-negative, got {min(args.inner_adv_weight)}")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
