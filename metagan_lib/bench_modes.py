@@ -280,7 +280,7 @@ def format_kernels(result: dict) -> str:
 
 
 def kernels_markdown(result: dict) -> str:
-    """The ``--kernels`` run as the README's table (a test checks the README holds the committed run's table)."""
+    """The ``--kernels`` run as docs/speed.md's table (a test checks that page holds the committed run's table)."""
     lines = [
         "| path | | ms / step | of matmul peak | convolutions + matrix products, ms | their share of the step "
         "| ceiling (their own fraction of peak) |",

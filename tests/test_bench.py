@@ -130,9 +130,9 @@ def test_operator_times_find_the_convolutions_of_a_gan_step():
     assert any("convolution_backward" in name for name in times)  # the backward pass is profiled too
 
 
-def test_readme_kernels_table_is_the_committed_kernels_run():
+def test_the_speed_pages_kernels_table_is_the_committed_kernels_run():
     from metagan_lib.bench_modes import kernels_markdown
 
     result = json.loads((repo_root() / "results" / "bench_kernels_cpu.json").read_text())
-    assert kernels_markdown(result) in (repo_root() / "README.md").read_text()
+    assert kernels_markdown(result) in (repo_root() / "docs" / "speed.md").read_text()
     assert {r["method"] for r in result["rows"]} >= {"GAN step (conv, width 32)", "context Reptile-query"}

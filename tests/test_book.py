@@ -12,7 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_solutions.ipynb"))
-DOCS = sorted((ROOT / "docs").glob("*.md"))  # the experiment log
+DOCS = sorted((ROOT / "docs").glob("*.md"))  # the experiment log and the speed page
 
 
 def test_table_of_contents_lists_every_notebook_in_order():
