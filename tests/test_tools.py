@@ -66,6 +66,8 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
         (["--tasks", "8", "0"], "--tasks must be at least 1"),
+        (["--context-dim", "64", "0"], "--context-dim must be at least 1"),
+        (["--inner-lr", "1", "0"], "--inner-lr must be positive"),
     ],
 )
 def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, strokes):

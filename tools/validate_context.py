@@ -80,6 +80,8 @@ SETTINGS = {
     "refine": (", refine stage {}", "_refine{}"),
     "inner_adv_weight": (", inner adversarial {:g}", "_inneradv{:g}"),
     "width": (", width {}", "_width{}"),
+    "context_dim": (", context of {} entries", "_context{}"),
+    "inner_lr": (", inner lr {:g}", "_innerlr{:g}"),
     "meta_lr": (", meta lr {:g}", "_metalr{:g}"),
     "d_lr": (", D lr {:g}", "_dlr{:g}"),
     "tasks": (", {} tasks a meta-step", "_tasks{}"),
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
             "weight of the pair discriminator's term in the inner loss, beside the chamfer distance; 0: none",
         ),
         ("--width", ContextConfig.width, "channels of the generator and the pair discriminator (a multiple of 8)"),
+        ("--context-dim", ContextConfig.context_dim, "entries of the context c, what the inner loop adapts"),
+        ("--inner-lr", ContextConfig.inner_lr, "the inner loop's step alpha, in meta-training and at test"),
         ("--meta-lr", ContextConfig.meta_lr, "Adam's learning rate of the meta-parameters (the outer step)"),
         ("--d-lr", ContextConfig.d_lr, "Adam's learning rate of the pair discriminator"),
         ("--tasks", ContextConfig.tasks, "tasks per meta-step (a meta-step's cost grows with them)"),
@@ -277,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--refine takes 0 or multiples of 8, got {args.refine}")
     if min(args.tasks) < 1:
         parser.error(f"--tasks must be at least 1, got {min(args.tasks)}")
+    if min(args.context_dim) < 1:
+        parser.error(f"--context-dim must be at least 1, got {min(args.context_dim)}")
     if any(w < 8 or w % 8 for w in args.width):
         parser.error(f"--width takes positive multiples of 8, got {args.width}")
     if "yes" in args.warm_start and set(args.width) != {GANConfig.width}:
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--warm-start yes copies a DCGAN of width {width}: use it with --width {width}")
     if min(args.blur) < 0:
         parser.error(f"--blur must be non-negative, got {min(args.blur)}")
-    for option, rates in (("--meta-lr", args.meta_lr), ("--d-lr", args.d_lr)):
+    for option, rates in (("--meta-lr", args.meta_lr), ("--d-lr", args.d_lr), ("--inner-lr", args.inner_lr)):
         if min(rates) <= 0:
             parser.error(f"{option} must be positive, got {min(rates)}")
     if min(args.inner_adv_weight) < 0:
