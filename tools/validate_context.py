@@ -13,9 +13,10 @@ notebook 06's feature network (loaded from its cache, or trained there), 20-way 
 It is the final test of a choice, not a way to make one.
 
 Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
-distances, the generator's upsampling, its width and a refine stage, the Adam learning rates of the meta-parameters and
-of the pair discriminator, the tasks per meta-step, a discriminator term in the inner loss, a shot
-encoder, a warm start from a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``);
+distances, the generator's upsampling, its width and a refine stage, the context's size and the inner step, the
+Adam learning rates of the meta-parameters and of the pair discriminator, the tasks per meta-step, a discriminator
+term in the inner loss, a shot encoder, a warm start from a pretrained DCGAN and a moving average of the
+meta-parameters (see ``--help``);
 ``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
 test time (no retraining); ``--fit-check`` scores them on meta-training classes too (the feature network has seen those
@@ -197,7 +198,11 @@ def main(argv: list[str] | None = None) -> None:
         ),
         ("--width", ContextConfig.width, "channels of the generator and the pair discriminator (a multiple of 8)"),
         ("--context-dim", ContextConfig.context_dim, "entries of the context c, what the inner loop adapts"),
-        ("--inner-lr", ContextConfig.inner_lr, "the inner loop's step alpha, in meta-training and at test"),
+        (
+            "--inner-lr",
+            ContextConfig.inner_lr,
+            "the inner loop's step alpha, in meta-training and at test (Meta-SGD: its initial rates)",
+        ),
         ("--meta-lr", ContextConfig.meta_lr, "Adam's learning rate of the meta-parameters (the outer step)"),
         ("--d-lr", ContextConfig.d_lr, "Adam's learning rate of the pair discriminator"),
         ("--tasks", ContextConfig.tasks, "tasks per meta-step (a meta-step's cost grows with them)"),
@@ -279,10 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--warm-start yes copies a DCGAN's layers, which have no refine stage: use it with --refine 0")
     if any(r < 0 or r % 8 for r in args.refine):
         parser.error(f"--refine takes 0 or multiples of 8, got {args.refine}")
-    if min(args.tasks) < 1:
-        parser.error(f"--tasks must be at least 1, got {min(args.tasks)}")
-    if min(args.context_dim) < 1:
-        parser.error(f"--context-dim must be at least 1, got {min(args.context_dim)}")
+    for option, counts in (("--tasks", args.tasks), ("--context-dim", args.context_dim)):
+        if min(counts) < 1:
+            parser.error(f"{option} must be at least 1, got {min(counts)}")
     if any(w < 8 or w % 8 for w in args.width):
         parser.error(f"--width takes positive multiples of 8, got {args.width}")
     if "yes" in args.warm_start and set(args.width) != {GANConfig.width}:
