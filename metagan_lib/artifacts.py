@@ -119,12 +119,25 @@ def full_key(key: dict) -> dict:
     return {"version": __version__, **key}
 
 
+KEY_WHEN_SET = "key_when_set"  # dataclass field metadata: a setting added after caches were shipped (see config_key)
+
+
+def config_key(config) -> dict:
+    """A config dataclass as a cache key: ``asdict(config)`` without the fields marked ``KEY_WHEN_SET`` that hold their
+    default, so that adding such a field leaves every earlier key (and shipped file) valid."""
+    values = asdict(config)
+    for spec in fields(config):
+        if spec.metadata.get(KEY_WHEN_SET) and values[spec.name] == spec.default:
+            del values[spec.name]
+    return values
+
+
 def meta_training_key(kind: str, config, sampler, meta_steps: int, seed: int) -> dict:
     """Everything that determines a meta-trained model: its kind, config (a dataclass), meta-steps, seed, and its task
     sampler's images and seed."""
     return {
         "kind": kind,
-        "config": asdict(config),
+        "config": config_key(config),
         "steps": meta_steps,
         "seed": seed,
         "data": fingerprint(sampler.images),

@@ -50,7 +50,8 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from . import checks, seeds
-from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
+from .artifacts import KEY_WHEN_SET, load_or_build, meta_training_key, read_payload, save_payload
+from .evaluation import FeatureNet
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import Monitor
@@ -102,6 +103,10 @@ class ContextConfig:
             distance alone.
         refine: 0, or the channels of a third generator stage at 28x28 (GroupNorm, FiLM, ReLU, 3x3 convolution to
             the image; :class:`~metagan_lib.models.ContextGenerator`), a multiple of 8.
+        inner_guide_weight: weight of a guide term in the inner loss: the squared distance between the mean features
+            of the samples and of the shots in a frozen *guide* network's feature space (a classifier of the seen
+            classes, :class:`~metagan_lib.evaluation.FeatureNet`, given to :func:`train_or_load_context_gan`); 0: none.
+            Added after version 0.3.0's caches: it enters cache keys only when set.
     """
 
     rule: str = "maml"
@@ -126,6 +131,7 @@ class ContextConfig:
     upsample: str = "transposed"
     refine: int = 0
     inner_adv_weight: float = 0.0
+    inner_guide_weight: float = field(default=0.0, metadata={KEY_WHEN_SET: True})
 
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
@@ -146,7 +152,7 @@ class ContextConfig:
         checks.conv_width("width", self.width)
         for name in ("inner_lr", "reptile_lr", "meta_lr", "d_lr"):
             checks.positive(name, getattr(self, name))
-        for name in ("adv_weight", "r1", "blur", "inner_adv_weight"):
+        for name in ("adv_weight", "r1", "blur", "inner_adv_weight", "inner_guide_weight"):
             checks.non_negative(name, getattr(self, name))
         checks.require(
             type(self.refine) is int and self.refine >= 0 and self.refine % 8 == 0,
@@ -189,7 +195,9 @@ class ContextMetaGAN:
     ``meta_params``: the generator's weights plus ``"context"`` (``c0``, ``[context_dim]``), for the
     :data:`LEARNED_RATE_RULES` ``"rates"`` (``[context_dim]``), with ``shot_encoder`` the encoder's weights
     (``"encoder.*"``);
-    ``d_params``: the pair discriminator's weights.
+    ``d_params``: the pair discriminator's weights;
+    ``guide``, ``guide_params``: the frozen guide network's feature layers (template and weights) when the config has an
+    ``inner_guide_weight`` (:func:`attach_guide`).
     """
 
     config: ContextConfig
@@ -201,6 +209,8 @@ class ContextMetaGAN:
     history: dict[str, list[float]] = field(default_factory=dict)
     encoder: ShotEncoder | None = None
     ema_params: Params | None = None
+    guide: nn.Module | None = None
+    guide_params: Params | None = None
 
     @property
     def device(self) -> torch.device:
@@ -308,6 +318,25 @@ def warm_started_context_gan(
 # ----------------------------------------------------------------------------------------------
 
 
+def attach_guide(model: ContextMetaGAN, net: FeatureNet) -> ContextMetaGAN:
+    """``model`` with ``net``'s feature layers (``net.body``, frozen) as its guide network."""
+    checks.require(isinstance(net, FeatureNet), "guide network", type(net).__name__, "a FeatureNet")
+    params = {k: v.detach().to(model.device).clone() for k, v in net.body.named_parameters()}
+    return dataclasses.replace(model, guide=template(net.body), guide_params=params)
+
+
+def guide_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``|mean_i f(samples_i) - mean_j f(images_j)|^2``, ``f`` the guide network's L2-normalised features: how far the
+    samples' class prototype lies from the images' (samples ``[M, 1, 28, 28]``, images ``[K, 1, 28, 28]``)."""
+    if model.guide is None:
+        raise ValueError(
+            "ContextConfig(inner_guide_weight > 0) needs a guide network: pass guide=(FeatureNet, key) to "
+            "train_or_load_context_gan, or call attach_guide."
+        )
+    features = lambda x: F.normalize(functional_call(model.guide, model.guide_params, (x,)), dim=1)
+    return (features(samples).mean(0) - features(images).mean(0)).pow(2).sum()
+
+
 def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     """``G(z, c)`` with explicit generator weights: ``z [B, z_dim]``, ``context [context_dim]`` ->
     ``[B, 1, 28, 28]``."""
@@ -331,13 +360,16 @@ def inner_loss(
     model: ContextMetaGAN, g_params: Params, d_params: Params | None, context: torch.Tensor, z: torch.Tensor, support
 ) -> torch.Tensor:
     """What the inner loop descends: ``chamfer(G(z, c), support)``, plus ``inner_adv_weight`` x the pair
-    discriminator's ``-log D([shot, G(z, c)])`` when that weight is positive (``d_params`` then required)."""
+    discriminator's ``-log D([shot, G(z, c)])`` when that weight is positive (``d_params`` then required), plus
+    ``inner_guide_weight`` x the :func:`guide_distance` when that one is."""
     samples = generate(model, g_params, z, context)
     loss = set_distance(model, samples, support)
     if model.config.inner_adv_weight:
         if d_params is None:
             raise ValueError("ContextConfig(inner_adv_weight > 0) needs the discriminator's weights: pass d_params.")
         loss = loss + model.config.inner_adv_weight * adversarial_loss(model, d_params, support, samples)
+    if model.config.inner_guide_weight:
+        loss = loss + model.config.inner_guide_weight * guide_distance(model, samples, support)
     return loss
 
 
@@ -706,6 +738,7 @@ def _context_gan_payload(model: ContextMetaGAN) -> dict:
         "step": model.step,
         "history": model.history,
         "ema_params": None if model.ema_params is None else cpu(model.ema_params),
+        "guide_params": None if model.guide_params is None else cpu(model.guide_params),
     }
 
 
@@ -729,6 +762,11 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
         if set(payload["ema_params"]) != set(model.meta_params):
             raise ValueError("the moving average's parameter names differ from the config's")
         model.ema_params = {k: v.to(device) for k, v in payload["ema_params"].items()}
+    if payload.get("guide_params") is not None:
+        guide = FeatureNet(num_classes=1).body
+        if set(payload["guide_params"]) != {k for k, _ in guide.named_parameters()}:
+            raise ValueError("the guide network's parameter names differ from a FeatureNet's")
+        model.guide, model.guide_params = template(guide), {k: v.to(device) for k, v in payload["guide_params"].items()}
     return model
 
 
@@ -743,11 +781,19 @@ def train_or_load_context_gan(
     progress: bool = True,
     description: str = "context meta-training",
     warm_start: tuple[nn.Module, dict] | None = None,
+    guide: tuple[FeatureNet, dict] | None = None,
 ) -> ContextMetaGAN:
     """The model cached at ``path`` under :func:`~metagan_lib.artifacts.meta_training_key`, else a freshly meta-trained
     one (saved there), its tasks drawn from ``sampler.restarted()`` (what the key's sampler seed names, whatever
     ``sampler`` drew before). ``warm_start``: a pretrained DCGAN generator and the cache key it was trained under;
-    meta-training then starts from it (:func:`warm_started_context_gan`) and the key records it."""
+    meta-training then starts from it (:func:`warm_started_context_gan`) and the key records it. ``guide``: the guide
+    network a config with ``inner_guide_weight > 0`` needs (a :class:`~metagan_lib.evaluation.FeatureNet` of the
+    seen classes) and its cache key, which the key records."""
+    if bool(config.inner_guide_weight) != (guide is not None):
+        raise ValueError(
+            f"ContextConfig(inner_guide_weight={config.inner_guide_weight:g}) "
+            + ("needs guide=(FeatureNet, key)." if guide is None else "has no guide term: pass guide=None.")
+        )
 
     def build() -> ContextMetaGAN:
         start = (
@@ -755,6 +801,7 @@ def train_or_load_context_gan(
             if warm_start is None
             else warm_started_context_gan(config, warm_start[0], device, seed=seed)
         )
+        start = start if guide is None else attach_guide(start, guide[0])
         return ContextTrainer(start, sampler.restarted(), seed=seed).train(
             meta_steps, progress=progress, description=description
         )
@@ -762,6 +809,8 @@ def train_or_load_context_gan(
     key = meta_training_key("context-gan", config, sampler, meta_steps, seed)
     if warm_start is not None:
         key["warm_start"] = warm_start[1]
+    if guide is not None:
+        key["guide"] = guide[1]
     return load_or_build(
         path,
         key,

@@ -242,11 +242,16 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
     return Estimate(mean, t * math.sqrt(variance / n), n)
 
 
+def feature_net_key(dataset: ImageDataset, steps: int, seed: int) -> dict:
+    """What determines a :func:`train_feature_net` network: steps, seed and the dataset's seen classes and images."""
+    return {"kind": "feature-net", "steps": steps, "seed": seed, **seen_classes_key(dataset)}
+
+
 def train_or_load_feature_net(
     path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True
 ) -> FeatureNet:
     """The feature network cached at ``path`` (trained for ``steps`` with ``seed`` on these seen classes), else train
     and save it."""
-    key = {"kind": "feature-net", "steps": steps, "seed": seed, **seen_classes_key(dataset)}
+    key = feature_net_key(dataset, steps, seed)
     build = lambda: train_feature_net(dataset, steps, seed=seed, device=device, progress=progress)
     return load_or_build_module(path, key, build, lambda: FeatureNet(len(dataset.seen_classes)), device)

@@ -1,12 +1,15 @@
 """The context meta-GAN: its set distance, inner loop, outer rules, test-time path and cache."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from metagan_lib import context as C
 from metagan_lib import inversion, losses, profiles
 from metagan_lib import meta as M
-from metagan_lib.artifacts import DamagedArtifactWarning
+from metagan_lib.artifacts import DamagedArtifactWarning, meta_training_key
+from metagan_lib.evaluation import FeatureNet
 from metagan_lib.models import ConvGenerator
 from metagan_lib.tasks import TaskSampler
 
@@ -20,9 +23,11 @@ def tiny_model(
     upsample="transposed",
     refine=0,
     inner_adv_weight=0.0,
+    inner_guide_weight=0.0,
 ):
     config = C.ContextConfig(
         inner_adv_weight=inner_adv_weight,
+        inner_guide_weight=inner_guide_weight,
         shot_encoder=shot_encoder,
         blur=blur,
         upsample=upsample,
@@ -50,7 +55,23 @@ def tiny_model(
             starts_at_zero = "film" in k or k == "context" or k.startswith("encoder.head")
             noise = 0.1 * torch.randn(v.shape, generator=g) if starts_at_zero else 0
             params[k] = (v.detach() + noise).to(dtype).requires_grad_(True)
+    if inner_guide_weight:
+        model = C.attach_guide(model, tiny_guide(dtype, seed + 11))
     return model
+
+
+def tiny_guide(dtype=torch.float64, seed=11):
+    """A guide network with FeatureNet's parameters and smooth activations (softplus, average pooling): second-order
+    meta-gradients through ReLU and max-pooling jump wherever a unit switches, which finite differences cannot check."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FeatureNet(num_classes=3).to(dtype)
+    for index, layer in enumerate(net.body):
+        if isinstance(layer, torch.nn.ReLU):
+            net.body[index] = torch.nn.Softplus()
+        elif isinstance(layer, torch.nn.MaxPool2d):
+            net.body[index] = torch.nn.AvgPool2d(2)
+    return net
 
 
 def tiny_batch(model, seed=1):
@@ -112,22 +133,23 @@ def test_generator_shapes_and_film_starts_as_identity():
     assert all(model.meta_params[k].abs().sum() == 0 for k in model.meta_params if "film" in k)
 
 
-VARIANTS = [  # (shot_encoder, blur, upsample, refine, inner_adv_weight): the default, and each option alone
-    (False, 0.0, "transposed", 0, 0.0),
-    (True, 0.0, "transposed", 0, 0.0),
-    (False, 1.0, "transposed", 0, 0.0),
-    (False, 0.0, "nearest", 0, 0.0),
-    (False, 0.0, "transposed", 8, 0.0),
-    (False, 0.0, "transposed", 0, 0.5),
+VARIANTS = [  # tiny_model's options: the default, and each option alone
+    {},
+    {"shot_encoder": True},
+    {"blur": 1.0},
+    {"upsample": "nearest"},
+    {"refine": 8},
+    {"inner_adv_weight": 0.5},
+    {"inner_guide_weight": 0.7},
 ]
+VARIANT_IDS = ["-".join(f"{k}={v}" for k, v in variant.items()) or "default" for variant in VARIANTS]
 
 
-@pytest.mark.parametrize("shot_encoder,blur,upsample,refine,inner_adv_weight", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("rule", C.OUTER_RULES)
-def test_vmap_equals_loop_for_every_outer_rule(rule, shot_encoder, blur, upsample, refine, inner_adv_weight):
-    model = tiny_model(
-        rule, shot_encoder=shot_encoder, blur=blur, upsample=upsample, refine=refine, inner_adv_weight=inner_adv_weight
-    )
+def test_vmap_equals_loop_for_every_outer_rule(rule, variant):
+    model = tiny_model(rule, **variant)
+    refine = model.config.refine
     batch = tiny_batch(model)
     rule_fn = C.OUTER_RULES_DISPATCH[rule]
     grads_v, losses_v, fakes_v = rule_fn(model, *batch, vectorised=True)
@@ -146,14 +168,11 @@ def test_vmap_equals_loop_for_every_outer_rule(rule, shot_encoder, blur, upsampl
     assert all(grads_v[k].abs().max() < 1e-12 for k in removed_by_norm)
 
 
-@pytest.mark.parametrize("shot_encoder,blur,upsample,refine,inner_adv_weight", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("rule", ["maml", "meta-sgd"])
-def test_second_order_meta_gradient_matches_finite_differences(
-    rule, shot_encoder, blur, upsample, refine, inner_adv_weight
-):
-    model = tiny_model(
-        rule, shot_encoder=shot_encoder, blur=blur, upsample=upsample, refine=refine, inner_adv_weight=inner_adv_weight
-    )
+def test_second_order_meta_gradient_matches_finite_differences(rule, variant):
+    model = tiny_model(rule, **variant)
+    shot_encoder, refine = model.config.shot_encoder, model.config.refine
     support, query, inner, outer = tiny_batch(model)
     grads, _, _ = C.OUTER_RULES_DISPATCH[rule](model, support, query, inner, outer, vectorised=True)
     params = model.meta_params
@@ -545,6 +564,54 @@ def test_the_inner_discriminator_term_moves_the_context_and_needs_the_discrimina
     assert torch.allclose(C.inner_loss(with_d, g_params, d_params, c, z, support[0]), expected)
     with pytest.raises(ValueError, match="needs the discriminator's weights: pass d_params"):
         C.inner_adapt(with_d, params, support[0], inner[0], first_order=True)
+
+
+def test_the_guide_term_is_the_distance_between_feature_prototypes_and_needs_a_guide():
+    plain, guided = tiny_model("fomaml"), tiny_model("fomaml", inner_guide_weight=0.7)
+    support, _, inner, _ = tiny_batch(plain)
+    params = {k: v.detach() for k, v in plain.meta_params.items()}
+    g_params, c, z = guided.generator_params(params), params["context"], inner[0, 0]
+    samples = C.generate(guided, g_params, z, c)
+    net = tiny_guide()  # tiny_model's guide (the same seed)
+    expected = (net.embed(samples).mean(0) - net.embed(support[0]).mean(0)).pow(2).sum()
+    assert torch.allclose(C.guide_distance(guided, samples, support[0]), expected, rtol=1e-12)
+    assert C.guide_distance(guided, support[0], support[0]).abs() < 1e-12  # the shots' own prototype: distance 0
+    inner_value = C.inner_loss(guided, g_params, None, c, z, support[0])
+    assert torch.allclose(inner_value, C.set_distance(guided, samples, support[0]) + 0.7 * expected, rtol=1e-12)
+    a = C.inner_adapt(plain, params, support[0], inner[0], first_order=True)
+    assert not torch.allclose(a, C.inner_adapt(guided, params, support[0], inner[0], first_order=True))
+    unguided = tiny_model("fomaml").config.replace(inner_guide_weight=0.7)
+    with pytest.raises(ValueError, match="needs a guide network"):
+        C.inner_adapt(
+            C.new_context_gan(unguided), C.new_context_gan(unguided).meta_params, support[0].float(), inner[0].float()
+        )
+    with pytest.raises(ValueError, match="inner_guide_weight"):
+        C.ContextConfig(inner_guide_weight=-1.0)
+
+
+def test_the_guide_weight_enters_cache_keys_only_when_set_and_the_guide_is_saved(strokes, tmp_path):
+    sampler = TaskSampler(strokes, strokes.seen_classes, seed=0)
+    config = C.ContextConfig(
+        z_dim=4, context_dim=4, width=8, inner_steps=1, inner_samples=4, tasks=2, shots=2, queries=2
+    )
+    plain_key = meta_training_key("context-gan", config, sampler, 2, 0)["config"]
+    assert "inner_guide_weight" not in plain_key  # the keys of caches written before the field existed still match
+    assert set(plain_key) == set(dataclasses.asdict(config)) - {"inner_guide_weight"}
+    guided = config.replace(inner_guide_weight=0.5)
+    assert meta_training_key("context-gan", guided, sampler, 2, 0)["config"]["inner_guide_weight"] == 0.5
+    with pytest.raises(ValueError, match="needs guide="):
+        C.train_or_load_context_gan(tmp_path / "g.pt", guided, sampler, 2, progress=False)
+    with pytest.raises(ValueError, match="has no guide term"):
+        C.train_or_load_context_gan(tmp_path / "g.pt", config, sampler, 2, progress=False, guide=(FeatureNet(3), {}))
+    net = FeatureNet(num_classes=3)
+    model = C.train_or_load_context_gan(
+        tmp_path / "g.pt", guided, sampler, 2, progress=False, guide=(net, {"kind": "feature-net", "seed": 1})
+    )
+    loaded = C.load_context_gan(tmp_path / "g.pt")
+    assert all(torch.equal(loaded.guide_params[k], v) for k, v in model.guide_params.items())
+    assert all(torch.equal(v, dict(net.body.named_parameters())[k]) for k, v in model.guide_params.items())
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 2).support[0]
+    assert torch.equal(C.adapt_contexts(loaded, support, 1), C.adapt_contexts(model, support, 1))
 
 
 def test_pair_scores_average_the_discriminator_over_the_shots():

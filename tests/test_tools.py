@@ -59,6 +59,7 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
         (["--warm-start", "yes", "--width", "48"], "use it with --width 32"),
         (["--test-steps", "5", "-1"], "--test-steps must be non-negative"),
         (["--inner-adv-weight", "0", "-1"], "--inner-adv-weight must be non-negative"),
+        (["--inner-guide-weight", "0", "-1"], "--inner-guide-weight must be non-negative"),
         (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight"),
         (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
         (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
@@ -142,3 +143,20 @@ def test_a_selection_wraps_the_trained_model_and_names_its_ratio():
     support = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     images = fewshot.generate(chosen, support, None, 3, None, seed=1)  # the protocol's dispatch reaches the selection
     assert torch.equal(images, context.adapt_and_select(chosen.model, support, 2, 3, seed=1))
+
+
+def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(strokes, tmp_path):
+    from metagan_lib import evaluation
+
+    tool = load_tool("validate_context")
+    data = tool.validation_split(strokes, held_out=3)
+    net, key = tool.guide_network(data, tmp_path, steps=2)
+    assert key == evaluation.feature_net_key(data, 2, tool.GUIDE_SEED) and tool.GUIDE_SEED != 0
+    trained = evaluation.train_feature_net(data, 2, seed=tool.GUIDE_SEED, progress=False)
+    scoring = evaluation.train_feature_net(data, 2, seed=0, progress=False)
+    guide_weights, scoring_weights = net.state_dict(), scoring.state_dict()
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in guide_weights.items())
+    assert not all(torch.equal(v, scoring_weights[k]) for k, v in guide_weights.items())
+    assert (tmp_path / "guide_net.pt").exists()  # cached beside the validation split's other networks
+    name = tool.candidate("reptile-query", 5, False, False, {"inner_guide_weight": 1.0}, None, None)[1]
+    assert name == "context reptile-query, 5 inner steps, inner guide 1"

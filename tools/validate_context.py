@@ -15,8 +15,8 @@ It is the final test of a choice, not a way to make one.
 Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
 distances, the generator's upsampling, its width and a refine stage, the context's size and the inner step, the
 Adam learning rates of the meta-parameters and of the pair discriminator, the tasks per meta-step, a discriminator
-term in the inner loss, a shot encoder, a warm start from a pretrained DCGAN and a moving average of the
-meta-parameters (see ``--help``);
+term and a guide network's term in the inner loss, a shot encoder, a warm start from a pretrained DCGAN and a moving
+average of the meta-parameters (see ``--help``);
 ``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
 test time (no retraining); ``--fit-check`` scores them on meta-training classes too (the feature network has seen those
@@ -73,6 +73,16 @@ def pretrained_generator(data, folder, args):
     return run.sampling_generator, run_key(images, config, 0)
 
 
+GUIDE_SEED = 1  # the guide network's training seed; the scoring feature network's is 0
+
+
+def guide_network(data, folder: Path, steps: int):
+    """The guide term's network and its cache key: a feature network of the training classes trained like the scoring
+    one but from seed :data:`GUIDE_SEED` (cached in ``folder``), so the term never sees the scoring network."""
+    net = evaluation.train_or_load_feature_net(folder / "guide_net.pt", data, steps, seed=GUIDE_SEED)
+    return net, evaluation.feature_net_key(data, steps, GUIDE_SEED)
+
+
 # the candidate settings that are ContextConfig fields (and options of the same name): (printed label, cache-file tag)
 SETTINGS = {
     "adv_weight": (", adversarial weight {:g}", "_adv{:g}"),
@@ -80,6 +90,7 @@ SETTINGS = {
     "upsample": (", {} upsampling", "_{}"),
     "refine": (", refine stage {}", "_refine{}"),
     "inner_adv_weight": (", inner adversarial {:g}", "_inneradv{:g}"),
+    "inner_guide_weight": (", inner guide {:g}", "_innerguide{:g}"),
     "width": (", width {}", "_width{}"),
     "context_dim": (", context of {} entries", "_context{}"),
     "inner_lr": (", inner lr {:g}", "_innerlr{:g}"),
@@ -196,6 +207,12 @@ def main(argv: list[str] | None = None) -> None:
             ContextConfig.inner_adv_weight,
             "weight of the pair discriminator's term in the inner loss, beside the chamfer distance; 0: none",
         ),
+        (
+            "--inner-guide-weight",
+            ContextConfig.inner_guide_weight,
+            "weight of the guide term in the inner loss (the samples' mean features against the shots' in a second "
+            "feature network of the training classes, seed 1, not the scoring one); 0: none",
+        ),
         ("--width", ContextConfig.width, "channels of the generator and the pair discriminator (a multiple of 8)"),
         ("--context-dim", ContextConfig.context_dim, "entries of the context c, what the inner loop adapts"),
         (
@@ -297,8 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     for option, rates in (("--meta-lr", args.meta_lr), ("--d-lr", args.d_lr), ("--inner-lr", args.inner_lr)):
         if min(rates) <= 0:
             parser.error(f"{option} must be positive, got {min(rates)}")
-    if min(args.inner_adv_weight) < 0:
-        parser.error(f"--inner-adv-weight must be non-negative, got {min(args.inner_adv_weight)}")
+    for option, weights in (
+        ("--inner-adv-weight", args.inner_adv_weight),
+        ("--inner-guide-weight", args.inner_guide_weight),
+    ):
+        if min(weights) < 0:
+            parser.error(f"{option} must be non-negative, got {min(weights)}")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
         parser.error(f"--ema-decay must lie between 0 and 1, got {args.ema_decay}")
     if args.warm_start_steps < 1:
@@ -335,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         fewshot.Method("copy shots", kind="copy", role="reference"),
     ]
     pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
+    guide = guide_network(data, folder, feature_steps) if max(args.inner_guide_weight) > 0 else None
     candidates = itertools.product(
         args.rules,
         args.inner_steps,
@@ -358,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.train_seed,
             description=name,
             warm_start=pretrained if warm == "yes" else None,
+            guide=guide if config.inner_guide_weight else None,
         )
         if args.ema_decay is not None:  # the same training's raw weights, then its moving average
             raw = dataclasses.replace(model, ema_params=None)
