@@ -235,7 +235,15 @@ def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
     """``(method, path, images per step, timed step, loop-path step)``: the loop-path step does the same arithmetic
     without ``vmap`` and is what the FLOPs are counted on (``vmap`` over per-task weights lowers convolutions to
     batched forms that the counter charges more for than the mathematics needs)."""
-    from .context import ContextTrainer, chosen_context_configs, new_context_gan, standard_context_configs
+    from .context import (
+        GUIDE_WIDTH,
+        ContextTrainer,
+        attach_guide,
+        chosen_context_configs,
+        new_context_gan,
+        standard_context_configs,
+    )
+    from .evaluation import FeatureNet
 
     paths = []
     for architecture in ("mlp", "conv"):
@@ -255,7 +263,10 @@ def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
         paths += [(name, kind, images, meta_step(config, kind == "vmap"), meta_step(config, False)) for kind in kinds]
 
     def context_step(config, vectorised):
-        return ContextTrainer(new_context_gan(config, device, seed=0), sampler, seed=0, vectorised=vectorised).step
+        model = new_context_gan(config, device, seed=0)
+        if config.inner_guide_weight:  # an untrained guide network costs what the trained one does
+            model = attach_guide(model, FeatureNet(num_classes=1, width=GUIDE_WIDTH).to(device))
+        return ContextTrainer(model, sampler, seed=0, vectorised=vectorised).step
 
     chosen = chosen_context_configs(tasks=base.tasks, shots=base.shots)  # the fifth learner, timed in every run
     for name, config in {**standard_context_configs(tasks=base.tasks, shots=base.shots), **chosen}.items():

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import KEY_WHEN_SET, load_or_build, meta_training_key, read_payload, save_payload
-from .evaluation import FeatureNet
+from .evaluation import FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import Monitor
@@ -183,9 +183,10 @@ def chosen_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextC
     """The candidate chosen on seen-class validation tasks (``tools/validate_context.py``; the runs are in
     ``docs/experiments.md``): Reptile whose all-weights step fits the query images, 5 inner steps at meta-training and
     at test (the validation sweep of test steps flags 10 as copying), nearest upsampling, and the pair discriminator's
-    term at weight 0.3 in the inner loss; defined once for 05-06."""
+    term at weight 0.3 and a guide network's term at weight 1 in the inner loss (its guide: :func:`guide_network`, of
+    :data:`GUIDE_WIDTH` channels); defined once for 05-06."""
     config = ContextConfig(tasks=tasks, shots=shots, rule="reptile-query", inner_steps=5)
-    return {CHOSEN_CONTEXT_LEARNER: config.replace(upsample="nearest", inner_adv_weight=0.3)}
+    return {CHOSEN_CONTEXT_LEARNER: config.replace(upsample="nearest", inner_adv_weight=0.3, inner_guide_weight=1.0)}
 
 
 @dataclass
@@ -323,6 +324,27 @@ def attach_guide(model: ContextMetaGAN, net: FeatureNet) -> ContextMetaGAN:
     checks.require(isinstance(net, FeatureNet), "guide network", type(net).__name__, "a FeatureNet")
     params = {k: v.detach().to(model.device).clone() for k, v in net.body.named_parameters()}
     return dataclasses.replace(model, guide=template(net.body), guide_params=params)
+
+
+GUIDE_WIDTH = 16  # the guide network's channels (the scoring network has 32): half the width, a cheaper inner step
+
+
+def guide_network(
+    path,
+    dataset,
+    steps: int,
+    *,
+    scoring_seed: int = 0,
+    width: int = GUIDE_WIDTH,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[FeatureNet, dict]:
+    """The guide term's network and its cache key: a :class:`~metagan_lib.evaluation.FeatureNet` of ``width``
+    channels trained like notebook 06's scoring network on ``dataset``'s seen classes, but from the seed after the
+    scoring network's (``scoring_seed + 1``), so the inner loop never sees the scoring network (cached at ``path``)."""
+    seed = scoring_seed + 1
+    net = train_or_load_feature_net(path, dataset, steps, seed=seed, width=width, device=device, progress=progress)
+    return net, feature_net_key(dataset, steps, seed, width)
 
 
 def guide_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -763,7 +785,8 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
             raise ValueError("the moving average's parameter names differ from the config's")
         model.ema_params = {k: v.to(device) for k, v in payload["ema_params"].items()}
     if payload.get("guide_params") is not None:
-        guide = FeatureNet(num_classes=1).body
+        width = payload["guide_params"]["0.weight"].shape[0] if "0.weight" in payload["guide_params"] else 32
+        guide = FeatureNet(num_classes=1, width=width).body
         if set(payload["guide_params"]) != {k for k, _ in guide.named_parameters()}:
             raise ValueError("the guide network's parameter names differ from a FeatureNet's")
         model.guide, model.guide_params = template(guide), {k: v.to(device) for k, v in payload["guide_params"].items()}

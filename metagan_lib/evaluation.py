@@ -60,17 +60,19 @@ def train_feature_net(
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
+    width: int = 32,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> FeatureNet:
-    """Train a :class:`FeatureNet` to classify the **seen** classes only (unseen images never enter)."""
+    """Train a :class:`FeatureNet` of ``width`` channels to classify the **seen** classes only (unseen images never
+    enter)."""
     images, labels = dataset.subset(dataset.seen_classes)
     remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
     remap[dataset.seen_classes] = torch.arange(len(dataset.seen_classes))
     images, targets = images.to(device), remap[labels].to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = FeatureNet(len(dataset.seen_classes)).to(device)
+        net = FeatureNet(len(dataset.seen_classes), width=width).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     generator = seeds.generator(seed, "feature-net batches", device=device)
     for _ in tqdm(range(steps), desc="feature network", disable=not progress, leave=False):
@@ -242,16 +244,25 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
     return Estimate(mean, t * math.sqrt(variance / n), n)
 
 
-def feature_net_key(dataset: ImageDataset, steps: int, seed: int) -> dict:
-    """What determines a :func:`train_feature_net` network: steps, seed and the dataset's seen classes and images."""
-    return {"kind": "feature-net", "steps": steps, "seed": seed, **seen_classes_key(dataset)}
+def feature_net_key(dataset: ImageDataset, steps: int, seed: int, width: int = 32) -> dict:
+    """What determines a :func:`train_feature_net` network: steps, seed, width (named only when not the default 32, so
+    earlier keys stay valid) and the dataset's seen classes and images."""
+    key = {"kind": "feature-net", "steps": steps, "seed": seed, **seen_classes_key(dataset)}
+    return key if width == 32 else {**key, "width": width}
 
 
 def train_or_load_feature_net(
-    path, dataset: ImageDataset, steps: int, *, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True
+    path,
+    dataset: ImageDataset,
+    steps: int,
+    *,
+    seed: int = 0,
+    width: int = 32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> FeatureNet:
-    """The feature network cached at ``path`` (trained for ``steps`` with ``seed`` on these seen classes), else train
-    and save it."""
-    key = feature_net_key(dataset, steps, seed)
-    build = lambda: train_feature_net(dataset, steps, seed=seed, device=device, progress=progress)
-    return load_or_build_module(path, key, build, lambda: FeatureNet(len(dataset.seen_classes)), device)
+    """The feature network cached at ``path`` (``width`` channels, trained for ``steps`` with ``seed`` on these seen
+    classes), else train and save it."""
+    key = feature_net_key(dataset, steps, seed, width)
+    build = lambda: train_feature_net(dataset, steps, seed=seed, width=width, device=device, progress=progress)
+    return load_or_build_module(path, key, build, lambda: FeatureNet(len(dataset.seen_classes), width=width), device)

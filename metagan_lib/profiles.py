@@ -43,6 +43,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             "show_tasks": 3,
             "context_steps": 4,
             "chosen_context_steps": 6,
+            "guide_steps": 100,
         },
         "full": {
             "reptile_steps": 300,
@@ -52,6 +53,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             "show_tasks": 3,
             "context_steps": 400,
             "chosen_context_steps": 2000,
+            "guide_steps": 2000,
         },
     },
     "06": {

@@ -453,10 +453,13 @@ def test_the_chosen_learner_is_the_validated_candidate_beside_the_four_rules():
     config = chosen[C.CHOSEN_CONTEXT_LEARNER]
     assert (config.rule, config.inner_steps, config.tasks, config.shots) == ("reptile-query", 5, 4, 3)
     assert (config.upsample, config.inner_adv_weight, config.refine) == ("nearest", 0.3, 0)
+    assert config.inner_guide_weight == 1.0 and C.GUIDE_WIDTH == 16  # validated at 2,000 meta-steps (README)
     assert [c.rule for c in standard.values()] == ["maml", "fomaml", "meta-sgd", "reptile"]
     full, smoke = profiles.settings("05", "full"), profiles.settings("05", "smoke")
     assert full.chosen_context_steps == 2000  # the budget validated (README), five times the four rules' comparison
     assert 0 < smoke.chosen_context_steps < full.chosen_context_steps
+    assert full.guide_steps == profiles.settings("06", "full").feature_steps  # trained like the scoring network
+    assert smoke.guide_steps == profiles.settings("06", "smoke").feature_steps
 
 
 def test_latent_inversion_reconstructs_images_the_generator_can_make():
@@ -601,11 +604,12 @@ def test_the_guide_weight_enters_cache_keys_only_when_set_and_the_guide_is_saved
         C.train_or_load_context_gan(tmp_path / "g.pt", guided, sampler, 2, progress=False)
     with pytest.raises(ValueError, match="has no guide term"):
         C.train_or_load_context_gan(tmp_path / "g.pt", config, sampler, 2, progress=False, guide=(FeatureNet(3), {}))
-    net = FeatureNet(num_classes=3)
+    net = FeatureNet(num_classes=3, width=16)  # the chosen guide's width (C.GUIDE_WIDTH), not FeatureNet's default
     model = C.train_or_load_context_gan(
         tmp_path / "g.pt", guided, sampler, 2, progress=False, guide=(net, {"kind": "feature-net", "seed": 1})
     )
     loaded = C.load_context_gan(tmp_path / "g.pt")
+    assert loaded.guide_params["0.weight"].shape[0] == 16
     assert all(torch.equal(loaded.guide_params[k], v) for k, v in model.guide_params.items())
     assert all(torch.equal(v, dict(net.body.named_parameters())[k]) for k, v in model.guide_params.items())
     support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 2).support[0]

@@ -60,6 +60,7 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
         (["--test-steps", "5", "-1"], "--test-steps must be non-negative"),
         (["--inner-adv-weight", "0", "-1"], "--inner-adv-weight must be non-negative"),
         (["--inner-guide-weight", "0", "-1"], "--inner-guide-weight must be non-negative"),
+        (["--guide-width", "12"], "--guide-width takes a positive multiple of 8"),
         (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight"),
         (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
         (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
@@ -150,13 +151,17 @@ def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(str
 
     tool = load_tool("validate_context")
     data = tool.validation_split(strokes, held_out=3)
-    net, key = tool.guide_network(data, tmp_path, steps=2)
-    assert key == evaluation.feature_net_key(data, 2, tool.GUIDE_SEED) and tool.GUIDE_SEED != 0
-    trained = evaluation.train_feature_net(data, 2, seed=tool.GUIDE_SEED, progress=False)
-    scoring = evaluation.train_feature_net(data, 2, seed=0, progress=False)
+    net, key = tool.guide_network(data, tmp_path, steps=2, width=16)
+    assert key == evaluation.feature_net_key(data, 2, 1, 16)  # the scoring network's seed is 0
+    assert key["width"] == 16 and "width" not in evaluation.feature_net_key(data, 2, 0)  # earlier keys stay valid
+    assert net.body[0].out_channels == 16
+    trained = evaluation.train_feature_net(data, 2, seed=1, width=16, progress=False)
+    scoring = evaluation.train_feature_net(data, 2, seed=0, width=16, progress=False)
     guide_weights, scoring_weights = net.state_dict(), scoring.state_dict()
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in guide_weights.items())
     assert not all(torch.equal(v, scoring_weights[k]) for k, v in guide_weights.items())
-    assert (tmp_path / "guide_net.pt").exists()  # cached beside the validation split's other networks
+    assert (tmp_path / "guide_net_width16.pt").exists()  # cached beside the validation split's other networks
+    tool.guide_network(data, tmp_path, steps=2, width=32)
+    assert (tmp_path / "guide_net.pt").exists()  # the scoring network's width keeps the earlier runs' file name
     name = tool.candidate("reptile-query", 5, False, False, {"inner_guide_weight": 1.0}, None, None)[1]
     assert name == "context reptile-query, 5 inner steps, inner guide 1"

@@ -73,14 +73,10 @@ def pretrained_generator(data, folder, args):
     return run.sampling_generator, run_key(images, config, 0)
 
 
-GUIDE_SEED = 1  # the guide network's training seed; the scoring feature network's is 0
-
-
-def guide_network(data, folder: Path, steps: int):
-    """The guide term's network and its cache key: a feature network of the training classes trained like the scoring
-    one but from seed :data:`GUIDE_SEED` (cached in ``folder``), so the term never sees the scoring network."""
-    net = evaluation.train_or_load_feature_net(folder / "guide_net.pt", data, steps, seed=GUIDE_SEED)
-    return net, evaluation.feature_net_key(data, steps, GUIDE_SEED)
+def guide_network(data, folder: Path, steps: int, width: int):
+    """:func:`~metagan_lib.context.guide_network` of the training classes, cached in ``folder``."""
+    name = "guide_net.pt" if width == 32 else f"guide_net_width{width}.pt"
+    return context.guide_network(folder / name, data, steps, width=width)
 
 
 # the candidate settings that are ContextConfig fields (and options of the same name): (printed label, cache-file tag)
@@ -286,6 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
+    parser.add_argument(
+        "--guide-width",
+        type=int,
+        default=32,
+        help="channels of the guide network (a multiple of 8; the scoring network's 32 by default): a narrower guide "
+        "makes each inner step cheaper",
+    )
     parser.add_argument("--test-unseen", action="store_true", help="score on the unseen classes (a chosen candidate)")
     parser.add_argument(
         "--fit-check",
@@ -304,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     for option, counts in (("--tasks", args.tasks), ("--context-dim", args.context_dim)):
         if min(counts) < 1:
             parser.error(f"{option} must be at least 1, got {min(counts)}")
+    if args.guide_width < 8 or args.guide_width % 8:
+        parser.error(f"--guide-width takes a positive multiple of 8, got {args.guide_width}")
     if any(w < 8 or w % 8 for w in args.width):
         parser.error(f"--width takes positive multiples of 8, got {args.width}")
     if "yes" in args.warm_start and set(args.width) != {GANConfig.width}:
@@ -356,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         fewshot.Method("copy shots", kind="copy", role="reference"),
     ]
     pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
-    guide = guide_network(data, folder, feature_steps) if max(args.inner_guide_weight) > 0 else None
+    guide = guide_network(data, folder, feature_steps, args.guide_width) if max(args.inner_guide_weight) > 0 else None
     candidates = itertools.product(
         args.rules,
         args.inner_steps,
@@ -369,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
         config, name, tags = candidate(
             rule, steps, encoder == "yes", warm == "yes", settings, args.ema_decay, pretrained
         )
+        if config.inner_guide_weight and args.guide_width != 32:
+            name, tags = name + f", guide width {args.guide_width}", tags + f"_guidewidth{args.guide_width}"
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
         sampler = TaskSampler(data, data.seen_classes, seed=args.train_seed)
