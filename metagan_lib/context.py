@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import KEY_WHEN_SET, load_or_build, meta_training_key, read_payload, save_payload
-from .evaluation import FeatureNet, feature_net_key, train_or_load_feature_net
+from .evaluation import FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import Monitor
@@ -326,7 +326,7 @@ def attach_guide(model: ContextMetaGAN, net: FeatureNet) -> ContextMetaGAN:
     return dataclasses.replace(model, guide=template(net.body), guide_params=params)
 
 
-GUIDE_WIDTH = 16  # the guide network's channels (the scoring network has 32): half the width, a cheaper inner step
+GUIDE_WIDTH = FEATURE_WIDTH // 2  # the guide network's channels, half the scoring network's: a cheaper inner step
 
 
 def guide_network(
@@ -785,7 +785,7 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
             raise ValueError("the moving average's parameter names differ from the config's")
         model.ema_params = {k: v.to(device) for k, v in payload["ema_params"].items()}
     if payload.get("guide_params") is not None:
-        width = payload["guide_params"]["0.weight"].shape[0] if "0.weight" in payload["guide_params"] else 32
+        width = payload["guide_params"]["0.weight"].shape[0] if "0.weight" in payload["guide_params"] else FEATURE_WIDTH
         guide = FeatureNet(num_classes=1, width=width).body
         if set(payload["guide_params"]) != {k for k, _ in guide.named_parameters()}:
             raise ValueError("the guide network's parameter names differ from a FeatureNet's")

@@ -31,12 +31,14 @@ from .data import ImageDataset
 from .images import to_signed
 from .tasks import TaskSampler
 
+FEATURE_WIDTH = 32  # the scoring feature network's channels (FeatureNet's default width)
+
 
 class FeatureNet(nn.Module):
     """Four conv blocks (3x3, GroupNorm, ReLU, 2x2 max-pool): ``[B, 1, 28, 28]`` -> features ``[B, dim]``, plus a
     classifier head."""
 
-    def __init__(self, num_classes: int, width: int = 32, dim: int = 128):
+    def __init__(self, num_classes: int, width: int = FEATURE_WIDTH, dim: int = 128):
         super().__init__()
         blocks, channels = [], 1
         for _ in range(3):
@@ -60,7 +62,7 @@ def train_feature_net(
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
-    width: int = 32,
+    width: int = FEATURE_WIDTH,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> FeatureNet:
@@ -244,11 +246,11 @@ def mean_confidence_interval(values: list[float]) -> Estimate:
     return Estimate(mean, t * math.sqrt(variance / n), n)
 
 
-def feature_net_key(dataset: ImageDataset, steps: int, seed: int, width: int = 32) -> dict:
-    """What determines a :func:`train_feature_net` network: steps, seed, width (named only when not the default 32, so
-    earlier keys stay valid) and the dataset's seen classes and images."""
+def feature_net_key(dataset: ImageDataset, steps: int, seed: int, width: int = FEATURE_WIDTH) -> dict:
+    """What determines a :func:`train_feature_net` network: steps, seed, width (named only when not
+    :data:`FEATURE_WIDTH`, so earlier keys stay valid) and the dataset's seen classes and images."""
     key = {"kind": "feature-net", "steps": steps, "seed": seed, **seen_classes_key(dataset)}
-    return key if width == 32 else {**key, "width": width}
+    return key if width == FEATURE_WIDTH else {**key, "width": width}
 
 
 def train_or_load_feature_net(
@@ -257,7 +259,7 @@ def train_or_load_feature_net(
     steps: int,
     *,
     seed: int = 0,
-    width: int = 32,
+    width: int = FEATURE_WIDTH,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> FeatureNet:

@@ -75,7 +75,7 @@ def pretrained_generator(data, folder, args):
 
 def guide_network(data, folder: Path, steps: int, width: int):
     """:func:`~metagan_lib.context.guide_network` of the training classes, cached in ``folder``."""
-    name = "guide_net.pt" if width == 32 else f"guide_net_width{width}.pt"
+    name = "guide_net.pt" if width == evaluation.FEATURE_WIDTH else f"guide_net_width{width}.pt"
     return context.guide_network(folder / name, data, steps, width=width)
 
 
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--guide-width",
         type=int,
-        default=32,
+        default=evaluation.FEATURE_WIDTH,
         help="channels of the guide network (a multiple of 8; the scoring network's 32 by default): a narrower guide "
         "makes each inner step cheaper",
     )
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         config, name, tags = candidate(
             rule, steps, encoder == "yes", warm == "yes", settings, args.ema_decay, pretrained
         )
-        if config.inner_guide_weight and args.guide_width != 32:
+        if config.inner_guide_weight and args.guide_width != evaluation.FEATURE_WIDTH:
             name, tags = name + f", guide width {args.guide_width}", tags + f"_guidewidth{args.guide_width}"
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
