@@ -232,15 +232,35 @@ def _current_payloads(path: Path, key: dict, device: torch.device | str):
         return
     payload = read_payload(shipped, device)
     if payload is not None and payload["key"] != wanted:
-        warnings.warn(
-            f"The shipped file {shipped} was trained under another key (other settings, data or package version); "
-            "retraining it. Run the notebook with retrain=True (make full RETRAIN=1) and commit the new artifacts/ "
-            "to refresh it.",
-            StaleArtifactWarning,
-            stacklevel=4,
-        )
+        warnings.warn(stale_shipped_message(shipped, payload["key"], wanted), StaleArtifactWarning, stacklevel=4)
     elif payload is not None:
         yield shipped, payload
+
+
+def differing_fields(found: dict, wanted: dict) -> list[str]:
+    """The top-level fields of two keys whose values differ (a field missing from one counts), sorted."""
+    missing = object()
+    return sorted(
+        name for name in found.keys() | wanted.keys() if found.get(name, missing) != wanted.get(name, missing)
+    )
+
+
+def stale_shipped_message(shipped: Path, found: dict, wanted: dict) -> str:
+    """What a :class:`StaleArtifactWarning` says: the file, the key fields that differ, and what to do (for a glyph
+    network trained on other training images, the CPU-dependent rendering is named as the likely cause)."""
+    changed = ", ".join(differing_fields(found, wanted))
+    message = f"The shipped file {shipped} was trained under another key (differing in: {changed}); retraining it. "
+    if Path(shipped).parent.parent.name == "glyphs" and found.get("data") != wanted.get("data"):  # <dataset>/seed<n>/
+        return message + (
+            "The glyph images rendered here differ from those it was trained on: the embedded glyphs are rendered on "
+            "first use, and a CPU whose vector kernels round differently renders a few pixels one grey level apart "
+            "(README, 'The glyph images depend on the CPU's vector kernels'). The retrained file stays in this "
+            "machine's cache; nothing to commit."
+        )
+    return (
+        message
+        + "Run the notebook with retrain=True (make full RETRAIN=1) and commit the new artifacts/ to refresh it."
+    )
 
 
 def load_or_build(

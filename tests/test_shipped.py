@@ -52,9 +52,27 @@ def test_a_stale_shipped_file_is_retrained_with_a_warning_naming_it(store):
     path, shipped = store
     _ship(shipped, {"seed": 0}, 7)
     calls = []
-    with pytest.warns(A.StaleArtifactWarning, match=r"net\.pt was trained under another key.*retrain=True"):
+    with pytest.warns(
+        A.StaleArtifactWarning, match=r"net\.pt was trained under another key \(differing in: seed\).*retrain=True"
+    ):
         assert _load(path, {"seed": 1}, _build(1, calls))["w"].tolist() == [1.0, 1.0]
     assert calls == [1] and A.is_current(path, {"seed": 1})  # the retrained one is in the cache now
+
+
+def test_a_shipped_glyph_file_from_another_rendering_names_the_cpu_as_the_cause(store):
+    path, shipped = store
+    _ship(shipped, {"data": "645f7b52bce0e3fb", "seed": 0}, 7)  # the store's shipped file is under full/glyphs/seed0/
+    with pytest.warns(A.StaleArtifactWarning) as caught:
+        _load(path, {"data": "8a62342f591f407c", "seed": 0}, _build(1, []))
+    message = str(caught[0].message)
+    assert "(differing in: data)" in message and "vector kernels" in message and "nothing to commit" in message
+    assert "commit the new artifacts" not in message
+
+
+def test_differing_fields_names_changed_added_and_removed_fields():
+    found, wanted = {"seed": 0, "steps": 10, "old": 1}, {"seed": 0, "steps": 20, "new": 2}
+    assert A.differing_fields(found, wanted) == ["new", "old", "steps"]
+    assert A.differing_fields(found, dict(found)) == []
 
 
 def test_a_damaged_shipped_file_is_retrained_with_a_warning_naming_it(store):
