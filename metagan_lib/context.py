@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import KEY_WHEN_SET, load_or_build, meta_training_key, read_payload, save_payload
-from .evaluation import FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
+from .evaluation import COPY_FLAG, FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import Monitor
@@ -181,12 +181,44 @@ CHOSEN_CONTEXT_LEARNER = "context Reptile-query"
 
 def chosen_context_configs(tasks: int = 8, shots: int = 5) -> dict[str, ContextConfig]:
     """The candidate chosen on seen-class validation tasks (``tools/validate_context.py``; the runs are in
-    ``docs/experiments.md``): Reptile whose all-weights step fits the query images, 5 inner steps at meta-training and
-    at test (the validation sweep of test steps flags 10 as copying), nearest upsampling, and the pair discriminator's
-    term at weight 0.3 and a guide network's term at weight 1 in the inner loss (its guide: :func:`guide_network`, of
-    :data:`GUIDE_WIDTH` channels); defined once for 05-06."""
+    ``docs/experiments.md``): Reptile whose all-weights step fits the query images, 5 inner steps at meta-training (at
+    test: :func:`chosen_test_steps`), nearest upsampling, and the pair discriminator's term at weight 0.3 and a guide
+    network's term at weight 1 in the inner loss (its guide: :func:`guide_network`, of :data:`GUIDE_WIDTH` channels);
+    defined once for 05-06."""
     config = ContextConfig(tasks=tasks, shots=shots, rule="reptile-query", inner_steps=5)
     return {CHOSEN_CONTEXT_LEARNER: config.replace(upsample="nearest", inner_adv_weight=0.3, inner_guide_weight=1.0)}
+
+
+MIN_DIVERSITY_RATIO = 0.8  # the targets' floor: within-class diversity at least 0.8x the real images'
+
+CHOSEN_TEST_STEPS: dict[str, int] = {"omniglot": 20}
+"""The fifth learner's test steps on the datasets whose seen-class validation sweep of test steps
+(``tools/validate_context.py --test-steps 5 10 20 50``, scored by :func:`test_steps_by_rule`; the runs are in
+``docs/experiments.md``) chose other than the 5 it is meta-trained with; every other dataset: its inner steps."""
+
+
+def test_steps_by_rule(scores: dict[int, dict[str, float]], real_diversity: float) -> int:
+    """The rule fixed before any unseen-class test: the most test steps of a validation sweep whose samples are not
+    flagged as copies (mean copy score at most :data:`~metagan_lib.evaluation.COPY_FLAG`) at a diversity of at least
+    :data:`MIN_DIVERSITY_RATIO` x the real images'. ``scores``: ``{steps: {"copy_score": mean, "diversity": mean}}``."""
+    passing = [
+        steps
+        for steps, s in scores.items()
+        if s["copy_score"] <= COPY_FLAG and s["diversity"] >= MIN_DIVERSITY_RATIO * real_diversity
+    ]
+    if not passing:
+        raise ValueError(
+            f"no test-step count in {sorted(scores)} passes the rule (copy score <= {COPY_FLAG}, diversity >= "
+            f"{MIN_DIVERSITY_RATIO} x {real_diversity:.3f}); extend the sweep to fewer steps"
+        )
+    return max(passing)
+
+
+def chosen_test_steps(config: ContextConfig, dataset: str) -> int:
+    """The inner steps a context learner is tested with on ``dataset``: :data:`CHOSEN_TEST_STEPS` for the fifth learner
+    where its validation sweep chose them, else the ``inner_steps`` it was meta-trained with."""
+    chosen = chosen_context_configs(config.tasks, config.shots)[CHOSEN_CONTEXT_LEARNER]
+    return CHOSEN_TEST_STEPS.get(dataset, config.inner_steps) if config == chosen else config.inner_steps
 
 
 @dataclass

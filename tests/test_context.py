@@ -462,6 +462,26 @@ def test_the_chosen_learner_is_the_validated_candidate_beside_the_four_rules():
     assert smoke.guide_steps == profiles.settings("06", "smoke").feature_steps
 
 
+def test_the_test_step_rule_takes_the_most_steps_not_flagged_at_enough_diversity():
+    sweep = lambda *rows: {steps: {"copy_score": copy, "diversity": div} for steps, copy, div in rows}
+    # the Omniglot validation sweep of the fifth learner (docs/experiments.md): 50 steps are flagged (1.651 > 1.5)
+    omniglot = sweep((5, 1.313, 0.422), (10, 1.435, 0.405), (20, 1.482, 0.384), (50, 1.651, 0.357))
+    assert C.test_steps_by_rule(omniglot, real_diversity=0.402) == 20 == C.CHOSEN_TEST_STEPS["omniglot"]
+    assert C.test_steps_by_rule(sweep((5, 1.2, 0.4), (10, 1.5, 0.4)), real_diversity=0.4) == 10  # 1.5: not flagged
+    assert C.test_steps_by_rule(sweep((5, 1.2, 0.4), (10, 1.3, 0.31)), real_diversity=0.4) == 5  # 0.31 < 0.8 x 0.4
+    with pytest.raises(ValueError, match="no test-step count .* extend the sweep"):
+        C.test_steps_by_rule(sweep((5, 1.6, 0.4)), real_diversity=0.4)
+
+
+def test_only_the_fifth_learner_takes_the_test_steps_chosen_for_a_dataset():
+    fifth = C.chosen_context_configs(tasks=4, shots=3)[C.CHOSEN_CONTEXT_LEARNER]
+    assert C.chosen_test_steps(fifth, "omniglot") == C.CHOSEN_TEST_STEPS["omniglot"] != fifth.inner_steps
+    assert C.chosen_test_steps(fifth, "glyphs") == C.chosen_test_steps(fifth, "digits") == fifth.inner_steps == 5
+    for config in C.standard_context_configs(tasks=4, shots=3).values():  # the four rules: as meta-trained
+        assert C.chosen_test_steps(config, "omniglot") == config.inner_steps == 3
+    assert C.chosen_test_steps(fifth.replace(inner_lr=2.0), "omniglot") == 5  # another candidate: not the chosen one
+
+
 def test_latent_inversion_reconstructs_images_the_generator_can_make():
     torch.manual_seed(0)
     generator = ConvGenerator(z_dim=8, width=8).eval()

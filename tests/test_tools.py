@@ -5,6 +5,7 @@ import importlib.util
 import pytest
 import torch
 
+from metagan_lib import fewshot
 from metagan_lib.paths import repo_root
 
 
@@ -165,3 +166,17 @@ def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(str
     assert (tmp_path / "guide_net.pt").exists()  # the scoring network's width keeps the earlier runs' file name
     name = tool.candidate("reptile-query", 5, False, False, {"inner_guide_weight": 1.0}, None, None)[1]
     assert name == "context reptile-query, 5 inner steps, inner guide 1"
+
+
+def test_the_validation_tool_prints_the_test_steps_the_rule_picks(capsys):
+    tool = load_tool("validate_context")
+    methods = [
+        fewshot.Method(f"candidate, {t} test steps", kind="context", model=object(), steps=t) for t in (5, 10, 20)
+    ]
+    entry = lambda copy, div: {"copy_score": {"mean": copy, "ci95": 0.1}, "diversity": {"mean": div, "ci95": 0.01}}
+    summary = {"real held-out": entry(1.0, 0.4), **{m.name: entry(c, 0.4) for m, c in zip(methods, (1.3, 1.45, 1.6))}}
+    tool.print_test_step_choice(summary, {"candidate": methods}, real="real held-out")
+    assert capsys.readouterr().out.strip() == "test-step rule: 10 test steps for candidate"  # 20 steps flagged (1.6)
+    summary = {**summary, methods[0].name: entry(1.7, 0.4), methods[1].name: entry(1.7, 0.4)}
+    tool.print_test_step_choice(summary, {"candidate": methods}, real="real held-out")
+    assert "no test-step count in [5, 10, 20] passes the rule" in capsys.readouterr().out

@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         fewshot.Method("real held-out", kind="ceiling", role="reference"),
         fewshot.Method("copy shots", kind="copy", role="reference"),
     ]
+    swept = {}  # candidate name -> its methods at each test step count
     pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
     guide = guide_network(data, folder, feature_steps, args.guide_width) if max(args.inner_guide_weight) > 0 else None
     candidates = itertools.product(
@@ -394,6 +395,7 @@ def main(argv: list[str] | None = None) -> None:
             methods += scored_at(name, raw, steps, args.test_steps)
             name += f", EMA {args.ema_decay:g}"
         methods += scored_at(name, model, steps, args.test_steps)
+        swept[name] = methods[-len(args.test_steps or [steps]) :]
         for field, value in test_settings:
             methods += scored_at(*with_test_setting(name, model, field, value), steps, args.test_steps)
         for ratio in args.select:
@@ -403,7 +405,9 @@ def main(argv: list[str] | None = None) -> None:
             prefix = f"{'unseen' if args.test_unseen else 'validation'}_{args.meta_steps}-meta-steps"
             print("samples:", save_sample_grid(method, data, args.samples, prefix))
     evaluated = "unseen classes" if args.test_unseen else f"{args.held_out} held-out seen classes"
-    print_table(methods, data, net, args.seeds, f"{args.dataset}: {evaluated}")
+    summary = print_table(methods, data, net, args.seeds, f"{args.dataset}: {evaluated}")
+    if args.test_steps and len(args.test_steps) > 1 and not args.test_unseen:
+        print_test_step_choice(summary, swept, real=methods[0].name)
     if args.fit_check:
         pool = training_class_sample(data, len(data.unseen_classes))
         print_table(methods, data, net, args.seeds, f"{args.dataset}: {len(pool)} of the meta-training classes", pool)
@@ -416,9 +420,20 @@ def training_class_sample(data, count: int, seed: int = 0) -> torch.Tensor:
     return data.seen_classes[torch.randperm(len(data.seen_classes), generator=g)[:count]].sort().values
 
 
-def print_table(methods, data, net, seeds, title: str, class_pool: torch.Tensor | None = None) -> None:
+def print_test_step_choice(summary: dict, swept: dict[str, list], real: str) -> None:
+    """Per candidate, the test steps :func:`metagan_lib.context.test_steps_by_rule` picks from its validation sweep."""
+    real_diversity = summary[real]["diversity"]["mean"]
+    for name, sweep in swept.items():
+        scores = {m.steps: {key: summary[m.name][key]["mean"] for key in ("copy_score", "diversity")} for m in sweep}
+        try:
+            print(f"test-step rule: {context.test_steps_by_rule(scores, real_diversity)} test steps for {name}")
+        except ValueError as error:
+            print(f"test-step rule for {name}: {error}")
+
+
+def print_table(methods, data, net, seeds, title: str, class_pool: torch.Tensor | None = None) -> dict:
     """Score ``methods`` on 20-way K = 5 tasks of the evaluated classes (or ``class_pool``) per seed; print means and
-    95% intervals."""
+    95% intervals; return the summary (method -> metric -> mean, ci95)."""
     per_seed = [
         fewshot.evaluate_seed(
             methods, data, net, shots=5, steps=None, classes=20, generated_per_class=20, seed=s, class_pool=class_pool
@@ -431,6 +446,7 @@ def print_table(methods, data, net, seeds, title: str, class_pool: torch.Tensor 
     for method, scores in summary.items():
         cells = "".join(f"{scores[m]['mean']:>14.3f} ± {scores[m]['ci95']:<7.3f}" for m in METRICS)
         print(f"{method:56s}{cells}")
+    return summary
 
 
 if __name__ == "__main__":
