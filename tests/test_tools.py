@@ -62,8 +62,9 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
         (["--inner-adv-weight", "0", "-1"], "--inner-adv-weight must be non-negative"),
         (["--inner-guide-weight", "0", "-1"], "--inner-guide-weight must be non-negative"),
         (["--guide-width", "12"], "--guide-width takes a positive multiple of 8"),
-        (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight"),
+        (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight, inner_guide_weight"),
         (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
+        (["--test-setting", "inner_guide_weight=2"], "inner_guide_weight needs candidates trained with a guide"),
         (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
@@ -131,6 +132,23 @@ def test_a_test_setting_changes_only_how_the_trained_model_adapts():
     assert name == "context reptile-query, test inner_adv_weight 0.6"
     assert changed.config.inner_adv_weight == 0.6 and model.config.inner_adv_weight == 0.3  # a copy, not an edit
     assert changed.meta_params is model.meta_params and changed.d_params is model.d_params  # the same trained weights
+
+
+def test_a_test_guide_weight_needs_a_model_trained_with_a_guide():
+    from metagan_lib import context, evaluation
+
+    tool = load_tool("validate_context")
+    assert tool.parse_test_setting("inner_guide_weight=2") == ("inner_guide_weight", 2.0)
+    unguided = context.new_context_gan(context.ContextConfig(width=8), seed=0)
+    with pytest.raises(ValueError, match="meta-trained without a guide network"):
+        tool.with_test_setting("context reptile-query", unguided, "inner_guide_weight", 2.0)
+    guided = context.attach_guide(
+        context.new_context_gan(context.ContextConfig(width=8, inner_guide_weight=1.0), seed=0),
+        evaluation.FeatureNet(5, width=8),
+    )
+    name, changed = tool.with_test_setting("context reptile-query", guided, "inner_guide_weight", 2.0)
+    assert name == "context reptile-query, test inner_guide_weight 2"
+    assert changed.config.inner_guide_weight == 2.0 and changed.guide is guided.guide  # the same guide network
 
 
 def test_a_selection_wraps_the_trained_model_and_names_its_ratio():

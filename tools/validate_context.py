@@ -125,7 +125,8 @@ def scored_at(name: str, model, steps: int, test_steps: list[int] | None) -> lis
 
 
 VALIDATION_META_STEPS = 1000  # the candidates' meta-training budget in the experiment log's validation runs
-TEST_SETTINGS = ("inner_samples", "inner_lr", "inner_adv_weight")  # what test time may change without retraining
+# what test time may change without retraining
+TEST_SETTINGS = ("inner_samples", "inner_lr", "inner_adv_weight", "inner_guide_weight")
 
 
 def parse_test_setting(text: str) -> tuple[str, float | int]:
@@ -145,7 +146,13 @@ def parse_test_setting(text: str) -> tuple[str, float | int]:
 
 
 def with_test_setting(name: str, model, field: str, value) -> tuple[str, object]:
-    """The same trained model adapted at test time with one :data:`TEST_SETTINGS` field changed, and its name."""
+    """The same trained model adapted at test time with one :data:`TEST_SETTINGS` field changed, and its name
+    (``ValueError`` for a guide weight on a model trained without a guide network: it has none to use)."""
+    if field == "inner_guide_weight" and value > 0 and model.guide is None:
+        raise ValueError(
+            f"{name!r} was meta-trained without a guide network, so a test inner_guide_weight has none to use: "
+            "give the candidate --inner-guide-weight > 0"
+        )
     return f"{name}, test {field} {value:g}", dataclasses.replace(model, config=model.config.replace(**{field: value}))
 
 
@@ -339,6 +346,13 @@ def main(argv: list[str] | None = None) -> None:
         test_settings = [parse_test_setting(text) for text in args.test_setting]
     except ValueError as error:
         parser.error(f"--test-setting: {error}")
+    if (
+        any(field == "inner_guide_weight" and value > 0 for field, value in test_settings)
+        and min(args.inner_guide_weight) == 0
+    ):
+        parser.error(
+            "--test-setting inner_guide_weight needs candidates trained with a guide: --inner-guide-weight > 0"
+        )
     dataset = load_dataset(args.dataset)
     if not args.test_unseen and not 2 <= args.held_out < len(dataset.seen_classes):
         parser.error(
