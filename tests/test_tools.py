@@ -1,6 +1,7 @@
 """The command-line tools in ``tools/``: the validation split of ``validate_context.py`` and its argument errors."""
 
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -43,6 +44,42 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
     assert torch.equal(splits[0], tool.validation_split(strokes, held_out=3).unseen_classes)  # seed 0: the README's
 
 
+def alphabet_strokes(strokes):
+    """``strokes`` named like Omniglot: seen classes 0-2 of alphabet A, 3-5 of B; unseen 6-9 of C."""
+    import dataclasses
+
+    names = tuple(f"{'A' if c < 3 else 'B' if c < 6 else 'C'}/character{c:02d}" for c in range(10))
+    return dataclasses.replace(strokes, name="omniglot", class_names=names)
+
+
+def test_an_alphabet_split_holds_out_whole_seen_alphabets(strokes):
+    tool = load_tool("validate_context")
+    data = alphabet_strokes(strokes)
+    split = tool.evaluation_split(data, held_out=2, test_unseen=False, alphabets=["B"])
+    assert split.unseen_classes.tolist() == [3, 4, 5]  # every character of B, and only those
+    assert split.seen_classes.tolist() == [0, 1, 2]  # meta-training keeps the other alphabet
+    assert tool.evaluation_split(data, held_out=2, test_unseen=True, alphabets=["B"]) is data  # final test: real split
+
+
+@pytest.mark.parametrize(
+    "alphabets,message",
+    [
+        (["C"], "C not among the seen alphabets (A, B)"),  # an unseen alphabet is never held out for validation
+        (["A", "B"], "leaves no class to meta-train on"),
+    ],
+)
+def test_a_bad_alphabet_split_is_a_clear_error(strokes, alphabets, message):
+    tool = load_tool("validate_context")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tool.alphabet_split(alphabet_strokes(strokes), alphabets)
+
+
+def test_an_alphabet_split_needs_alphabets(strokes):
+    tool = load_tool("validate_context")
+    with pytest.raises(ValueError, match="strokes's classes belong to no alphabets"):
+        tool.alphabet_split(strokes, ["A"])
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -66,6 +103,8 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
         (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
         (["--test-setting", "inner_guide_weight=2"], "inner_guide_weight needs candidates trained with a guide"),
         (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
+        (["--held-out-alphabets", "A"], "strokes's classes belong to no alphabets"),
+        (["--held-out-alphabets", "A", "--test-unseen"], "drop --test-unseen and --split-seed"),
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),

@@ -8,6 +8,9 @@ copied shots. Example (Reptile's weights step on the shots or on the query image
 
     python tools/validate_context.py --rules reptile reptile-query --inner-steps 3
 
+On Omniglot, whose unseen characters come from alphabets never meta-trained on, ``--held-out-alphabets`` holds out
+every seen character of the named alphabets instead, so that validation asks for new alphabets as the final test does.
+
 ``--test-unseen`` scores candidates already chosen here on the real split instead: meta-trained on all seen classes,
 notebook 06's feature network (loaded from its cache, or trained there), 20-way K = 5 tasks of the unseen classes.
 It is the final test of a choice, not a way to make one.
@@ -53,9 +56,37 @@ def validation_split(dataset, held_out: int, seed: int = 0):
     return dataclasses.replace(dataset, seen_classes=keep, unseen_classes=chosen)
 
 
-def evaluation_split(dataset, held_out: int, test_unseen: bool, split_seed: int = 0):
-    """The real split for the final test (``test_unseen``), else :func:`validation_split` with ``split_seed``."""
-    return dataset if test_unseen else validation_split(dataset, held_out, split_seed)
+def seen_class_alphabets(dataset) -> dict[int, str]:
+    """``{seen class: its alphabet}`` for Omniglot (class names ``"Korean/character07"``); empty for other datasets."""
+    if dataset.name != "omniglot":
+        return {}
+    return {c: dataset.class_names[c].split("/")[0] for c in dataset.seen_classes.tolist()}
+
+
+def alphabet_split(dataset, alphabets: list[str]):
+    """The dataset with every seen class of ``alphabets`` moved to the evaluated side: validation on new alphabets,
+    as the unseen Omniglot classes are (a whole alphabet the meta-learner never drew from)."""
+    class_alphabet = seen_class_alphabets(dataset)
+    if not class_alphabet:
+        raise ValueError(f"{dataset.name}'s classes belong to no alphabets: hold out classes with --held-out instead")
+    seen_alphabets = sorted(set(class_alphabet.values()))
+    unknown = sorted(set(alphabets) - set(seen_alphabets))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} not among the seen alphabets ({', '.join(seen_alphabets)})")
+    chosen = [c for c, alphabet in class_alphabet.items() if alphabet in alphabets]
+    chosen = torch.tensor(chosen, dtype=dataset.seen_classes.dtype).sort().values
+    keep = dataset.seen_classes[~torch.isin(dataset.seen_classes, chosen)]
+    if len(keep) == 0:
+        raise ValueError("holding out every seen alphabet leaves no class to meta-train on: name fewer alphabets")
+    return dataclasses.replace(dataset, seen_classes=keep, unseen_classes=chosen)
+
+
+def evaluation_split(dataset, held_out: int, test_unseen: bool, split_seed: int = 0, alphabets: list[str] = ()):
+    """The real split for the final test (``test_unseen``), else the seen classes of ``alphabets`` held out
+    (:func:`alphabet_split`), else :func:`validation_split` with ``split_seed``."""
+    if test_unseen:
+        return dataset
+    return alphabet_split(dataset, list(alphabets)) if alphabets else validation_split(dataset, held_out, split_seed)
 
 
 def pretrained_generator(data, folder, args):
@@ -287,6 +318,14 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="which seen classes are held out (0: the experiment log's split; another seed draws a fresh one)",
     )
+    parser.add_argument(
+        "--held-out-alphabets",
+        nargs="+",
+        default=[],
+        metavar="ALPHABET",
+        help="hold out every seen character of these alphabets instead of --held-out random classes (Omniglot: "
+        "validation on new alphabets, like its unseen classes)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the candidates' weights and task draws")
     parser.add_argument(
@@ -354,14 +393,21 @@ def main(argv: list[str] | None = None) -> None:
             "--test-setting inner_guide_weight needs candidates trained with a guide: --inner-guide-weight > 0"
         )
     dataset = load_dataset(args.dataset)
-    if not args.test_unseen and not 2 <= args.held_out < len(dataset.seen_classes):
+    if not (args.test_unseen or args.held_out_alphabets) and not 2 <= args.held_out < len(dataset.seen_classes):
         parser.error(
             f"--held-out must lie between 2 and {len(dataset.seen_classes) - 1} (the seen classes of {args.dataset} "
             f"minus one), got {args.held_out}"
         )
+    if args.held_out_alphabets and (args.test_unseen or args.split_seed):
+        parser.error("--held-out-alphabets chooses the validation classes: drop --test-unseen and --split-seed")
     runtime.seed_everything(0)
-    data = evaluation_split(dataset, args.held_out, args.test_unseen, args.split_seed)
+    try:
+        data = evaluation_split(dataset, args.held_out, args.test_unseen, args.split_seed, args.held_out_alphabets)
+    except ValueError as error:
+        parser.error(f"--held-out-alphabets: {error}")
     split_tag = f"-split{args.split_seed}" if args.split_seed else ""
+    if args.held_out_alphabets:
+        split_tag = "-alphabets-" + "-".join(sorted(args.held_out_alphabets))
     split = "test-unseen" if args.test_unseen else "validation" + split_tag
     folder = cache_dir() / split / args.dataset
     folder.mkdir(parents=True, exist_ok=True)
@@ -416,9 +462,11 @@ def main(argv: list[str] | None = None) -> None:
             methods += [selected(method, ratio) for method in scored_at(name, model, steps, args.test_steps)]
     if args.samples is not None:
         for method in methods[2:]:
-            prefix = f"{'unseen' if args.test_unseen else 'validation'}_{args.meta_steps}-meta-steps"
+            prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
             print("samples:", save_sample_grid(method, data, args.samples, prefix))
-    evaluated = "unseen classes" if args.test_unseen else f"{args.held_out} held-out seen classes"
+    evaluated = "unseen classes" if args.test_unseen else f"{len(data.unseen_classes)} held-out seen classes"
+    if args.held_out_alphabets:
+        evaluated += f" (alphabets {', '.join(sorted(args.held_out_alphabets))})"
     summary = print_table(methods, data, net, args.seeds, f"{args.dataset}: {evaluated}")
     if args.test_steps and len(args.test_steps) > 1 and not args.test_unseen:
         print_test_step_choice(summary, swept, real=methods[0].name)
