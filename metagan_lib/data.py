@@ -243,6 +243,11 @@ def _read_omniglot_folder(folder: Path) -> dict[tuple[str, str], list[bytes]]:
     return characters
 
 
+def omniglot_alphabet(class_name: str) -> str:
+    """The alphabet of an Omniglot class name (:func:`_assemble_omniglot` writes ``"<alphabet>/<character>"``)."""
+    return class_name.split("/")[0]
+
+
 def _assemble_omniglot(groups: list[tuple[dict[tuple[str, str], list[bytes]], bool]]) -> dict:
     """Build the payload from ``[(characters, is_unseen), ...]``."""
     images, labels, names, unseen = [], [], [], []

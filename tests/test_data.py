@@ -65,7 +65,7 @@ def test_omniglot_small_sets_from_data_folder(monkeypatch):
     omniglot = load_dataset("omniglot", download=False)
     assert_well_formed(omniglot, min_classes=242, min_per_class=20)
     assert len(omniglot.images) == 4840 and omniglot.num_classes == 242
-    alphabets = lambda classes: {omniglot.class_names[c].split("/")[0] for c in classes.tolist()}
+    alphabets = lambda classes: {data_module.omniglot_alphabet(omniglot.class_names[c]) for c in classes.tolist()}
     assert alphabets(omniglot.unseen_classes) == set(data_module.OMNIGLOT_SMALL_UNSEEN_ALPHABETS)
     assert not alphabets(omniglot.seen_classes) & alphabets(omniglot.unseen_classes)
     assert str(folder) in omniglot.source

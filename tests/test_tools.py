@@ -1,5 +1,6 @@
 """The command-line tools in ``tools/``: the validation split of ``validate_context.py`` and its argument errors."""
 
+import dataclasses
 import importlib.util
 import re
 
@@ -46,8 +47,6 @@ def test_another_split_seed_holds_out_other_seen_classes(strokes):
 
 def alphabet_strokes(strokes):
     """``strokes`` named like Omniglot: seen classes 0-2 of alphabet A, 3-5 of B; unseen 6-9 of C."""
-    import dataclasses
-
     names = tuple(f"{'A' if c < 3 else 'B' if c < 6 else 'C'}/character{c:02d}" for c in range(10))
     return dataclasses.replace(strokes, name="omniglot", class_names=names)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -38,7 +39,7 @@ import torch
 
 from metagan_lib import context, evaluation, fewshot, plotting, profiles, runtime
 from metagan_lib.context import ContextConfig
-from metagan_lib.data import load_dataset
+from metagan_lib.data import load_dataset, omniglot_alphabet
 from metagan_lib.models import UPSAMPLING
 from metagan_lib.paths import cache_dir
 from metagan_lib.seeds import derive_seed
@@ -60,10 +61,10 @@ def seen_class_alphabets(dataset) -> dict[int, str]:
     """``{seen class: its alphabet}`` for Omniglot (class names ``"Korean/character07"``); empty for other datasets."""
     if dataset.name != "omniglot":
         return {}
-    return {c: dataset.class_names[c].split("/")[0] for c in dataset.seen_classes.tolist()}
+    return {c: omniglot_alphabet(dataset.class_names[c]) for c in dataset.seen_classes.tolist()}
 
 
-def alphabet_split(dataset, alphabets: list[str]):
+def alphabet_split(dataset, alphabets: Sequence[str]):
     """The dataset with every seen class of ``alphabets`` moved to the evaluated side: validation on new alphabets,
     as the unseen Omniglot classes are (a whole alphabet the meta-learner never drew from)."""
     class_alphabet = seen_class_alphabets(dataset)
@@ -81,12 +82,12 @@ def alphabet_split(dataset, alphabets: list[str]):
     return dataclasses.replace(dataset, seen_classes=keep, unseen_classes=chosen)
 
 
-def evaluation_split(dataset, held_out: int, test_unseen: bool, split_seed: int = 0, alphabets: list[str] = ()):
+def evaluation_split(dataset, held_out: int, test_unseen: bool, split_seed: int = 0, alphabets: Sequence[str] = ()):
     """The real split for the final test (``test_unseen``), else the seen classes of ``alphabets`` held out
     (:func:`alphabet_split`), else :func:`validation_split` with ``split_seed``."""
     if test_unseen:
         return dataset
-    return alphabet_split(dataset, list(alphabets)) if alphabets else validation_split(dataset, held_out, split_seed)
+    return alphabet_split(dataset, alphabets) if alphabets else validation_split(dataset, held_out, split_seed)
 
 
 def pretrained_generator(data, folder, args):
