@@ -99,6 +99,38 @@ class ImageDataset:
         )
 
 
+ROTATIONS = (90, 180, 270)  # degrees, counter-clockwise: the turned copies with_rotated_seen_classes adds
+
+
+def with_rotated_seen_classes(dataset: ImageDataset) -> ImageDataset:
+    """``dataset`` with each seen class's images turned by 90, 180 and 270 degrees added as three new *seen* classes
+    (named ``"<class>@rot90"`` ...; appended, so every earlier class keeps its index): four times the classes to train
+    on, as Omniglot's few-shot classifiers augment them (Vinyals et al. 2016, Snell et al. 2017). Unseen classes and
+    their images are unchanged."""
+    if any("@rot" in dataset.class_names[c] for c in dataset.seen_classes.tolist()):
+        raise ValueError(f"{dataset.name}'s seen classes already hold turned copies: add them once, not again")
+    images, labels = dataset.subset(dataset.seen_classes)
+    new_images, new_labels, new_names = [dataset.images], [dataset.labels], list(dataset.class_names)
+    new_seen = [dataset.seen_classes]
+    remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
+    remap[dataset.seen_classes] = torch.arange(len(dataset.seen_classes))
+    for turn, degrees in enumerate(ROTATIONS, start=1):
+        first = len(new_names)
+        new_images.append(torch.rot90(images, turn, dims=(2, 3)))
+        new_labels.append(first + remap[labels])
+        new_names += [f"{dataset.class_names[c]}@rot{degrees}" for c in dataset.seen_classes.tolist()]
+        new_seen.append(torch.arange(first, len(new_names)))
+    return ImageDataset(
+        name=dataset.name,
+        images=torch.cat(new_images).contiguous(),
+        labels=torch.cat(new_labels),
+        class_names=tuple(new_names),
+        seen_classes=torch.cat(new_seen),
+        unseen_classes=dataset.unseen_classes,
+        source=dataset.source + " (seen classes also turned 90/180/270 degrees)",
+    )
+
+
 def load_dataset(
     name: str = "glyphs",
     *,

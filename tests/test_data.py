@@ -71,6 +71,23 @@ def test_omniglot_small_sets_from_data_folder(monkeypatch):
     assert str(folder) in omniglot.source
 
 
+def test_rotated_seen_classes_are_new_seen_classes_and_leave_the_rest_alone(strokes):
+    turned = data_module.with_rotated_seen_classes(strokes)
+    seen, old = strokes.seen_classes, strokes.num_classes
+    assert turned.num_classes == old + 3 * len(seen) and len(turned.seen_classes) == 4 * len(seen)
+    assert torch.equal(turned.unseen_classes, strokes.unseen_classes)  # evaluated classes and their images unchanged
+    assert torch.equal(turned.images[: len(strokes.images)], strokes.images)
+    assert torch.equal(turned.labels[: len(strokes.labels)], strokes.labels)
+    assert not torch.isin(turned.seen_classes[len(seen) :], torch.arange(old)).any()  # appended, none reused
+    for turn, degrees in enumerate(data_module.ROTATIONS, start=1):
+        new_class = old + (turn - 1) * len(seen) + 1  # the second seen class, turned
+        assert turned.class_names[new_class] == f"{strokes.class_names[int(seen[1])]}@rot{degrees}"
+        expected = torch.rot90(strokes.images[strokes.labels == seen[1]], turn, dims=(2, 3))
+        assert torch.equal(turned.images[turned.labels == new_class], expected)
+    with pytest.raises(ValueError, match="already hold turned copies"):
+        data_module.with_rotated_seen_classes(turned)
+
+
 def test_mnist_test_split_alone_loads():
     shared_data_folder("mnist")
     mnist = load_dataset("mnist", download=False)

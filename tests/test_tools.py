@@ -104,6 +104,7 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--test-setting", "inner_lr=-1"], "inner_lr must be non-negative"),
         (["--held-out-alphabets", "A"], "strokes's classes belong to no alphabets"),
         (["--held-out-alphabets", "A", "--test-unseen"], "drop --test-unseen and --split-seed"),
+        (["--rotated-classes", "--warm-start", "yes", "--upsample", "transposed"], "use --warm-start no"),
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
@@ -220,6 +221,8 @@ def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(str
     assert (tmp_path / "guide_net_width16.pt").exists()  # cached beside the validation split's other networks
     tool.guide_network(data, tmp_path, steps=2, width=32)
     assert (tmp_path / "guide_net.pt").exists()  # the scoring network's width keeps the earlier runs' file name
+    tool.guide_network(data, tmp_path, steps=2, width=16, tag="_rot4")
+    assert (tmp_path / "guide_net_width16_rot4.pt").exists()  # --rotated-classes' guide never overwrites the other
     name = tool.candidate("reptile-query", 5, False, False, {"inner_guide_weight": 1.0}, None, None)[1]
     assert name == "context reptile-query, 5 inner steps, inner guide 1"
 

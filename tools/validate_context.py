@@ -39,7 +39,7 @@ import torch
 
 from metagan_lib import context, evaluation, fewshot, plotting, profiles, runtime
 from metagan_lib.context import ContextConfig
-from metagan_lib.data import load_dataset, omniglot_alphabet
+from metagan_lib.data import load_dataset, omniglot_alphabet, with_rotated_seen_classes
 from metagan_lib.models import UPSAMPLING
 from metagan_lib.paths import cache_dir
 from metagan_lib.seeds import derive_seed
@@ -105,10 +105,10 @@ def pretrained_generator(data, folder, args):
     return run.sampling_generator, run_key(images, config, 0)
 
 
-def guide_network(data, folder: Path, steps: int, width: int):
-    """:func:`~metagan_lib.context.guide_network` of the training classes, cached in ``folder``."""
-    name = "guide_net.pt" if width == evaluation.FEATURE_WIDTH else f"guide_net_width{width}.pt"
-    return context.guide_network(folder / name, data, steps, width=width)
+def guide_network(data, folder: Path, steps: int, width: int, tag: str = ""):
+    """:func:`~metagan_lib.context.guide_network` of the training classes, cached in ``folder`` (``tag`` names it)."""
+    name = "guide_net" if width == evaluation.FEATURE_WIDTH else f"guide_net_width{width}"
+    return context.guide_network(folder / f"{name}{tag}.pt", data, steps, width=width)
 
 
 # the candidate settings that are ContextConfig fields (and options of the same name): (printed label, cache-file tag)
@@ -336,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
         help="channels of the guide network (a multiple of 8; the scoring network's 32 by default): a narrower guide "
         "makes each inner step cheaper",
     )
+    parser.add_argument(
+        "--rotated-classes",
+        action="store_true",
+        help="meta-train (and train the guide network) on the training classes plus each turned 90, 180 and 270 "
+        "degrees as new classes (data.with_rotated_seen_classes); scoring and evaluated classes unchanged",
+    )
     parser.add_argument("--test-unseen", action="store_true", help="score on the unseen classes (a chosen candidate)")
     parser.add_argument(
         "--fit-check",
@@ -347,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--adv-weight must be non-negative, got {min(args.adv_weight)}")
     if "yes" in args.warm_start and set(args.upsample) != {"transposed"}:
         parser.error("--warm-start yes copies a DCGAN's transposed convolutions: use it with --upsample transposed")
+    if args.rotated_classes and "yes" in args.warm_start:
+        parser.error("--rotated-classes trains on turned classes the warm start's DCGAN never saw: use --warm-start no")
     if "yes" in args.warm_start and set(args.refine) != {0}:
         parser.error("--warm-start yes copies a DCGAN's layers, which have no refine stage: use it with --refine 0")
     if any(r < 0 or r % 8 for r in args.refine):
@@ -423,7 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     swept = {}  # candidate name -> its methods at each test step count
     pretrained = pretrained_generator(data, folder, args) if "yes" in args.warm_start else None
-    guide = guide_network(data, folder, feature_steps, args.guide_width) if max(args.inner_guide_weight) > 0 else None
+    training_data = with_rotated_seen_classes(data) if args.rotated_classes else data
+    rotation_tag = "_rot4" if args.rotated_classes else ""
+    guided = max(args.inner_guide_weight) > 0
+    guide = guide_network(training_data, folder, feature_steps, args.guide_width, rotation_tag) if guided else None
     candidates = itertools.product(
         args.rules,
         args.inner_steps,
@@ -438,9 +449,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         if config.inner_guide_weight and args.guide_width != evaluation.FEATURE_WIDTH:
             name, tags = name + f", guide width {args.guide_width}", tags + f"_guidewidth{args.guide_width}"
+        if args.rotated_classes:
+            name, tags = name + ", rotated classes", tags + rotation_tag
         seed_tag = f"_seed{args.train_seed}" if args.train_seed else ""
         path = folder / f"{rule}_{steps}_{args.meta_steps}{tags}{seed_tag}.pt"
-        sampler = TaskSampler(data, data.seen_classes, seed=args.train_seed)
+        sampler = TaskSampler(training_data, training_data.seen_classes, seed=args.train_seed)
         model = context.train_or_load_context_gan(
             path,
             config,
