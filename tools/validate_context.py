@@ -10,6 +10,8 @@ copied shots. Example (Reptile's weights step on the shots or on the query image
 
 On Omniglot, whose unseen characters come from alphabets never meta-trained on, ``--held-out-alphabets`` holds out
 every seen character of the named alphabets instead, so that validation asks for new alphabets as the final test does.
+``--rotated-classes`` meta-trains (and trains the guide network) on each training class turned 90, 180 and 270 degrees
+too, as three new classes.
 
 ``--test-unseen`` scores candidates already chosen here on the real split instead: meta-trained on all seen classes,
 notebook 06's feature network (loaded from its cache, or trained there), 20-way K = 5 tasks of the unseen classes.
