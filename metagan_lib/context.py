@@ -749,27 +749,52 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
     return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples)])
 
 
+@torch.no_grad()
+def guide_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Minus the squared distance of each sample's guide features to the mean guide features of its class's shots
+    (L2-normalised, as in :func:`guide_distance`): support ``[C, K, 1, 28, 28]``, samples ``[C, M, 1, 28, 28]`` ->
+    ``[C, M]`` (higher: nearer the shots' prototype)."""
+    if model.guide is None:
+        raise ValueError("guide scores need a model with a guide network (meta-trained with inner_guide_weight > 0).")
+    features = lambda x: F.normalize(functional_call(model.guide, model.guide_params, (x,)), dim=1)
+    prototypes = features(support.to(model.device).flatten(0, 1)).unflatten(0, support.shape[:2]).mean(1)  # [C, d]
+    sample_features = features(samples.flatten(0, 1)).unflatten(0, samples.shape[:2])  # [C, M, d]
+    return -(sample_features - prototypes[:, None]).pow(2).sum(-1)
+
+
+SELECTION_JUDGES = {"discriminator": pair_scores, "guide": guide_scores}
+
+
 @dataclass(frozen=True)
-class DiscriminatorSelection:
-    """A context meta-GAN sampled with its pair discriminator as a filter: ``oversample`` x ``n`` images drawn per
-    class after adaptation, the ``n`` with the highest :func:`pair_scores` kept (discriminator rejection sampling,
-    Azadi et al. 2019, in its simplest form)."""
+class SampleSelection:
+    """A context meta-GAN sampled with a filter: ``oversample`` x ``n`` images drawn per class after adaptation, the
+    ``n`` its ``judge`` scores highest kept. ``"discriminator"``: the pair discriminator's :func:`pair_scores`
+    (discriminator rejection sampling, Azadi et al. 2019, in its simplest form); ``"guide"``: nearness to the shots'
+    prototype in the guide network's features, :func:`guide_scores`."""
 
     model: ContextMetaGAN
     oversample: int
+    judge: str = "discriminator"
 
     def __post_init__(self) -> None:
         checks.positive_int("oversample", self.oversample)
+        if self.judge not in SELECTION_JUDGES:
+            raise ValueError(f"Unknown selection judge {self.judge!r}; choose one of {', '.join(SELECTION_JUDGES)}.")
+        if self.judge == "guide" and self.model.guide is None:
+            raise ValueError(
+                "judge='guide' needs a model with a guide network (meta-trained with inner_guide_weight > 0)"
+            )
 
 
 def adapt_and_select(
-    selection: DiscriminatorSelection, support: torch.Tensor, steps: int, n: int, seed: int = 0
+    selection: SampleSelection, support: torch.Tensor, steps: int, n: int, seed: int = 0
 ) -> torch.Tensor:
-    """:func:`adapt_and_sample` drawing ``oversample * n`` images per class and keeping the ``n`` the pair
-    discriminator scores highest, in the order drawn: ``[C, n, 1, 28, 28]``."""
+    """:func:`adapt_and_sample` drawing ``oversample * n`` images per class and keeping the ``n`` the selection's
+    judge scores highest, in the order drawn: ``[C, n, 1, 28, 28]``."""
     model = selection.model
     drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed)
-    keep = pair_scores(model, support, drawn).topk(n, dim=1).indices.sort(dim=1).values  # [C, n]
+    scores = SELECTION_JUDGES[selection.judge](model, support, drawn)
+    keep = scores.topk(n, dim=1).indices.sort(dim=1).values  # [C, n]
     return drawn[torch.arange(len(drawn), device=drawn.device)[:, None], keep]
 
 

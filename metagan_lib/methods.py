@@ -31,8 +31,8 @@ class Method:
     ``kind`` picks the generating function (:data:`GENERATORS`): ``"adapt"`` adapts a whole
     :class:`~metagan_lib.meta.MetaGAN` (scratch, fine-tuning, notebook 04's meta-GANs),
     ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context (``"context-select"``: then keeps the
-    samples its pair discriminator prefers, :class:`~metagan_lib.context.DiscriminatorSelection`), ``"invert"``
-    inverts the shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
+    samples its pair discriminator or guide network prefers, :class:`~metagan_lib.context.SampleSelection`),
+    ``"invert"`` inverts the shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
     ``"vae"`` encodes the shots into a VAE or VAE-GAN (:class:`~metagan_lib.vae.VAEFewShot`),
     ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
     ``steps`` is the method's own adaptation budget (its inner steps, or inversion's and the VAE's Adam steps).

@@ -659,7 +659,7 @@ def test_discriminator_selection_keeps_the_best_scored_of_the_oversampled_draw(s
     model = C.new_context_gan(C.ContextConfig(width=8), seed=0)
     support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
     drawn = C.adapt_and_sample(model, support, steps=2, n=12, seed=5)  # what the selection draws: 4 x 3 per class
-    kept = C.adapt_and_select(C.DiscriminatorSelection(model, oversample=4), support, steps=2, n=3, seed=5)
+    kept = C.adapt_and_select(C.SampleSelection(model, oversample=4), support, steps=2, n=3, seed=5)
     scores = C.pair_scores(model, support, drawn)
     assert kept.shape == (3, 3, 1, 28, 28)
     for c in range(3):
@@ -668,4 +668,26 @@ def test_discriminator_selection_keeps_the_best_scored_of_the_oversampled_draw(s
         dropped = [i for i in range(12) if i not in index]
         assert scores[c, index].min() >= scores[c, dropped].max()
     with pytest.raises(ValueError, match="oversample"):
-        C.DiscriminatorSelection(model, oversample=0)
+        C.SampleSelection(model, oversample=0)
+
+
+def test_guide_selection_keeps_the_samples_nearest_the_shots_prototype(strokes):
+    net = FeatureNet(num_classes=3)
+    guided = C.attach_guide(C.new_context_gan(C.ContextConfig(width=8), seed=0), net)
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    drawn = C.adapt_and_sample(guided, support, steps=2, n=12, seed=5)
+    scores = C.guide_scores(guided, support, drawn)
+    features = lambda x: torch.nn.functional.normalize(net.body(x), dim=1)
+    with torch.no_grad():
+        for c in range(3):  # minus the squared distance to the mean normalised feature of the class's shots
+            expected = -(features(drawn[c]) - features(support[c]).mean(0)).pow(2).sum(1)
+            assert torch.allclose(scores[c], expected, atol=1e-5)
+    kept = C.adapt_and_select(C.SampleSelection(guided, oversample=4, judge="guide"), support, steps=2, n=3, seed=5)
+    for c in range(3):
+        index = [next(i for i in range(12) if torch.equal(drawn[c, i], image)) for image in kept[c]]
+        dropped = [i for i in range(12) if i not in index]
+        assert index == sorted(index) and scores[c, index].min() >= scores[c, dropped].max()
+    with pytest.raises(ValueError, match="judge"):
+        C.SampleSelection(guided, oversample=2, judge="oracle")
+    with pytest.raises(ValueError, match="guide network"):  # a model without one has nothing to judge with
+        C.SampleSelection(C.new_context_gan(C.ContextConfig(width=8), seed=0), oversample=2, judge="guide")

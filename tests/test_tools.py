@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from metagan_lib import fewshot
+from metagan_lib.evaluation import FeatureNet
 from metagan_lib.paths import repo_root
 
 
@@ -106,6 +107,7 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--held-out-alphabets", "A", "--test-unseen"], "drop --test-unseen and --split-seed"),
         (["--rotated-classes", "--warm-start", "yes", "--upsample", "transposed"], "use --warm-start no"),
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
+        (["--select", "2", "--select-by", "guide"], "--select-by guide needs candidates trained with a guide"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
         (["--tasks", "8", "0"], "--tasks must be at least 1"),
@@ -202,6 +204,12 @@ def test_a_selection_wraps_the_trained_model_and_names_its_ratio():
     support = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     images = fewshot.generate(chosen, support, None, 3, None, seed=1)  # the protocol's dispatch reaches the selection
     assert torch.equal(images, context.adapt_and_select(chosen.model, support, 2, 3, seed=1))
+    with pytest.raises(ValueError, match="guide network"):  # this model has none to judge with
+        tool.selected(method, 2, "guide")
+    guided = dataclasses.replace(method, model=context.attach_guide(model, FeatureNet(num_classes=3)))
+    by_guide = tool.selected(guided, 2, "guide")
+    assert by_guide.name == "context reptile-query, 5 inner steps, guide keeps 1 in 2"
+    assert by_guide.model.judge == "guide"
 
 
 def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(strokes, tmp_path):

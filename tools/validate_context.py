@@ -190,13 +190,17 @@ def with_test_setting(name: str, model, field: str, value) -> tuple[str, object]
     return f"{name}, test {field} {value:g}", dataclasses.replace(model, config=model.config.replace(**{field: value}))
 
 
-def selected(method, ratio: int):
-    """``method`` sampled ``ratio`` times over, keeping the samples its pair discriminator scores highest."""
+SELECTION_NAMES = {"discriminator": "D", "guide": "guide"}
+
+
+def selected(method, ratio: int, judge: str = "discriminator"):
+    """``method`` sampled ``ratio`` times over, keeping the samples ``judge`` (its pair discriminator or its guide
+    network, :data:`~metagan_lib.context.SELECTION_JUDGES`) scores highest."""
     return dataclasses.replace(
         method,
-        name=f"{method.name}, D keeps 1 in {ratio}",
+        name=f"{method.name}, {SELECTION_NAMES[judge]} keeps 1 in {ratio}",
         kind="context-select",
-        model=context.DiscriminatorSelection(method.model, ratio),
+        model=context.SampleSelection(method.model, ratio, judge),
     )
 
 
@@ -305,8 +309,16 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=[],
         metavar="RATIO",
-        help="also score each candidate sampled RATIO times over, keeping the samples its pair discriminator scores "
-        "highest (context.DiscriminatorSelection); no retraining",
+        help="also score each candidate sampled RATIO times over, keeping the samples --select-by scores highest "
+        "(context.SampleSelection); no retraining",
+    )
+    parser.add_argument(
+        "--select-by",
+        nargs="+",
+        choices=list(SELECTION_NAMES),
+        default=["discriminator"],
+        help="the judges of --select: the pair discriminator's score, or nearness to the shots' prototype in the "
+        "guide network's features (candidates with --inner-guide-weight > 0); one scored method per judge and ratio",
     )
     parser.add_argument(
         "--meta-steps",
@@ -390,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
     if args.select and min(args.select) < 2:
         parser.error(f"--select takes ratios of at least 2, got {min(args.select)}")
+    if "guide" in args.select_by and min(args.inner_guide_weight) == 0:
+        parser.error("--select-by guide needs candidates trained with a guide: --inner-guide-weight > 0")
     if args.test_steps is not None and min(args.test_steps) < 0:
         parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
     try:
@@ -474,8 +488,8 @@ def main(argv: list[str] | None = None) -> None:
         swept[name] = methods[-len(args.test_steps or [steps]) :]
         for field, value in test_settings:
             methods += scored_at(*with_test_setting(name, model, field, value), steps, args.test_steps)
-        for ratio in args.select:
-            methods += [selected(method, ratio) for method in scored_at(name, model, steps, args.test_steps)]
+        for judge, ratio in itertools.product(args.select_by, args.select):
+            methods += [selected(m, ratio, judge) for m in scored_at(name, model, steps, args.test_steps)]
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
