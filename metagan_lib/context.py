@@ -749,20 +749,36 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
     return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples)])
 
 
+def _guide_distances(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor):
+    """Squared distances in the guide network's L2-normalised features of each sample ``[C, M, ...]`` to its class's
+    shots' prototype (``[C, M]``) and to each of its shots ``[C, K, ...]`` (``[C, M, K]``)."""
+    if model.guide is None:
+        raise ValueError("guide scores need a model with a guide network (meta-trained with inner_guide_weight > 0).")
+    features = lambda x: F.normalize(functional_call(model.guide, model.guide_params, (x,)), dim=1)
+    shot_features = features(support.to(model.device).flatten(0, 1)).unflatten(0, support.shape[:2])  # [C, K, d]
+    sample_features = features(samples.flatten(0, 1)).unflatten(0, samples.shape[:2])  # [C, M, d]
+    to_prototype = (sample_features - shot_features.mean(1, keepdim=True)).pow(2).sum(-1)
+    return to_prototype, torch.cdist(sample_features, shot_features).pow(2)
+
+
 @torch.no_grad()
 def guide_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     """Minus the squared distance of each sample's guide features to the mean guide features of its class's shots
     (L2-normalised, as in :func:`guide_distance`): support ``[C, K, 1, 28, 28]``, samples ``[C, M, 1, 28, 28]`` ->
     ``[C, M]`` (higher: nearer the shots' prototype)."""
-    if model.guide is None:
-        raise ValueError("guide scores need a model with a guide network (meta-trained with inner_guide_weight > 0).")
-    features = lambda x: F.normalize(functional_call(model.guide, model.guide_params, (x,)), dim=1)
-    prototypes = features(support.to(model.device).flatten(0, 1)).unflatten(0, support.shape[:2]).mean(1)  # [C, d]
-    sample_features = features(samples.flatten(0, 1)).unflatten(0, samples.shape[:2])  # [C, M, d]
-    return -(sample_features - prototypes[:, None]).pow(2).sum(-1)
+    return -_guide_distances(model, support, samples)[0]
 
 
-SELECTION_JUDGES = {"discriminator": pair_scores, "guide": guide_scores}
+@torch.no_grad()
+def guide_novelty_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """How much nearer each sample lies to its shots' prototype than to its nearest shot, in the guide network's
+    features: ``min_k |f(x) - f(s_k)|^2 - |f(x) - mean_k f(s_k)|^2`` (``[C, M]``; higher: a new instance of the class
+    rather than a copy of one shot; a copy of a shot scores below 0)."""
+    to_prototype, to_shots = _guide_distances(model, support, samples)
+    return to_shots.min(-1).values - to_prototype
+
+
+SELECTION_JUDGES = {"discriminator": pair_scores, "guide": guide_scores, "guide-novelty": guide_novelty_scores}
 
 
 @dataclass(frozen=True)
@@ -770,7 +786,8 @@ class SampleSelection:
     """A context meta-GAN sampled with a filter: ``oversample`` x ``n`` images drawn per class after adaptation, the
     ``n`` its ``judge`` scores highest kept. ``"discriminator"``: the pair discriminator's :func:`pair_scores`
     (discriminator rejection sampling, Azadi et al. 2019, in its simplest form); ``"guide"``: nearness to the shots'
-    prototype in the guide network's features, :func:`guide_scores`."""
+    prototype in the guide network's features, :func:`guide_scores`; ``"guide-novelty"``: nearer that prototype than
+    to any one shot, :func:`guide_novelty_scores`."""
 
     model: ContextMetaGAN
     oversample: int
@@ -780,7 +797,7 @@ class SampleSelection:
         checks.positive_int("oversample", self.oversample)
         if self.judge not in SELECTION_JUDGES:
             raise ValueError(f"Unknown selection judge {self.judge!r}; choose one of {', '.join(SELECTION_JUDGES)}.")
-        if self.judge == "guide" and self.model.guide is None:
+        if self.judge.startswith("guide") and self.model.guide is None:
             raise ValueError(
                 "judge='guide' needs a model with a guide network (meta-trained with inner_guide_weight > 0)"
             )

@@ -671,7 +671,7 @@ def test_discriminator_selection_keeps_the_best_scored_of_the_oversampled_draw(s
         C.SampleSelection(model, oversample=0)
 
 
-def test_guide_selection_keeps_the_samples_nearest_the_shots_prototype(strokes):
+def test_guide_judges_score_nearness_to_the_prototype_and_novelty_and_select_by_it(strokes):
     net = FeatureNet(num_classes=3)
     guided = C.attach_guide(C.new_context_gan(C.ContextConfig(width=8), seed=0), net)
     support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
@@ -682,6 +682,11 @@ def test_guide_selection_keeps_the_samples_nearest_the_shots_prototype(strokes):
         for c in range(3):  # minus the squared distance to the mean normalised feature of the class's shots
             expected = -(features(drawn[c]) - features(support[c]).mean(0)).pow(2).sum(1)
             assert torch.allclose(scores[c], expected, atol=1e-5)
+            to_nearest_shot = torch.cdist(features(drawn[c]), features(support[c])).pow(2).min(1).values
+            novelty = C.guide_novelty_scores(guided, support[c : c + 1], drawn[c : c + 1])[0]
+            assert torch.allclose(novelty, to_nearest_shot + expected, atol=1e-5)
+    copies = C.guide_novelty_scores(guided, support, support)  # each shot is its own nearest shot: below 0
+    assert (copies < 0).all()
     kept = C.adapt_and_select(C.SampleSelection(guided, oversample=4, judge="guide"), support, steps=2, n=3, seed=5)
     for c in range(3):
         index = [next(i for i in range(12) if torch.equal(drawn[c, i], image)) for image in kept[c]]
@@ -689,5 +694,6 @@ def test_guide_selection_keeps_the_samples_nearest_the_shots_prototype(strokes):
         assert index == sorted(index) and scores[c, index].min() >= scores[c, dropped].max()
     with pytest.raises(ValueError, match="judge"):
         C.SampleSelection(guided, oversample=2, judge="oracle")
-    with pytest.raises(ValueError, match="guide network"):  # a model without one has nothing to judge with
-        C.SampleSelection(C.new_context_gan(C.ContextConfig(width=8), seed=0), oversample=2, judge="guide")
+    for judge in ("guide", "guide-novelty"):  # a model without a guide network has nothing to judge with
+        with pytest.raises(ValueError, match="guide network"):
+            C.SampleSelection(C.new_context_gan(C.ContextConfig(width=8), seed=0), oversample=2, judge=judge)

@@ -107,7 +107,7 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--held-out-alphabets", "A", "--test-unseen"], "drop --test-unseen and --split-seed"),
         (["--rotated-classes", "--warm-start", "yes", "--upsample", "transposed"], "use --warm-start no"),
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
-        (["--select", "2", "--select-by", "guide"], "--select-by guide needs candidates trained with a guide"),
+        (["--select", "2", "--select-by", "guide"], "--select-by guide and guide-novelty need candidates"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
         (["--tasks", "8", "0"], "--tasks must be at least 1"),

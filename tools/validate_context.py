@@ -190,7 +190,7 @@ def with_test_setting(name: str, model, field: str, value) -> tuple[str, object]
     return f"{name}, test {field} {value:g}", dataclasses.replace(model, config=model.config.replace(**{field: value}))
 
 
-SELECTION_NAMES = {"discriminator": "D", "guide": "guide"}
+SELECTION_NAMES = {"discriminator": "D", "guide": "guide", "guide-novelty": "guide novelty"}
 
 
 def selected(method, ratio: int, judge: str = "discriminator"):
@@ -317,8 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         choices=list(SELECTION_NAMES),
         default=["discriminator"],
-        help="the judges of --select: the pair discriminator's score, or nearness to the shots' prototype in the "
-        "guide network's features (candidates with --inner-guide-weight > 0); one scored method per judge and ratio",
+        help="the judges of --select: the pair discriminator's score; nearness to the shots' prototype in the guide "
+        "network's features (guide); how much nearer that prototype than to the nearest shot (guide-novelty); the "
+        "guide judges need --inner-guide-weight > 0; one scored method per judge and ratio",
     )
     parser.add_argument(
         "--meta-steps",
@@ -402,8 +403,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
     if args.select and min(args.select) < 2:
         parser.error(f"--select takes ratios of at least 2, got {min(args.select)}")
-    if "guide" in args.select_by and min(args.inner_guide_weight) == 0:
-        parser.error("--select-by guide needs candidates trained with a guide: --inner-guide-weight > 0")
+    if any(judge.startswith("guide") for judge in args.select_by) and min(args.inner_guide_weight) == 0:
+        parser.error(
+            "--select-by guide and guide-novelty need candidates trained with a guide: --inner-guide-weight > 0"
+        )
     if args.test_steps is not None and min(args.test_steps) < 0:
         parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
     try:
