@@ -25,8 +25,8 @@ average of the meta-parameters (see ``--help``);
 ``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
 test time (no retraining), ``--select R --select-by JUDGE`` with R times the samples drawn and the best kept by the pair
-discriminator or the guide network (``context.SampleSelection``); ``--fit-check`` scores them on meta-training classes too (the feature network has seen those
-classes, so compare the candidate with the real images of the same table).
+discriminator or the guide network (``context.SampleSelection``); ``--fit-check`` scores them on meta-training classes
+too (the feature network has seen those classes, so compare the candidate with the real images of the same table).
 """
 
 from __future__ import annotations
