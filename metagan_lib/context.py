@@ -749,7 +749,9 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
     return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples)])
 
 
-def _guide_distances(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor):
+def _guide_distances(
+    model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distances in the guide network's L2-normalised features of each sample ``[C, M, ...]`` to its class's
     shots' prototype (``[C, M]``) and to each of its shots ``[C, K, ...]`` (``[C, M, K]``)."""
     if model.guide is None:
@@ -798,9 +800,7 @@ class SampleSelection:
         if self.judge not in SELECTION_JUDGES:
             raise ValueError(f"Unknown selection judge {self.judge!r}; choose one of {', '.join(SELECTION_JUDGES)}.")
         if self.judge.startswith("guide") and self.model.guide is None:
-            raise ValueError(
-                "judge='guide' needs a model with a guide network (meta-trained with inner_guide_weight > 0)"
-            )
+            raise ValueError(f"judge={self.judge!r} needs a model with a guide network (inner_guide_weight > 0)")
 
 
 def adapt_and_select(

@@ -108,6 +108,7 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--rotated-classes", "--warm-start", "yes", "--upsample", "transposed"], "use --warm-start no"),
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
         (["--select", "2", "--select-by", "guide"], "--select-by guide and guide-novelty need candidates"),
+        (["--select-by", "guide-novelty", "--inner-guide-weight", "1"], "give --select RATIO too"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
         (["--tasks", "8", "0"], "--tasks must be at least 1"),

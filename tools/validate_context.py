@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
     if args.select and min(args.select) < 2:
         parser.error(f"--select takes ratios of at least 2, got {min(args.select)}")
+    if args.select_by != ["discriminator"] and not args.select:
+        parser.error("--select-by names the judges of --select: give --select RATIO too")
     if any(judge.startswith("guide") for judge in args.select_by) and min(args.inner_guide_weight) == 0:
         parser.error(
             "--select-by guide and guide-novelty need candidates trained with a guide: --inner-guide-weight > 0"
