@@ -379,16 +379,20 @@ def guide_network(
     return net, feature_net_key(dataset, steps, seed, width)
 
 
-def guide_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``|mean_i f(samples_i) - mean_j f(images_j)|^2``, ``f`` the guide network's L2-normalised features: how far the
-    samples' class prototype lies from the images' (samples ``[M, 1, 28, 28]``, images ``[K, 1, 28, 28]``)."""
+def guide_features(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
+    """The guide network's L2-normalised features ``f``: images ``[B, 1, 28, 28]`` -> ``[B, d]``."""
     if model.guide is None:
         raise ValueError(
             "ContextConfig(inner_guide_weight > 0) needs a guide network: pass guide=(FeatureNet, key) to "
             "train_or_load_context_gan, or call attach_guide."
         )
-    features = lambda x: F.normalize(functional_call(model.guide, model.guide_params, (x,)), dim=1)
-    return (features(samples).mean(0) - features(images).mean(0)).pow(2).sum()
+    return F.normalize(functional_call(model.guide, model.guide_params, (images,)), dim=1)
+
+
+def guide_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``|mean_i f(samples_i) - mean_j f(images_j)|^2``, ``f`` the guide network's L2-normalised features: how far the
+    samples' class prototype lies from the images' (samples ``[M, 1, 28, 28]``, images ``[K, 1, 28, 28]``)."""
+    return (guide_features(model, samples).mean(0) - guide_features(model, images).mean(0)).pow(2).sum()
 
 
 def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -754,9 +758,7 @@ def _guide_distances(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distances in the guide network's L2-normalised features of each sample ``[C, M, ...]`` to its class's
     shots' prototype (``[C, M]``) and to each of its shots ``[C, K, ...]`` (``[C, M, K]``)."""
-    if model.guide is None:
-        raise ValueError("guide scores need a model with a guide network (meta-trained with inner_guide_weight > 0).")
-    features = lambda x: F.normalize(functional_call(model.guide, model.guide_params, (x,)), dim=1)
+    features = lambda x: guide_features(model, x)
     shot_features = features(support.to(model.device).flatten(0, 1)).unflatten(0, support.shape[:2])  # [C, K, d]
     sample_features = features(samples.flatten(0, 1)).unflatten(0, samples.shape[:2])  # [C, M, d]
     to_prototype = (sample_features - shot_features.mean(1, keepdim=True)).pow(2).sum(-1)
