@@ -791,29 +791,58 @@ class SampleSelection:
     ``n`` its ``judge`` scores highest kept. ``"discriminator"``: the pair discriminator's :func:`pair_scores`
     (discriminator rejection sampling, Azadi et al. 2019, in its simplest form); ``"guide"``: nearness to the shots'
     prototype in the guide network's features, :func:`guide_scores`; ``"guide-novelty"``: nearer that prototype than
-    to any one shot, :func:`guide_novelty_scores`."""
+    to any one shot, :func:`guide_novelty_scores`. ``spread > 0`` keeps them greedily instead, each next sample the one
+    whose score plus ``spread`` x its squared guide-feature distance to the nearest sample already kept is highest
+    (:func:`keep_spread_out`), so the filter does not keep near-duplicates."""
 
     model: ContextMetaGAN
     oversample: int
     judge: str = "discriminator"
+    spread: float = 0.0
 
     def __post_init__(self) -> None:
         checks.positive_int("oversample", self.oversample)
         if self.judge not in SELECTION_JUDGES:
             raise ValueError(f"Unknown selection judge {self.judge!r}; choose one of {', '.join(SELECTION_JUDGES)}.")
-        if self.judge.startswith("guide") and self.model.guide is None:
-            raise ValueError(f"judge={self.judge!r} needs a model with a guide network (inner_guide_weight > 0)")
+        if not self.spread >= 0:
+            raise ValueError(f"spread must be >= 0 (0: keep the top-scored samples), got {self.spread}")
+        needs_guide = self.judge.startswith("guide") or self.spread > 0
+        if needs_guide and self.model.guide is None:
+            what = f"judge={self.judge!r}" if self.judge.startswith("guide") else f"spread={self.spread}"
+            raise ValueError(f"{what} needs a model with a guide network (inner_guide_weight > 0)")
+
+
+def keep_spread_out(scores: torch.Tensor, features: torch.Tensor, n: int, spread: float) -> torch.Tensor:
+    """Greedy maximal-marginal-relevance selection: per row of ``scores [C, M]`` (features ``[C, M, d]``), first the
+    top-scored sample, then repeatedly the one maximising ``score + spread * min_kept |f - f_kept|^2``; returns the
+    ``n`` kept indices ``[C, n]`` in the order kept (``spread = 0``: the top ``n`` by score)."""
+    rows = torch.arange(len(scores), device=scores.device)
+    pairwise = torch.cdist(features, features).pow(2)  # [C, M, M]
+    taken = torch.zeros_like(scores, dtype=torch.bool)
+    nearest_kept, kept = torch.zeros_like(scores), []
+    for _ in range(n):
+        pick = (scores + spread * nearest_kept).masked_fill(taken, float("-inf")).argmax(1)  # [C]
+        taken[rows, pick] = True
+        to_pick = pairwise[rows, pick]  # [C, M]
+        nearest_kept = to_pick if not kept else torch.minimum(nearest_kept, to_pick)
+        kept.append(pick)
+    return torch.stack(kept, dim=1)
 
 
 def adapt_and_select(
     selection: SampleSelection, support: torch.Tensor, steps: int, n: int, seed: int = 0
 ) -> torch.Tensor:
     """:func:`adapt_and_sample` drawing ``oversample * n`` images per class and keeping the ``n`` the selection's
-    judge scores highest, in the order drawn: ``[C, n, 1, 28, 28]``."""
+    judge scores highest (spread out when ``selection.spread > 0``), in the order drawn: ``[C, n, 1, 28, 28]``."""
     model = selection.model
     drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed)
     scores = SELECTION_JUDGES[selection.judge](model, support, drawn)
-    keep = scores.topk(n, dim=1).indices.sort(dim=1).values  # [C, n]
+    if selection.spread > 0:
+        with torch.no_grad():
+            features = guide_features(model, drawn.flatten(0, 1)).unflatten(0, drawn.shape[:2])  # [C, M, d]
+        keep = keep_spread_out(scores, features, n, selection.spread).sort(dim=1).values
+    else:
+        keep = scores.topk(n, dim=1).indices.sort(dim=1).values  # [C, n]
     return drawn[torch.arange(len(drawn), device=drawn.device)[:, None], keep]
 
 

@@ -697,3 +697,27 @@ def test_guide_judges_score_nearness_to_the_prototype_and_novelty_and_select_by_
     for judge in ("guide", "guide-novelty"):  # a model without a guide network has nothing to judge with
         with pytest.raises(ValueError, match="guide network"):
             C.SampleSelection(C.new_context_gan(C.ContextConfig(width=8), seed=0), oversample=2, judge=judge)
+
+
+def test_spread_out_selection_is_greedy_marginal_relevance_and_keeps_no_duplicate(strokes):
+    torch.manual_seed(0)
+    scores, features = torch.randn(3, 12), torch.nn.functional.normalize(torch.randn(3, 12, 4), dim=-1)
+    assert torch.equal(C.keep_spread_out(scores, features, 5, 0.0), scores.topk(5, dim=1).indices)
+    for c in range(3):  # the plain greedy loop: the next kept sample maximises score + spread * distance to the kept
+        kept = [int(scores[c].argmax())]
+        while len(kept) < 5:
+            gain = lambda i: scores[c, i] + 2.0 * min((features[c, i] - features[c, j]).pow(2).sum() for j in kept)
+            kept.append(max((i for i in range(12) if i not in kept), key=gain))
+        assert C.keep_spread_out(scores, features, 5, 2.0)[c].tolist() == kept
+    twins = torch.cat([features[:, :1], features[:, :1], features[:, 2:]], dim=1)  # samples 0 and 1 identical
+    top_two = torch.tensor([[5.0, 4.9] + [0.0] * 10] * 3)
+    assert C.keep_spread_out(top_two, twins, 2, 0.0).tolist() == [[0, 1]] * 3
+    assert 1 not in C.keep_spread_out(top_two, twins, 2, 100.0)[0].tolist()  # a near-duplicate loses to a far sample
+    guided = C.attach_guide(C.new_context_gan(C.ContextConfig(width=8), seed=0), FeatureNet(num_classes=3))
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    selection = C.SampleSelection(guided, oversample=3, judge="guide-novelty", spread=1.0)
+    assert C.adapt_and_select(selection, support, steps=1, n=4, seed=2).shape == (3, 4, 1, 28, 28)
+    with pytest.raises(ValueError, match="spread must be >= 0"):
+        C.SampleSelection(guided, oversample=2, spread=-1.0)
+    with pytest.raises(ValueError, match="spread=1.0 needs a model with a guide network"):
+        C.SampleSelection(C.new_context_gan(C.ContextConfig(width=8), seed=0), oversample=2, spread=1.0)

@@ -109,6 +109,9 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--select", "4", "1"], "--select takes ratios of at least 2"),
         (["--select", "2", "--select-by", "guide"], "--select-by guide and guide-novelty need candidates"),
         (["--select-by", "guide-novelty", "--inner-guide-weight", "1"], "give --select RATIO too"),
+        (["--select", "2", "--select-spread", "-1"], "--select-spread takes spreads of at least 0"),
+        (["--select-spread", "1", "--inner-guide-weight", "1"], "--select-spread names the spreads of --select"),
+        (["--select", "2", "--select-spread", "1"], "--select-spread > 0 measures distances in the guide network"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
         (["--tasks", "8", "0"], "--tasks must be at least 1"),
@@ -211,6 +214,9 @@ def test_a_selection_wraps_the_trained_model_and_names_its_ratio():
     by_guide = tool.selected(guided, 2, "guide")
     assert by_guide.name == "context reptile-query, 5 inner steps, guide keeps 1 in 2"
     assert by_guide.model.judge == "guide"
+    spread = tool.selected(guided, 4, "guide-novelty", 0.5)
+    assert spread.name == "context reptile-query, 5 inner steps, guide novelty keeps 1 in 4, spread 0.5"
+    assert spread.model.spread == 0.5 and by_guide.model.spread == 0
 
 
 def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(strokes, tmp_path):

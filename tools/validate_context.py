@@ -25,7 +25,8 @@ average of the meta-parameters (see ``--help``);
 ``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
 test time (no retraining), ``--select R --select-by JUDGE`` with R times the samples drawn and the best kept by the pair
-discriminator or the guide network (``context.SampleSelection``); ``--fit-check`` scores them on meta-training classes
+discriminator or the guide network (``context.SampleSelection``), ``--select-spread S`` keeping them spread apart;
+``--fit-check`` scores them on meta-training classes
 too (the feature network has seen those classes, so compare the candidate with the real images of the same table).
 """
 
@@ -194,14 +195,15 @@ def with_test_setting(name: str, model, field: str, value) -> tuple[str, object]
 SELECTION_NAMES = {"discriminator": "D", "guide": "guide", "guide-novelty": "guide novelty"}
 
 
-def selected(method, ratio: int, judge: str = "discriminator"):
+def selected(method, ratio: int, judge: str = "discriminator", spread: float = 0.0):
     """``method`` sampled ``ratio`` times over, keeping the samples ``judge`` (its pair discriminator or its guide
-    network, :data:`~metagan_lib.context.SELECTION_JUDGES`) scores highest."""
+    network, :data:`~metagan_lib.context.SELECTION_JUDGES`) scores highest, spread out by ``spread``."""
+    spread_name = f", spread {spread:g}" if spread else ""
     return dataclasses.replace(
         method,
-        name=f"{method.name}, {SELECTION_NAMES[judge]} keeps 1 in {ratio}",
+        name=f"{method.name}, {SELECTION_NAMES[judge]} keeps 1 in {ratio}{spread_name}",
         kind="context-select",
-        model=context.SampleSelection(method.model, ratio, judge),
+        model=context.SampleSelection(method.model, ratio, judge, spread),
     )
 
 
@@ -323,6 +325,16 @@ def main(argv: list[str] | None = None) -> None:
         "guide judges need --inner-guide-weight > 0; one scored method per judge and ratio",
     )
     parser.add_argument(
+        "--select-spread",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        metavar="SPREAD",
+        help="the spreads of --select: 0 keeps the top-scored samples; SPREAD > 0 keeps them greedily, rewarding "
+        "SPREAD x the squared guide-feature distance to the nearest sample kept (needs --inner-guide-weight > 0); "
+        "one scored method per judge, ratio and spread",
+    )
+    parser.add_argument(
         "--meta-steps",
         type=int,
         default=VALIDATION_META_STEPS,
@@ -406,6 +418,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--select takes ratios of at least 2, got {min(args.select)}")
     if args.select_by != ["discriminator"] and not args.select:
         parser.error("--select-by names the judges of --select: give --select RATIO too")
+    if min(args.select_spread) < 0:
+        parser.error(f"--select-spread takes spreads of at least 0, got {min(args.select_spread)}")
+    if args.select_spread != [0.0] and not args.select:
+        parser.error("--select-spread names the spreads of --select: give --select RATIO too")
+    if max(args.select_spread) > 0 and min(args.inner_guide_weight) == 0:
+        parser.error("--select-spread > 0 measures distances in the guide network's features: --inner-guide-weight > 0")
     if any(judge.startswith("guide") for judge in args.select_by) and min(args.inner_guide_weight) == 0:
         parser.error(
             "--select-by guide and guide-novelty need candidates trained with a guide: --inner-guide-weight > 0"
@@ -494,8 +512,8 @@ def main(argv: list[str] | None = None) -> None:
         swept[name] = methods[-len(args.test_steps or [steps]) :]
         for field, value in test_settings:
             methods += scored_at(*with_test_setting(name, model, field, value), steps, args.test_steps)
-        for judge, ratio in itertools.product(args.select_by, args.select):
-            methods += [selected(m, ratio, judge) for m in scored_at(name, model, steps, args.test_steps)]
+        for judge, ratio, spread in itertools.product(args.select_by, args.select, args.select_spread):
+            methods += [selected(m, ratio, judge, spread) for m in scored_at(name, model, steps, args.test_steps)]
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
