@@ -1,4 +1,5 @@
-"""The command-line tools in ``tools/``: the validation split of ``validate_context.py`` and its argument errors."""
+"""The command-line tools in ``tools/``: the validation split of ``validate_context.py`` and its argument errors;
+``adaptation_compute.py``'s counts."""
 
 import dataclasses
 import importlib.util
@@ -7,7 +8,7 @@ import re
 import pytest
 import torch
 
-from metagan_lib import fewshot
+from metagan_lib import bench, fewshot
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.paths import repo_root
 
@@ -254,3 +255,38 @@ def test_the_validation_tool_prints_the_test_steps_the_rule_picks(capsys):
     summary = {**summary, methods[0].name: entry(1.7, 0.4), methods[1].name: entry(1.7, 0.4)}
     tool.print_test_step_choice(summary, {"candidate": methods}, real="real held-out")
     assert "no test-step count in [5, 10, 20] passes the rule" in capsys.readouterr().out
+
+
+def test_adaptation_compute_counts_every_step_alike_and_inversions_step_in_closed_form(capsys):
+    tool = load_tool("adaptation_compute")
+    tiny = ["--shots", "2", "--samples", "2", "--context-steps", "1", "2", "3", "--inversion-steps", "1", "2", "3"]
+    two, one = (tool.main(["--ways", w, *tiny, "--select", "2", "--repeats", "1"]) for w in ("2", "1"))
+    flops = {(r["method"], r["steps"]): 1e9 * r["gflop"] for r in two}
+    assert {m for m, _ in flops} == {"fifth learner", "fifth learner, guide novelty keeps 1 in 2", "latent inversion"}
+    for method in {m for m, _ in flops}:
+        first, second, third = (flops[method, s] for s in (1, 2, 3))
+        assert second > first and third - second == pytest.approx(second - first, rel=1e-9)  # each step alike
+    # one inversion step: the generator's forward and its backward to the 2 x 2 latents
+    generator = tool.inversion_baseline(torch.device("cpu")).generator
+    z = torch.randn(4, generator.z_dim, requires_grad=True)
+    step = bench.counted_flops(lambda: torch.autograd.grad(generator(z).sum(), z))
+    assert flops["latent inversion", 2] - flops["latent inversion", 1] == step
+    for row, single in zip(two, one):  # vmap over two classes: twice one class's work, less what they share
+        assert 1.99 * single["gflop"] <= row["gflop"] <= 2 * single["gflop"] and row["seconds"] > 0
+    table = capsys.readouterr().out
+    assert "| latent inversion | 3 |" in table and "FLOPs (x latent inversion at 3 steps)" in table
+    assert table.count("| 1.000 |") >= 2  # the reference row against itself
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--ways", "0"], "argument --ways: 0 is not a positive integer"),
+        (["--context-steps", "5", "-1"], "argument --context-steps: -1 is not a positive integer"),
+        (["--select", "x"], "argument --select: invalid positive value: 'x'"),
+    ],
+)
+def test_adaptation_compute_refuses_bad_arguments_before_building_anything(bad, message, capsys):
+    with pytest.raises(SystemExit):
+        load_tool("adaptation_compute").main(bad)
+    assert message in capsys.readouterr().err
