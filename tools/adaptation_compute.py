@@ -28,10 +28,13 @@ from metagan_lib.runtime import choose_device
 Job = tuple[str, int, Callable[[], torch.Tensor]]
 
 
-def fifth_learner(shots: int, device: torch.device) -> context.ContextMetaGAN:
+def fifth_learner(shots: int, device: torch.device, inner_samples: int | None = None) -> context.ContextMetaGAN:
     """The fifth learner's architecture (:func:`context.chosen_context_configs`) with a guide network of
-    :data:`context.GUIDE_WIDTH` channels, freshly initialised."""
+    :data:`context.GUIDE_WIDTH` channels, freshly initialised; ``inner_samples`` (if given) replaces the samples drawn
+    per inner step, a test-time setting (``tools/validate_context.py --test-setting inner_samples=N``)."""
     config = context.chosen_context_configs(shots=shots)[context.CHOSEN_CONTEXT_LEARNER]
+    if inner_samples is not None:
+        config = config.replace(inner_samples=inner_samples)
     guide = FeatureNet(num_classes=1, width=context.GUIDE_WIDTH)
     return context.attach_guide(context.new_context_gan(config, device), guide)
 
@@ -50,21 +53,34 @@ def adaptation_jobs(
     context_steps: Sequence[int],
     inversion_steps: Sequence[int],
     select: int | None,
+    spread: float = 0.0,
+    inner_samples: Sequence[int] = (),
 ) -> list[Job]:
     """(method, adaptation steps, one call adapting to ``support`` ``[C, K, 1, 28, 28]`` and drawing ``samples``
-    images per class) for every step count; with ``select``, also the fifth learner keeping 1 in ``select`` of its
-    samples by the guide-novelty judge."""
+    images per class) for every step count: the fifth learner (also with each test-time number of ``inner_samples``),
+    with ``select`` also keeping 1 in ``select`` of its samples by the guide-novelty judge (spread apart by ``spread``),
+    and latent inversion."""
     device = support.device
     learner = fifth_learner(support.shape[1], device)
     inversion = inversion_baseline(device)
     jobs: list[Job] = [
         ("fifth learner", s, lambda s=s: context.adapt_and_sample(learner, support, s, samples)) for s in context_steps
     ]
-    if select is not None:
-        selection = context.SampleSelection(learner, select, "guide-novelty")
+    for count in inner_samples:
+        fewer = fifth_learner(support.shape[1], device, count)
         jobs += [
             (
-                f"fifth learner, guide novelty keeps 1 in {select}",
+                f"fifth learner, {count} inner samples",
+                s,
+                lambda s=s, m=fewer: context.adapt_and_sample(m, support, s, samples),
+            )
+            for s in context_steps
+        ]
+    if select is not None:
+        selection = context.SampleSelection(learner, select, "guide-novelty", spread)
+        jobs += [
+            (
+                f"fifth learner, guide novelty keeps 1 in {select}" + (f", spread {spread:g}" if spread else ""),
                 s,
                 lambda s=s: context.adapt_and_select(selection, support, s, samples),
             )
@@ -121,13 +137,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--select", type=positive, help="also the sample filter keeping 1 in SELECT (the validation tool's choice: 4)"
     )
+    parser.add_argument("--select-spread", type=float, default=0.0, help="the filter's spread (the chosen one: 0.05)")
+    parser.add_argument(
+        "--inner-samples", nargs="+", type=positive, default=[], help="also the fifth learner with N inner samples"
+    )
     parser.add_argument("--repeats", type=positive, default=3, help="timed calls per row (the median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args(argv)
+    if args.select_spread < 0 or (args.select_spread > 0 and args.select is None):
+        parser.error("--select-spread must be >= 0, and > 0 only with --select (the filter it spreads)")
     device = choose_device(args.device)
     generator = torch.Generator(device=device).manual_seed(0)
     support = torch.rand(args.ways, args.shots, 1, 28, 28, generator=generator, device=device) * 2 - 1
-    jobs = adaptation_jobs(support, args.samples, args.context_steps, args.inversion_steps, args.select)
+    jobs = adaptation_jobs(
+        support,
+        args.samples,
+        args.context_steps,
+        args.inversion_steps,
+        args.select,
+        args.select_spread,
+        args.inner_samples,
+    )
     rows = measure(jobs, device, args.repeats)
     reference = next(r for r in rows if r["method"] == "latent inversion" and r["steps"] == max(args.inversion_steps))
     print(f"{args.ways}-way K = {args.shots}, {args.samples} images drawn per class, {torch.get_num_threads()} threads")
