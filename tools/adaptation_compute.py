@@ -1,14 +1,16 @@
-"""Adaptation compute per few-shot task: the fifth learner's test-time adaptation against latent inversion's.
+r"""Adaptation compute per few-shot task: the fifth learner's test-time adaptation against latent inversion's.
 
 Counts the FLOPs (``torch.utils.flop_counter``'s formulas: convolutions and matrix products, forward and backward; the
 same on every machine) and times one call of adapting to a C-way K-shot task and drawing n images per class, for the
 networks notebooks 05-06 compare: the fifth learner (context Reptile-query with its pair discriminator's and guide
-network's inner terms, optionally with notebook 06's sample filter) and latent inversion of the shots into notebook 02's
-pretrained DCGAN. The networks are freshly initialised: the compute depends on their architecture, not their weights.
-Times are medians of ``--repeats`` calls in one run; compare them within the run::
+network's inner terms; optionally also with ``tools/validate_context.py``'s sample filter, or with fewer inner samples)
+and latent inversion of the shots into notebook 02's pretrained DCGAN. The networks are freshly initialised: the compute
+depends on their architecture, not their weights. Times are medians of ``--repeats`` calls in one run; compare them
+within the run (the run in ``docs/experiments.md``: the second line)::
 
     python tools/adaptation_compute.py                  # 20-way K = 5, 20 images a class
-    python tools/adaptation_compute.py --context-steps 5 20 40 --select 4 --inversion-steps 20 200
+    python tools/adaptation_compute.py --context-steps 5 20 40 --select 4 --select-spread 0.05 --inner-samples 4 \
+        --inversion-steps 20 200 --repeats 5
 """
 
 from __future__ import annotations
