@@ -303,8 +303,9 @@ def test_adaptation_compute_measures_the_networks_the_notebooks_compare():
         (["--ways", "0"], "argument --ways: 0 is not a positive integer"),
         (["--context-steps", "5", "-1"], "argument --context-steps: -1 is not a positive integer"),
         (["--select", "x"], "argument --select: invalid positive value: 'x'"),
-        (["--select-spread", "0.05"], "--select-spread must be >= 0, and > 0 only with --select"),
-        (["--select", "4", "--select-spread", "-1"], "--select-spread must be >= 0"),
+        (["--select-spread", "0.05"], "--select-spread must be a finite number >= 0, and > 0 only with --select"),
+        (["--select", "4", "--select-spread", "-1"], "--select-spread must be a finite number >= 0"),
+        (["--select", "4", "--select-spread", "nan"], "--select-spread must be a finite number >= 0"),
     ],
 )
 def test_adaptation_compute_refuses_bad_arguments_with_the_reason(bad, message, capsys):

@@ -16,6 +16,7 @@ within the run (the run in ``docs/experiments.md``: the second line)::
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -123,6 +124,7 @@ def format_table(rows: list[dict], reference: dict) -> str:
 
 
 def positive(text: str) -> int:
+    """An argparse type: ``text`` as an integer of at least 1 (argparse's error naming the option otherwise)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
@@ -146,8 +148,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=positive, default=3, help="timed calls per row (the median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args(argv)
-    if args.select_spread < 0 or (args.select_spread > 0 and args.select is None):
-        parser.error("--select-spread must be >= 0, and > 0 only with --select (the filter it spreads)")
+    if not (args.select_spread >= 0 and math.isfinite(args.select_spread)) or (
+        args.select_spread and args.select is None
+    ):
+        parser.error("--select-spread must be a finite number >= 0, and > 0 only with --select (the filter it spreads)")
     device = choose_device(args.device)
     generator = torch.Generator(device=device).manual_seed(0)
     support = torch.rand(args.ways, args.shots, 1, 28, 28, generator=generator, device=device) * 2 - 1
