@@ -217,8 +217,39 @@ def test_steps_by_rule(scores: dict[int, dict[str, float]], real_diversity: floa
 def chosen_test_steps(config: ContextConfig, dataset: str) -> int:
     """The inner steps a context learner is tested with on ``dataset``: :data:`CHOSEN_TEST_STEPS` for the fifth learner
     where its validation sweep chose them, else the ``inner_steps`` it was meta-trained with."""
-    chosen = chosen_context_configs(config.tasks, config.shots)[CHOSEN_CONTEXT_LEARNER]
-    return CHOSEN_TEST_STEPS.get(dataset, config.inner_steps) if config == chosen else config.inner_steps
+    return CHOSEN_TEST_STEPS.get(dataset, config.inner_steps) if _is_fifth_learner(config) else config.inner_steps
+
+
+def _is_fifth_learner(config: ContextConfig) -> bool:
+    return config == chosen_context_configs(config.tasks, config.shots)[CHOSEN_CONTEXT_LEARNER]
+
+
+@dataclass(frozen=True)
+class SampleFilter:
+    """A sample filter the fifth learner is tested with on one dataset: ``steps`` inner steps, then
+    :class:`SampleSelection` with ``oversample``, ``judge`` and ``spread`` (:func:`adapt_and_select`)."""
+
+    steps: int
+    oversample: int
+    judge: str
+    spread: float
+
+
+CHOSEN_TEST_FILTERS: dict[str, SampleFilter] = {
+    "omniglot": SampleFilter(steps=40, oversample=4, judge="guide-novelty", spread=0.05)
+}
+"""The fifth learner's sample filter on the datasets whose seen-class validation tasks adopted one: on Omniglot (Korean
+held out) the guide-novelty judge keeping 1 in 4 at 40 test steps, the rule's pick among judges, ratios and test steps
+(``tools/validate_context.py --select 2 4 --select-by ...``), spread 0.05 by a second rule written before any spread
+was scored (``--select-spread``); the runs and rules are in ``docs/experiments.md`` ("Keeping the samples the guide
+network judges best", "Keeping them spread apart"). Every other dataset: the samples as drawn after
+:func:`chosen_test_steps`."""
+
+
+def chosen_test_filter(config: ContextConfig, dataset: str) -> SampleFilter | None:
+    """The sample filter a context learner is tested with on ``dataset``: :data:`CHOSEN_TEST_FILTERS` for the fifth
+    learner where its validation adopted one, else ``None`` (the samples kept as drawn)."""
+    return CHOSEN_TEST_FILTERS.get(dataset) if _is_fifth_learner(config) else None
 
 
 @dataclass

@@ -24,12 +24,20 @@ import torch
 from . import evaluation as E
 from .artifacts import content_hash, load_or_build
 from .data import ImageDataset
-from .methods import GENERATIVE_KINDS, Method, generate, pretrain_on_seen, pretrained_gan_job, replace_diverged
+from .methods import (
+    GENERATIVE_KINDS,
+    Method,
+    context_method,
+    generate,
+    pretrain_on_seen,
+    pretrained_gan_job,
+    replace_diverged,
+)
 from .runtime import parallel_calls
 from .seeds import derive_seed
 from .tasks import TaskSampler
 
-__all__ = [  # the protocol's public names; Method and the pretrained-GAN job come from .methods (notebooks 02, 06)
+__all__ = [  # the protocol's public names; Method, context_method and the pretrained-GAN job come from .methods
     "BenchmarkResult",
     "GENERATIVE_KINDS",
     "LOWER_IS_BETTER",
@@ -39,6 +47,7 @@ __all__ = [  # the protocol's public names; Method and the pretrained-GAN job co
     "MIX_WEIGHTS",
     "Method",
     "choose_mix_weights",
+    "context_method",
     "downstream_seed",
     "downstream_settings",
     "evaluate_seed",

@@ -72,6 +72,18 @@ def pretrain_on_seen(
     return train_or_load(path, images, config, seed=seed, device=device, description="pretraining on seen classes")
 
 
+def context_method(name: str, model: context.ContextMetaGAN, dataset_name: str) -> Method:
+    """A context meta-GAN as notebook 06 tests it on ``dataset_name``: adapted for
+    :func:`~metagan_lib.context.chosen_test_steps`, or, for the fifth learner on a dataset whose validation adopted
+    a sample filter (:func:`~metagan_lib.context.chosen_test_filter`), for the filter's steps, its samples filtered."""
+    test_filter = context.chosen_test_filter(model.config, dataset_name)
+    if test_filter is None:
+        steps = context.chosen_test_steps(model.config, dataset_name)
+        return Method(name, kind="context", model=model, steps=steps, role="meta-learner")
+    selection = context.SampleSelection(model, test_filter.oversample, test_filter.judge, test_filter.spread)
+    return Method(name, kind="context-select", model=selection, steps=test_filter.steps, role="meta-learner")
+
+
 def _copy_shots(
     method: Method, shots: torch.Tensor, ceiling: torch.Tensor, n: int, steps: int, seed: int
 ) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metagan_lib import context as C
-from metagan_lib import inversion, losses, profiles
+from metagan_lib import fewshot, inversion, losses, profiles
 from metagan_lib import meta as M
 from metagan_lib.artifacts import DamagedArtifactWarning, meta_training_key
 from metagan_lib.evaluation import FeatureNet
@@ -480,6 +480,28 @@ def test_only_the_fifth_learner_takes_the_test_steps_chosen_for_a_dataset():
     for config in C.standard_context_configs(tasks=4, shots=3).values():  # the four rules: as meta-trained
         assert C.chosen_test_steps(config, "omniglot") == config.inner_steps == 3
     assert C.chosen_test_steps(fifth.replace(inner_lr=2.0), "omniglot") == 5  # another candidate: not the chosen one
+
+
+def test_only_the_fifth_learner_takes_the_sample_filter_chosen_for_a_dataset(strokes):
+    fifth = C.chosen_context_configs(tasks=4, shots=3)[C.CHOSEN_CONTEXT_LEARNER]
+    omniglot = C.chosen_test_filter(fifth, "omniglot")
+    # the validation's pick (docs/experiments.md): guide novelty keeps 1 in 4 after 40 test steps, spread 0.05
+    assert (omniglot.steps, omniglot.oversample, omniglot.judge, omniglot.spread) == (40, 4, "guide-novelty", 0.05)
+    assert C.chosen_test_filter(fifth, "glyphs") is C.chosen_test_filter(fifth, "digits") is None
+    for config in [*C.standard_context_configs(tasks=4, shots=3).values(), fifth.replace(inner_lr=2.0)]:
+        assert C.chosen_test_filter(config, "omniglot") is None
+    guided = C.attach_guide(C.new_context_gan(fifth, seed=0), FeatureNet(num_classes=3))
+    filtered = fewshot.context_method("fifth", guided, "omniglot")
+    plain = fewshot.context_method("fifth", guided, "glyphs")
+    assert (filtered.kind, filtered.steps, filtered.role) == ("context-select", 40, "meta-learner")
+    assert filtered.model == C.SampleSelection(guided, 4, "guide-novelty", 0.05)
+    assert (plain.kind, plain.steps, plain.model) == ("context", 5, guided)
+    four_rules = C.new_context_gan(C.standard_context_configs(tasks=4, shots=3)["context Reptile"], seed=0)
+    four_rules_method = fewshot.context_method("Reptile", four_rules, "omniglot")
+    assert (four_rules_method.kind, four_rules_method.steps) == ("context", 3)
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 3).support[0]
+    images = fewshot.generate(filtered, support, None, n=3, steps=1, seed=0)  # 12 drawn a class, the 3 kept
+    assert images.shape == (2, 3, 1, 28, 28) and torch.isfinite(images).all()
 
 
 def test_latent_inversion_reconstructs_images_the_generator_can_make():
