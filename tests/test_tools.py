@@ -265,13 +265,15 @@ def test_adaptation_compute_counts_every_step_alike_and_inversions_step_in_close
     two, one = (tool.main(["--ways", w, *tiny, *options]) for w in ("2", "1"))
     flops = {(r["method"], r["steps"]): 1e9 * r["gflop"] for r in two}
     filtered, fewer = "fifth learner, guide novelty keeps 1 in 2, spread 0.5", "fifth learner, 4 inner samples"
-    assert {m for m, _ in flops} == {"fifth learner", fewer, filtered, "latent inversion"}
+    fewer_filtered = f"{fewer}, guide novelty keeps 1 in 2, spread 0.5"
+    assert {m for m, _ in flops} == {"fifth learner", fewer, filtered, fewer_filtered, "latent inversion"}
     step = {}
     for method in {m for m, _ in flops}:
         first, second, third = (flops[method, s] for s in (1, 2, 3))
         assert second > first and third - second == pytest.approx(second - first, rel=1e-9)  # each step alike
         step[method] = second - first
     assert step[filtered] == step["fifth learner"] and step[fewer] < step["fifth learner"] / 2  # 4 of 16 samples
+    assert step[fewer_filtered] == step[fewer]  # the filter draws after adaptation: each step costs what it did
     assert flops[filtered, 1] > flops["fifth learner", 1]  # twice the samples drawn, and their guide features
     # one inversion step: the generator's forward and its backward to the 2 x 2 latents
     generator = tool.inversion_baseline(torch.device("cpu")).generator

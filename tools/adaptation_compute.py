@@ -61,8 +61,8 @@ def adaptation_jobs(
 ) -> list[Job]:
     """(method, adaptation steps, one call adapting to ``support`` ``[C, K, 1, 28, 28]`` and drawing ``samples``
     images per class) for every step count: the fifth learner (also with each test-time number of ``inner_samples``),
-    with ``select`` also keeping 1 in ``select`` of its samples by the guide-novelty judge (spread apart by ``spread``),
-    and latent inversion."""
+    with ``select`` each of those also keeping 1 in ``select`` of its samples by the guide-novelty judge (spread apart
+    by ``spread``), and latent inversion."""
     device = support.device
     learner = fifth_learner(support.shape[1], device)
     inversion = inversion_baseline(device)
@@ -80,15 +80,17 @@ def adaptation_jobs(
             for s in context_steps
         ]
     if select is not None:
-        selection = context.SampleSelection(learner, select, "guide-novelty", spread)
-        jobs += [
-            (
-                f"fifth learner, guide novelty keeps 1 in {select}" + (f", spread {spread:g}" if spread else ""),
-                s,
-                lambda s=s: context.adapt_and_select(selection, support, s, samples),
-            )
-            for s in context_steps
+        kept = f"guide novelty keeps 1 in {select}" + (f", spread {spread:g}" if spread else "")
+        learners = [("fifth learner", learner)] + [
+            (f"fifth learner, {count} inner samples", fifth_learner(support.shape[1], device, count))
+            for count in inner_samples
         ]
+        for name, model in learners:
+            selection = context.SampleSelection(model, select, "guide-novelty", spread)
+            jobs += [
+                (f"{name}, {kept}", s, lambda s=s, m=selection: context.adapt_and_select(m, support, s, samples))
+                for s in context_steps
+            ]
     jobs += [
         ("latent inversion", s, lambda s=s: invert_and_sample(inversion, support, s, samples)) for s in inversion_steps
     ]
@@ -143,7 +145,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--select-spread", type=float, default=0.0, help="the filter's spread (the chosen one: 0.05)")
     parser.add_argument(
-        "--inner-samples", nargs="+", type=positive, default=[], help="also the fifth learner with N inner samples"
+        "--inner-samples",
+        nargs="+",
+        type=positive,
+        default=[],
+        help="also the fifth learner with N inner samples (with --select: also filtered)",
     )
     parser.add_argument("--repeats", type=positive, default=3, help="timed calls per row (the median is printed)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
