@@ -64,28 +64,19 @@ def adaptation_jobs(
     with ``select`` each of those also keeping 1 in ``select`` of its samples by the guide-novelty judge (spread apart
     by ``spread``), and latent inversion."""
     device = support.device
-    learner = fifth_learner(support.shape[1], device)
+    learners = {"fifth learner": fifth_learner(support.shape[1], device)} | {
+        f"fifth learner, {count} inner samples": fifth_learner(support.shape[1], device, count)
+        for count in inner_samples
+    }
     inversion = inversion_baseline(device)
     jobs: list[Job] = [
-        ("fifth learner", s, lambda s=s: context.adapt_and_sample(learner, support, s, samples)) for s in context_steps
+        (name, s, lambda s=s, m=model: context.adapt_and_sample(m, support, s, samples))
+        for name, model in learners.items()
+        for s in context_steps
     ]
-    for count in inner_samples:
-        fewer = fifth_learner(support.shape[1], device, count)
-        jobs += [
-            (
-                f"fifth learner, {count} inner samples",
-                s,
-                lambda s=s, m=fewer: context.adapt_and_sample(m, support, s, samples),
-            )
-            for s in context_steps
-        ]
     if select is not None:
         kept = f"guide novelty keeps 1 in {select}" + (f", spread {spread:g}" if spread else "")
-        learners = [("fifth learner", learner)] + [
-            (f"fifth learner, {count} inner samples", fifth_learner(support.shape[1], device, count))
-            for count in inner_samples
-        ]
-        for name, model in learners:
+        for name, model in learners.items():
             selection = context.SampleSelection(model, select, "guide-novelty", spread)
             jobs += [
                 (f"{name}, {kept}", s, lambda s=s, m=selection: context.adapt_and_select(m, support, s, samples))
