@@ -221,6 +221,35 @@ def test_a_selection_wraps_the_trained_model_and_names_its_ratio():
     assert spread.model.spread == 0.5 and by_guide.model.spread == 0
 
 
+def test_each_test_setting_is_scored_plain_and_through_each_filter():
+    from metagan_lib import context
+
+    tool = load_tool("validate_context")
+    model = context.attach_guide(context.new_context_gan(context.ContextConfig(width=8), seed=0), FeatureNet(3))
+    selections = [("discriminator", 4, 0.0), ("discriminator", 2, 0.5)]
+    methods = tool.candidate_methods("c", model, 5, [10, 20], [("inner_samples", 4)], selections)
+    assert [m.name for m in methods] == [
+        "c, 10 test steps",
+        "c, 20 test steps",
+        "c, test inner_samples 4, 10 test steps",
+        "c, test inner_samples 4, 20 test steps",
+        "c, 10 test steps, D keeps 1 in 4",
+        "c, 20 test steps, D keeps 1 in 4",
+        "c, 10 test steps, D keeps 1 in 2, spread 0.5",
+        "c, 20 test steps, D keeps 1 in 2, spread 0.5",
+        "c, test inner_samples 4, 10 test steps, D keeps 1 in 4",
+        "c, test inner_samples 4, 20 test steps, D keeps 1 in 4",
+        "c, test inner_samples 4, 10 test steps, D keeps 1 in 2, spread 0.5",
+        "c, test inner_samples 4, 20 test steps, D keeps 1 in 2, spread 0.5",
+    ]
+    assert [m.steps for m in methods] == [10, 20] * 6
+    filtered_fewer = methods[-1].model  # the selection wraps the model whose test setting changed, not the trained one
+    assert filtered_fewer.model.config.inner_samples == 4 and filtered_fewer.model.meta_params is model.meta_params
+    assert (filtered_fewer.oversample, filtered_fewer.spread) == (2, 0.5)
+    assert all(m.model.config.inner_samples == model.config.inner_samples for m in methods[:2])
+    assert tool.candidate_methods("c", model, 5, None, [], []) == tool.scored_at("c", model, 5, None)
+
+
 def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(strokes, tmp_path):
     from metagan_lib import evaluation
 

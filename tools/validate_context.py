@@ -25,7 +25,8 @@ average of the meta-parameters (see ``--help``);
 ``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
 test time (no retraining), ``--select R --select-by JUDGE`` with R times the samples drawn and the best kept by the pair
-discriminator or the guide network (``context.SampleSelection``), ``--select-spread S`` keeping them spread apart;
+discriminator or the guide network (``context.SampleSelection``), ``--select-spread S`` keeping them spread apart (with
+``--test-setting`` too, each test setting is also scored filtered);
 ``--fit-check`` scores them on meta-training classes
 too (the feature network has seen those classes, so compare the candidate with the real images of the same table).
 """
@@ -192,6 +193,16 @@ def with_test_setting(name: str, model, field: str, value) -> tuple[str, object]
     return f"{name}, test {field} {value:g}", dataclasses.replace(model, config=model.config.replace(**{field: value}))
 
 
+def candidate_methods(name: str, model, steps: int, test_steps, test_settings, selections) -> list:
+    """Every method one trained candidate is scored as: at ``steps`` (or each of ``test_steps``); with each
+    ``(field, value)`` of ``test_settings``; and each of those filtered by each ``(judge, ratio, spread)`` of
+    ``selections``."""
+    variants = [(name, model), *(with_test_setting(name, model, field, value) for field, value in test_settings)]
+    plain = [scored_at(*variant, steps, test_steps) for variant in variants]
+    filtered = [selected(m, ratio, judge, spread) for ms in plain for judge, ratio, spread in selections for m in ms]
+    return [m for ms in plain for m in ms] + filtered
+
+
 SELECTION_NAMES = {"discriminator": "D", "guide": "guide", "guide-novelty": "guide novelty"}
 
 
@@ -304,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         metavar="KEY=VALUE",
         help=f"also score each candidate adapted at test time with one setting changed, no retraining (KEY: "
-        f"{', '.join(TEST_SETTINGS)}); one scored method per KEY=VALUE",
+        f"{', '.join(TEST_SETTINGS)}); one scored method per KEY=VALUE (and with --select, its filtered ones)",
     )
     parser.add_argument(
         "--select",
@@ -508,12 +519,9 @@ def main(argv: list[str] | None = None) -> None:
             raw = dataclasses.replace(model, ema_params=None)
             methods += scored_at(name, raw, steps, args.test_steps)
             name += f", EMA {args.ema_decay:g}"
-        methods += scored_at(name, model, steps, args.test_steps)
-        swept[name] = methods[-len(args.test_steps or [steps]) :]
-        for field, value in test_settings:
-            methods += scored_at(*with_test_setting(name, model, field, value), steps, args.test_steps)
-        for judge, ratio, spread in itertools.product(args.select_by, args.select, args.select_spread):
-            methods += [selected(m, ratio, judge, spread) for m in scored_at(name, model, steps, args.test_steps)]
+        swept[name] = scored_at(name, model, steps, args.test_steps)
+        selections = list(itertools.product(args.select_by, args.select, args.select_spread))
+        methods += candidate_methods(name, model, steps, args.test_steps, test_settings, selections)
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
