@@ -28,6 +28,7 @@ from .methods import (
     GENERATIVE_KINDS,
     Method,
     context_method,
+    context_methods,
     generate,
     pretrain_on_seen,
     pretrained_gan_job,
@@ -48,6 +49,7 @@ __all__ = [  # the protocol's public names; Method, context_method and the pretr
     "Method",
     "choose_mix_weights",
     "context_method",
+    "context_methods",
     "downstream_seed",
     "downstream_settings",
     "evaluate_seed",
@@ -361,7 +363,7 @@ class BenchmarkResult(TypedDict):
     downstream: dict  # {"5-way 5-shot": {method: {"weight", "mean", "ci95", "n", "by_weight"}}, ...}
     downstream_validation: dict  # {setting: {method: {weight: seen-class accuracy}}}
     downstream_classifier: str  # whose features the downstream prototype classifier uses (FeatureNet or ProtoNet)
-    methods: dict  # {method: {"kind", "role", "steps"}}
+    methods: dict  # {method: {"kind", "role", "steps"[, "compute_within"]}}
     profile: NotRequired[str]  # added by notebook 06
     profile_settings: NotRequired[dict]  # added by notebook 06
 
@@ -433,8 +435,19 @@ def run_benchmark(
         "by_steps": {str(steps): summarise(grouped[("by_steps", str(steps))]) for steps in step_counts},
         "downstream": _downstream_summary(grouped, downstream),
         "downstream_validation": validation,
-        "methods": {m.name: {"kind": m.kind, "role": m.role, "steps": m.steps} for m in methods},
+        "methods": {m.name: _method_entry(m) for m in methods},
     }
+
+
+def _method_entry(method: Method) -> dict:
+    """What the results keep of a method: its kind, role and budget, and ``compute_within`` where it is set."""
+    entry = {"kind": method.kind, "role": method.role, "steps": method.steps}
+    return entry | ({"compute_within": method.compute_within} if method.compute_within else {})
+
+
+def _method_key(method: Method) -> list:
+    within = [method.compute_within] if method.compute_within else []  # keys of methods without one stay as they were
+    return [method.name, method.kind, method.role, method.steps, content_hash(method.model), *within]
 
 
 def _estimate(values: list[float]) -> dict[str, float]:
@@ -448,11 +461,12 @@ def _estimate(values: list[float]) -> dict[str, float]:
 
 
 def evaluation_key(kind: str, methods: list[Method], dataset: ImageDataset, nets: list, settings: dict) -> dict:
-    """Everything that determines an evaluation's numbers: each method's name, kind, role, budget and the contents of
-    its model (:func:`~metagan_lib.artifacts.content_hash`), the dataset, the scoring networks and the settings."""
+    """Everything that determines an evaluation's numbers: each method's name, kind, role, budget, the contents of its
+    model (:func:`~metagan_lib.artifacts.content_hash`) and its ``compute_within`` where set, the dataset, the scoring
+    networks and the settings."""
     return {
         "kind": kind,
-        "methods": [[m.name, m.kind, m.role, m.steps, content_hash(m.model)] for m in methods],
+        "methods": [_method_key(m) for m in methods],
         "dataset": dataset.name,
         "data": content_hash([dataset.images, dataset.labels, dataset.seen_classes, dataset.unseen_classes]),
         "nets": [content_hash(net) for net in nets],

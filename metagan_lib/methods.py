@@ -36,6 +36,8 @@ class Method:
     ``"vae"`` encodes the shots into a VAE or VAE-GAN (:class:`~metagan_lib.vae.VAEFewShot`),
     ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
     ``steps`` is the method's own adaptation budget (its inner steps, or inversion's and the VAE's Adam steps).
+    ``compute_within``: the kind of a baseline whose adaptation compute this method's stays within (measured by
+    ``tools/adaptation_compute.py``), compared with it in the verdicts; ``""`` for none.
     """
 
     name: str
@@ -43,12 +45,16 @@ class Method:
     model: object = None
     steps: int = 0
     role: str = "baseline"
+    compute_within: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in GENERATORS:
             raise ValueError(f"Unknown method kind {self.kind!r}; choose one of {', '.join(GENERATORS)}.")
         if self.role not in ROLES:
             raise ValueError(f"Unknown role {self.role!r}; choose one of {', '.join(ROLES)}.")
+        if self.compute_within and self.compute_within not in GENERATORS:
+            kinds = ", ".join(GENERATORS)
+            raise ValueError(f"compute_within names a method kind, one of {kinds}; got {self.compute_within!r}.")
         if self.kind in GENERATIVE_KINDS and self.model is None:
             raise ValueError(f"Method {self.name!r} of kind {self.kind!r} needs a model.")
 
@@ -80,8 +86,29 @@ def context_method(name: str, model: context.ContextMetaGAN, dataset_name: str) 
     if test_filter is None:
         steps = context.chosen_test_steps(model.config, dataset_name)
         return Method(name, kind="context", model=model, steps=steps, role="meta-learner")
-    selection = context.SampleSelection(model, test_filter.oversample, test_filter.judge, test_filter.spread)
-    return Method(name, kind="context-select", model=selection, steps=test_filter.steps, role="meta-learner")
+    return Method(
+        name, kind="context-select", model=test_filter.selection(model), steps=test_filter.steps, role="meta-learner"
+    )
+
+
+def context_methods(name: str, model: context.ContextMetaGAN, dataset_name: str) -> list[Method]:
+    """:func:`context_method`, then, for the fifth learner on a dataset where that spends more adaptation compute
+    than latent inversion, its test setting within inversion's compute
+    (:func:`~metagan_lib.context.within_inversion_compute_filter`), named ``"<name>, within inversion's compute"``."""
+    methods = [context_method(name, model, dataset_name)]
+    cheaper = context.within_inversion_compute_filter(model.config, dataset_name)
+    if cheaper is not None:
+        methods.append(
+            Method(
+                f"{name}, within inversion's compute",
+                kind="context-select",
+                model=cheaper.selection(model),
+                steps=cheaper.steps,
+                role="meta-learner",
+                compute_within="invert",
+            )
+        )
+    return methods
 
 
 def _copy_shots(

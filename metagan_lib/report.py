@@ -127,6 +127,29 @@ def _meta_learner_lines(rows: dict, roles: dict, generators: list[str], classes:
     return lines
 
 
+def _within_compute_lines(rows: dict, roles: dict, generators: list[str]) -> list[str]:
+    """Each meta-learner whose adaptation compute stays within a baseline's (``compute_within``, a method kind)
+    against that baseline, on the per-class metrics, diversity and copy score."""
+    real_diversity = rows["_real_diversity"]["diversity"]["mean"]
+    relative = lambda row: f"{row['diversity']['mean'] / real_diversity:.2f}x"
+    lines = []
+    for learner in [m for m in generators if roles[m]["role"] == "meta-learner" and roles[m].get("compute_within")]:
+        kind = roles[learner]["compute_within"]
+        for baseline in [m for m in generators if roles[m]["kind"] == kind and roles[m]["role"] == "baseline"]:
+            row, other = rows[learner], rows[baseline]
+            comparisons = "; ".join(
+                f"{label}: " + _compare(learner, row[metric], baseline, other[metric], metric)
+                for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+            )
+            lines.append(
+                f"Within {baseline}'s adaptation compute ({roles[learner]['steps']} steps against "
+                f"{roles[baseline]['steps']}; tools/adaptation_compute.py): {comparisons}; diversity {relative(row)} "
+                f"vs {relative(other)} that of real images; copy score {_cell(row['copy_score'])} vs "
+                f"{_cell(other['copy_score'])}."
+            )
+    return lines
+
+
 def _caveat_lines(rows: dict) -> list[str]:
     """Methods flagged as (or near) copying the shots, and methods whose adaptation diverged."""
     lines = []
@@ -189,6 +212,7 @@ def verdicts(results: dict) -> list[str]:
     return (
         _ranking_lines(rows, generators)
         + _meta_learner_lines(rows, roles, generators, meta["classes"])
+        + _within_compute_lines(rows, roles, generators)
         + _caveat_lines(rows)
         + _downstream_lines(results["downstream"])
     )

@@ -504,6 +504,34 @@ def test_only_the_fifth_learner_takes_the_sample_filter_chosen_for_a_dataset(str
     assert images.shape == (2, 3, 1, 28, 28) and torch.isfinite(images).all()
 
 
+def test_the_fifth_learner_alone_gets_a_second_test_setting_within_inversions_compute(strokes):
+    fifth = C.chosen_context_configs(tasks=4, shots=3)[C.CHOSEN_CONTEXT_LEARNER]
+    cheaper = C.within_inversion_compute_filter(fifth, "omniglot")
+    # the Korean validation's pick (docs/experiments.md): 4 inner samples, 25 steps, guide novelty 1 in 4, spread 0.1
+    assert (cheaper.steps, cheaper.inner_samples, cheaper.oversample, cheaper.judge, cheaper.spread) == (
+        25, 4, 4, "guide-novelty", 0.1
+    )  # fmt: skip
+    assert C.within_inversion_compute_filter(fifth, "glyphs") is None  # its 5 steps already stay within inversion's
+    for config in [*C.standard_context_configs(tasks=4, shots=3).values(), fifth.replace(inner_lr=2.0)]:
+        assert C.within_inversion_compute_filter(config, "omniglot") is None
+    guided = C.attach_guide(C.new_context_gan(fifth, seed=0), FeatureNet(num_classes=3))
+    chosen, within = fewshot.context_methods("fifth", guided, "omniglot")
+    assert chosen == fewshot.context_method("fifth", guided, "omniglot") and chosen.compute_within == ""
+    assert (within.name, within.kind, within.steps, within.role, within.compute_within) == (
+        "fifth, within inversion's compute", "context-select", 25, "meta-learner", "invert"
+    )  # fmt: skip
+    # the selection wraps the same weights, adapted with 4 inner samples instead of the 16 meta-trained with
+    assert within.model.model.config == guided.config.replace(inner_samples=4) != guided.config
+    assert within.model.model.meta_params is guided.meta_params and within.model.model.guide is guided.guide
+    assert (within.model.oversample, within.model.judge, within.model.spread) == (4, "guide-novelty", 0.1)
+    assert [m.name for m in fewshot.context_methods("fifth", guided, "glyphs")] == ["fifth"]
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 3).support[0]
+    images = fewshot.generate(within, support, None, n=3, steps=1, seed=0)
+    assert images.shape == (2, 3, 1, 28, 28) and torch.isfinite(images).all()
+    with pytest.raises(ValueError, match="compute_within names a method kind"):
+        fewshot.Method("x", kind="context", model=guided, compute_within="inversion")
+
+
 def test_latent_inversion_reconstructs_images_the_generator_can_make():
     torch.manual_seed(0)
     generator = ConvGenerator(z_dim=8, width=8).eval()

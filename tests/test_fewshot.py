@@ -7,6 +7,7 @@ from metagan_lib import evaluation as E
 from metagan_lib import fewshot, profiles, report
 from metagan_lib import meta as M
 from metagan_lib import methods as method_module
+from metagan_lib.artifacts import content_hash
 from metagan_lib.context import ContextConfig, new_context_gan
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.protonet import ProtoNet
@@ -199,6 +200,43 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
     assert "old" not in text and "| context MAML |" in text and text.endswith("end\n")
     assert "stale" not in text and "| file | kB |" in text
     assert report.results_path(tmp_path, "omniglot").name == "few_shot_omniglot.json"
+
+
+def test_a_learner_within_a_baselines_compute_is_compared_with_that_baseline():
+    results = fake_results()
+    assert not any(v.startswith("Within") for v in report.verdicts(results))  # no method sets compute_within
+    entry = lambda m: {"mean": m, "ci95": 0.01, "n": 3}
+    results["by_shots"]["5"]["context MAML, cheaper"] = {
+        **results["by_shots"]["5"]["context MAML"],
+        "class_frechet_distance": entry(0.7),
+        "class_fidelity": entry(0.3),
+    }
+    results["methods"]["context MAML, cheaper"] = {
+        "kind": "context",
+        "role": "meta-learner",
+        "steps": 2,
+        "compute_within": "adapt",
+    }
+    within = [v for v in report.verdicts(results) if v.startswith("Within")]
+    assert within == [  # each baseline of that kind, the per-class metrics compared at 95%
+        "Within fine-tune pretrained GAN's adaptation compute (2 steps against 20; tools/adaptation_compute.py): "
+        "class FD: fine-tune pretrained GAN (0.5 ± 0.01) beats context MAML, cheaper (0.7 ± 0.01) beyond the 95% "
+        "intervals; class fidelity: fine-tune pretrained GAN (0.5 ± 0.01) beats context MAML, cheaper (0.3 ± 0.01) "
+        "beyond the 95% intervals; diversity 0.50x vs 0.50x that of real images; copy score 1 ± 0.01 vs 1 ± 0.01.",
+        "Within scratch's adaptation compute (2 steps against 20; tools/adaptation_compute.py): "
+        "class FD: context MAML, cheaper (0.7 ± 0.01) beats scratch (0.9 ± 0.01) beyond the 95% intervals; "
+        "class fidelity: context MAML, cheaper (0.3 ± 0.01) beats scratch (0.1 ± 0.01) beyond the 95% intervals; "
+        "diversity 0.50x vs 0.50x that of real images; copy score 1 ± 0.01 vs 1 ± 0.01.",
+    ]
+    assert any(v.startswith("Best meta-learner: context MAML,") for v in report.verdicts(results))  # FD 0.2 < 0.7
+
+
+def test_compute_within_enters_the_evaluation_key_only_where_set(glyphs, net):
+    plain = fewshot.Method("copy", kind="copy", role="reference")
+    within = fewshot.Method("copy", kind="copy", role="reference", compute_within="invert")
+    key = lambda m: fewshot.evaluation_key("benchmark", [m], glyphs, [net], {})
+    assert key(plain)["methods"] == [["copy", "copy", "reference", 0, content_hash(None)]]  # as before the field
+    assert key(within)["methods"] == [["copy", "copy", "reference", 0, content_hash(None), "invert"]]
 
 
 def test_diverged_images_become_blank_and_are_counted():
