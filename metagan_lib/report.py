@@ -99,55 +99,51 @@ def _ranking_lines(rows: dict, generators: list[str]) -> list[str]:
     return lines
 
 
+def _relative_diversity(rows: dict, method: str) -> str:
+    return f"{rows[method]['diversity']['mean'] / rows['_real_diversity']['diversity']['mean']:.2f}x"
+
+
+def _against(rows: dict, learner: str, baseline: str) -> str:
+    """``learner`` against ``baseline``: both per-class metrics compared at 95%, then diversity and copy score."""
+    row, other = rows[learner], rows[baseline]
+    comparisons = "; ".join(
+        f"{label}: " + _compare(learner, row[metric], baseline, other[metric], metric)
+        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+    )
+    return (
+        f"{comparisons}; diversity {_relative_diversity(rows, learner)} vs {_relative_diversity(rows, baseline)} "
+        f"that of real images; copy score {_cell(row['copy_score'])} vs {_cell(other['copy_score'])}."
+    )
+
+
 def _meta_learner_lines(rows: dict, roles: dict, generators: list[str], classes: int) -> list[str]:
     """The best meta-learner (by per-class FD) and how it compares with every baseline."""
     learners = [m for m in generators if roles[m]["role"] == "meta-learner"]
     if not learners:
         return []
-    real_diversity = rows["_real_diversity"]["diversity"]["mean"]
-    relative = lambda row: f"{row['diversity']['mean'] / real_diversity:.2f}x"
     best = min(learners, key=lambda m: rows[m]["class_frechet_distance"]["mean"])
     row = rows[best]
     lines = [
         f"Best meta-learner: {best}, class fidelity {_cell(row['class_fidelity'])} (chance {1 / classes:.2f}), "
-        f"diversity {relative(row)} that of real images, copy score {_cell(row['copy_score'])}, "
+        f"diversity {_relative_diversity(rows, best)} that of real images, copy score {_cell(row['copy_score'])}, "
         f"{roles[best]['steps']} adaptation steps."
     ]
     for baseline in [m for m in generators if roles[m]["role"] == "baseline"]:
-        other = rows[baseline]
-        comparisons = "; ".join(
-            f"{label}: " + _compare(best, row[metric], baseline, other[metric], metric)
-            for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
-        )
-        lines.append(
-            f"vs {baseline} ({roles[baseline]['steps']} steps): {comparisons}; diversity {relative(row)} vs "
-            f"{relative(other)} that of real images; copy score {_cell(row['copy_score'])} "
-            f"vs {_cell(other['copy_score'])}."
-        )
+        lines.append(f"vs {baseline} ({roles[baseline]['steps']} steps): " + _against(rows, best, baseline))
     return lines
 
 
 def _within_compute_lines(rows: dict, roles: dict, generators: list[str]) -> list[str]:
     """Each meta-learner whose adaptation compute stays within a baseline's (``compute_within``, a method kind)
-    against that baseline, on the per-class metrics, diversity and copy score."""
-    real_diversity = rows["_real_diversity"]["diversity"]["mean"]
-    relative = lambda row: f"{row['diversity']['mean'] / real_diversity:.2f}x"
-    lines = []
-    for learner in [m for m in generators if roles[m]["role"] == "meta-learner" and roles[m].get("compute_within")]:
-        kind = roles[learner]["compute_within"]
-        for baseline in [m for m in generators if roles[m]["kind"] == kind and roles[m]["role"] == "baseline"]:
-            row, other = rows[learner], rows[baseline]
-            comparisons = "; ".join(
-                f"{label}: " + _compare(learner, row[metric], baseline, other[metric], metric)
-                for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
-            )
-            lines.append(
-                f"Within {baseline}'s adaptation compute ({roles[learner]['steps']} steps against "
-                f"{roles[baseline]['steps']}; tools/adaptation_compute.py): {comparisons}; diversity {relative(row)} "
-                f"vs {relative(other)} that of real images; copy score {_cell(row['copy_score'])} vs "
-                f"{_cell(other['copy_score'])}."
-            )
-    return lines
+    against that baseline."""
+    return [
+        f"Within {baseline}'s adaptation compute ({roles[learner]['steps']} steps against {roles[baseline]['steps']}; "
+        "tools/adaptation_compute.py): " + _against(rows, learner, baseline)
+        for learner in generators
+        if roles[learner]["role"] == "meta-learner" and roles[learner].get("compute_within")
+        for baseline in generators
+        if roles[baseline]["kind"] == roles[learner]["compute_within"] and roles[baseline]["role"] == "baseline"
+    ]
 
 
 def _caveat_lines(rows: dict) -> list[str]:
