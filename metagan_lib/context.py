@@ -443,10 +443,20 @@ def guide_features(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(functional_call(model.guide, model.guide_params, (images,)), dim=1)
 
 
-def guide_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def guide_prototype(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
+    """``mean_j f(images_j)``, the images' class prototype in the guide network's features: ``[K, 1, 28, 28]`` ->
+    ``[d]``."""
+    return guide_features(model, images).mean(0)
+
+
+def guide_distance(
+    model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor, prototype: torch.Tensor | None = None
+) -> torch.Tensor:
     """``|mean_i f(samples_i) - mean_j f(images_j)|^2``, ``f`` the guide network's L2-normalised features: how far the
-    samples' class prototype lies from the images' (samples ``[M, 1, 28, 28]``, images ``[K, 1, 28, 28]``)."""
-    return (guide_features(model, samples).mean(0) - guide_features(model, images).mean(0)).pow(2).sum()
+    samples' class prototype lies from the images' (samples ``[M, 1, 28, 28]``, images ``[K, 1, 28, 28]``).
+    ``prototype``: the images' :func:`guide_prototype` when already computed (the inner loop computes it once)."""
+    prototype = guide_prototype(model, images) if prototype is None else prototype
+    return (guide_prototype(model, samples) - prototype).pow(2).sum()
 
 
 def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -469,11 +479,18 @@ def set_distance(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Ten
 
 
 def inner_loss(
-    model: ContextMetaGAN, g_params: Params, d_params: Params | None, context: torch.Tensor, z: torch.Tensor, support
+    model: ContextMetaGAN,
+    g_params: Params,
+    d_params: Params | None,
+    context: torch.Tensor,
+    z: torch.Tensor,
+    support: torch.Tensor,
+    support_prototype: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What the inner loop descends: ``chamfer(G(z, c), support)``, plus ``inner_adv_weight`` x the pair
     discriminator's ``-log D([shot, G(z, c)])`` when that weight is positive (``d_params`` then required), plus
-    ``inner_guide_weight`` x the :func:`guide_distance` when that one is."""
+    ``inner_guide_weight`` x the :func:`guide_distance` when that one is (``support_prototype``: the shots'
+    :func:`guide_prototype`, if already computed; it does not depend on ``c``)."""
     samples = generate(model, g_params, z, context)
     loss = set_distance(model, samples, support)
     if model.config.inner_adv_weight:
@@ -481,7 +498,7 @@ def inner_loss(
             raise ValueError("ContextConfig(inner_adv_weight > 0) needs the discriminator's weights: pass d_params.")
         loss = loss + model.config.inner_adv_weight * adversarial_loss(model, d_params, support, samples)
     if model.config.inner_guide_weight:
-        loss = loss + model.config.inner_guide_weight * guide_distance(model, samples, support)
+        loss = loss + model.config.inner_guide_weight * guide_distance(model, samples, support, support_prototype)
     return loss
 
 
@@ -508,9 +525,10 @@ def inner_trajectory(
     """
     g_params, context = model.generator_params(params), initial_context(model, params, support)
     rates = params.get("rates", model.config.inner_lr)
+    prototype = guide_prototype(model, support) if model.config.inner_guide_weight else None  # the same at every step
     total = torch.zeros_like(context)
     for z in noise:
-        step = grad(lambda c: inner_loss(model, g_params, d_params, c, z, support))(context)
+        step = grad(lambda c: inner_loss(model, g_params, d_params, c, z, support, prototype))(context)
         step = step.detach() if first_order else step
         context, total = context - rates * step, total + step
     return context, total
@@ -807,16 +825,27 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
     return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples)])
 
 
-def _guide_distances(
-    model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distances in the guide network's L2-normalised features of each sample ``[C, M, ...]`` to its class's
-    shots' prototype (``[C, M]``) and to each of its shots ``[C, K, ...]`` (``[C, M, K]``)."""
-    features = lambda x: guide_features(model, x)
-    shot_features = features(support.to(model.device).flatten(0, 1)).unflatten(0, support.shape[:2])  # [C, K, d]
-    sample_features = features(samples.flatten(0, 1)).unflatten(0, samples.shape[:2])  # [C, M, d]
+def class_guide_features(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
+    """:func:`guide_features` of each class's images: ``[C, M, 1, 28, 28]`` -> ``[C, M, d]``."""
+    return guide_features(model, images.to(model.device).flatten(0, 1)).unflatten(0, images.shape[:2])
+
+
+def _feature_distances(shot_features: torch.Tensor, sample_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances of each sample's features ``[C, M, d]`` to its class's shots' prototype (``[C, M]``) and to
+    each of its shots' features ``[C, K, d]`` (``[C, M, K]``)."""
     to_prototype = (sample_features - shot_features.mean(1, keepdim=True)).pow(2).sum(-1)
     return to_prototype, torch.cdist(sample_features, shot_features).pow(2)
+
+
+def _prototype_nearness(to_prototype: torch.Tensor, to_shots: torch.Tensor) -> torch.Tensor:
+    return -to_prototype
+
+
+def _novelty(to_prototype: torch.Tensor, to_shots: torch.Tensor) -> torch.Tensor:
+    return to_shots.min(-1).values - to_prototype
+
+
+FEATURE_JUDGES = {"guide": _prototype_nearness, "guide-novelty": _novelty}  # judges scoring guide-feature distances
 
 
 @torch.no_grad()
@@ -824,7 +853,8 @@ def guide_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Te
     """Minus the squared distance of each sample's guide features to the mean guide features of its class's shots
     (L2-normalised, as in :func:`guide_distance`): support ``[C, K, 1, 28, 28]``, samples ``[C, M, 1, 28, 28]`` ->
     ``[C, M]`` (higher: nearer the shots' prototype)."""
-    return -_guide_distances(model, support, samples)[0]
+    features = class_guide_features(model, support), class_guide_features(model, samples)
+    return _prototype_nearness(*_feature_distances(*features))
 
 
 @torch.no_grad()
@@ -832,8 +862,8 @@ def guide_novelty_scores(model: ContextMetaGAN, support: torch.Tensor, samples: 
     """How much nearer each sample lies to its shots' prototype than to its nearest shot, in the guide network's
     features: ``min_k |f(x) - f(s_k)|^2 - |f(x) - mean_k f(s_k)|^2`` (``[C, M]``; higher: a new instance of the class
     rather than a copy of one shot; a copy of a shot scores below 0)."""
-    to_prototype, to_shots = _guide_distances(model, support, samples)
-    return to_shots.min(-1).values - to_prototype
+    features = class_guide_features(model, support), class_guide_features(model, samples)
+    return _novelty(*_feature_distances(*features))
 
 
 SELECTION_JUDGES = {"discriminator": pair_scores, "guide": guide_scores, "guide-novelty": guide_novelty_scores}
@@ -890,10 +920,15 @@ def adapt_and_select(
     judge scores highest (spread out when ``selection.spread > 0``), in the order drawn: ``[C, n, 1, 28, 28]``."""
     model = selection.model
     drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed)
-    scores = SELECTION_JUDGES[selection.judge](model, support, drawn)
+    with torch.no_grad():  # the drawn images' guide features, computed once for the judge and the spread
+        needs_features = selection.judge in FEATURE_JUDGES or selection.spread > 0
+        features = class_guide_features(model, drawn) if needs_features else None  # [C, M, d]
+        if selection.judge in FEATURE_JUDGES:
+            distances = _feature_distances(class_guide_features(model, support), features)
+            scores = FEATURE_JUDGES[selection.judge](*distances)
+        else:
+            scores = SELECTION_JUDGES[selection.judge](model, support, drawn)
     if selection.spread > 0:
-        with torch.no_grad():
-            features = guide_features(model, drawn.flatten(0, 1)).unflatten(0, drawn.shape[:2])  # [C, M, d]
         keep = keep_spread_out(scores, features, n, selection.spread).sort(dim=1).values
     else:
         keep = scores.topk(n, dim=1).indices.sort(dim=1).values  # [C, n]

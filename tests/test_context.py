@@ -651,6 +651,9 @@ def test_the_guide_term_is_the_distance_between_feature_prototypes_and_needs_a_g
     assert C.guide_distance(guided, support[0], support[0]).abs() < 1e-12  # the shots' own prototype: distance 0
     inner_value = C.inner_loss(guided, g_params, None, c, z, support[0])
     assert torch.allclose(inner_value, C.set_distance(guided, samples, support[0]) + 0.7 * expected, rtol=1e-12)
+    prototype = C.guide_prototype(guided, support[0])  # what the inner loop computes once, before its steps
+    assert torch.allclose(prototype, net.embed(support[0]).mean(0), rtol=1e-12)
+    assert torch.equal(C.inner_loss(guided, g_params, None, c, z, support[0], prototype), inner_value)
     a = C.inner_adapt(plain, params, support[0], inner[0], first_order=True)
     assert not torch.allclose(a, C.inner_adapt(guided, params, support[0], inner[0], first_order=True))
     no_guide = C.new_context_gan(guided.config)  # the weight set, no guide attached
@@ -766,7 +769,12 @@ def test_spread_out_selection_is_greedy_marginal_relevance_and_keeps_no_duplicat
     guided = C.attach_guide(C.new_context_gan(C.ContextConfig(width=8), seed=0), FeatureNet(num_classes=3))
     support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
     selection = C.SampleSelection(guided, oversample=3, judge="guide-novelty", spread=1.0)
-    assert C.adapt_and_select(selection, support, steps=1, n=4, seed=2).shape == (3, 4, 1, 28, 28)
+    kept = C.adapt_and_select(selection, support, steps=1, n=4, seed=2)
+    drawn = C.adapt_and_sample(guided, support, steps=1, n=12, seed=2)  # the same draw, judged and spread step by step
+    with torch.no_grad():
+        features = C.class_guide_features(guided, drawn)
+    index = C.keep_spread_out(C.guide_novelty_scores(guided, support, drawn), features, 4, 1.0).sort(dim=1).values
+    assert kept.shape == (3, 4, 1, 28, 28) and torch.equal(kept, drawn[torch.arange(3)[:, None], index])
     with pytest.raises(ValueError, match="spread must be >= 0"):
         C.SampleSelection(guided, oversample=2, spread=-1.0)
     with pytest.raises(ValueError, match="spread=1.0 needs a model with a guide network"):
