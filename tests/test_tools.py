@@ -343,3 +343,18 @@ def test_adaptation_compute_refuses_bad_arguments_with_the_reason(bad, message, 
     with pytest.raises(SystemExit):
         load_tool("adaptation_compute").main(bad)
     assert message in capsys.readouterr().err
+
+
+def test_compare_adaptation_time_runs_another_checkout_on_the_same_networks(tmp_path):
+    tool = load_tool("compare_adaptation_time")
+    with pytest.raises(SystemExit, match="has no metagan_lib"):
+        tool.load_package(tmp_path)
+    package = tool.load_package(repo_root(), name="second_copy_of_metagan_lib")  # this checkout, imported a second time
+    model = tool.fifth_learner(5, torch.device("cpu"), 4)
+    other_context, other = tool.same_networks(package, model)
+    assert other_context is not context and other.meta_params is model.meta_params
+    support = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ours = context.adapt_and_select(context.SampleSelection(model, 2, "guide-novelty", 0.1), support, 1, 3)
+    selection = other_context.SampleSelection(other, 2, "guide-novelty", 0.1)
+    theirs = other_context.adapt_and_select(selection, support, 1, 3)
+    assert torch.equal(ours, theirs)
