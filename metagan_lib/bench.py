@@ -84,6 +84,23 @@ def time_steps(step, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int) -> dict:
+    """Median seconds of one call of each of ``steps`` (name -> call), the calls interleaved (each round calls every
+    step once, in order) so that a drift in the machine's speed hits every step alike: ``{name: seconds}``."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    _synchronise(device)
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            _synchronise(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def make_higher_maml_step(meta, sampler, noise_generator):
     """A second-order MAML meta-step written with ``higher``, task by task (same losses as metagan_lib.meta).
 

@@ -136,3 +136,12 @@ def test_the_speed_pages_kernels_table_is_the_committed_kernels_run():
     result = json.loads((repo_root() / "results" / "bench_kernels_cpu.json").read_text())
     assert kernels_markdown(result) in (repo_root() / "docs" / "speed.md").read_text()
     assert {r["method"] for r in result["rows"]} >= {"GAN step (conv, width 32)", "context Reptile-query"}
+
+
+def test_interleaved_timing_calls_every_step_in_turn_and_returns_each_median(monkeypatch):
+    calls, clock = [], iter(range(1000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))  # each reading one tick after the last
+    steps = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    medians = bench.time_interleaved(steps, torch.device("cpu"), warmup=1, repeats=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, never a step twice in a row
+    assert medians == {"a": 1, "b": 1}

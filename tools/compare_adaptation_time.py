@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import statistics
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
-from metagan_lib import context
+from metagan_lib import bench, context
 from metagan_lib.inversion import invert_and_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling tool, also when loaded from elsewhere
@@ -79,15 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         jobs[f"this checkout, {label}"] = lambda s=ours, n=steps: context.adapt_and_select(s, support, n, 20)
     inversion = inversion_baseline(device)
     jobs["latent inversion, 200 steps"] = lambda: invert_and_sample(inversion, support, 200, 20)
-    for call in jobs.values():  # warm-up
-        call()
-    times = {name: [] for name in jobs}
-    for _ in range(args.repeats):
-        for name, call in jobs.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = bench.time_interleaved(jobs, device, warmup=1, repeats=args.repeats)
     reference = medians["latent inversion, 200 steps"]
     print("| adaptation | ms per task | time (x latent inversion at 200 steps) |\n|---|---:|---:|")
     for name, seconds in medians.items():
