@@ -797,17 +797,24 @@ def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, see
 
 
 @torch.no_grad()
-def sample_contexts(model: ContextMetaGAN, contexts: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` images per context: contexts ``[C, context_dim]`` -> ``[C, n, 1, 28, 28]``."""
+def sample_contexts(
+    model: ContextMetaGAN, contexts: torch.Tensor, n: int, seed: int = 0, scale: float = 1.0
+) -> torch.Tensor:
+    """``n`` images per context: contexts ``[C, context_dim]`` -> ``[C, n, 1, 28, 28]``, from ``z ~ N(0, scale^2 I)``
+    (``scale`` 1: the noise of meta-training)."""
     checks.positive_int("n", n)
-    z = class_noise(seed, len(contexts), (n, model.config.z_dim), "sample", model.device)
+    checks.positive("scale", scale)
+    z = class_noise(seed, len(contexts), (n, model.config.z_dim), "sample", model.device) * scale
     g_params = model.generator_params(model.test_params())
     return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
 
 
-def adapt_and_sample(model: ContextMetaGAN, support: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:
-    """Adapt to each class's shots ``[C, K, ...]`` and draw ``n`` images per class ``[C, n, 1, 28, 28]``."""
-    return sample_contexts(model, adapt_contexts(model, support, steps, seed), n, seed)
+def adapt_and_sample(
+    model: ContextMetaGAN, support: torch.Tensor, steps: int, n: int, seed: int = 0, scale: float = 1.0
+) -> torch.Tensor:
+    """Adapt to each class's shots ``[C, K, ...]`` and draw ``n`` images per class ``[C, n, 1, 28, 28]`` (``scale``:
+    the sampling noise's, :func:`sample_contexts`)."""
+    return sample_contexts(model, adapt_contexts(model, support, steps, seed), n, seed, scale)
 
 
 @torch.no_grad()
@@ -914,12 +921,12 @@ def keep_spread_out(scores: torch.Tensor, features: torch.Tensor, n: int, spread
 
 
 def adapt_and_select(
-    selection: SampleSelection, support: torch.Tensor, steps: int, n: int, seed: int = 0
+    selection: SampleSelection, support: torch.Tensor, steps: int, n: int, seed: int = 0, scale: float = 1.0
 ) -> torch.Tensor:
     """:func:`adapt_and_sample` drawing ``oversample * n`` images per class and keeping the ``n`` the selection's
     judge scores highest (spread out when ``selection.spread > 0``), in the order drawn: ``[C, n, 1, 28, 28]``."""
     model = selection.model
-    drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed)
+    drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed, scale)
     with torch.no_grad():  # the drawn images' guide features, computed once for the judge and the spread
         needs_features = selection.judge in FEATURE_JUDGES or selection.spread > 0
         features = class_guide_features(model, drawn) if needs_features else None  # [C, M, d]
@@ -933,6 +940,32 @@ def adapt_and_select(
     else:
         keep = scores.topk(n, dim=1).indices.sort(dim=1).values  # [C, n]
     return drawn[torch.arange(len(drawn), device=drawn.device)[:, None], keep]
+
+
+@dataclass(frozen=True)
+class ScaledSampling:
+    """A context meta-GAN, or a :class:`SampleSelection` of one, whose samples after adaptation are drawn from
+    ``z ~ N(0, scale^2 I)`` instead of meta-training's ``N(0, I)`` (the inner loop's noise unchanged): a wider noise
+    spreads a class's samples (more diversity), at the risk of leaving the class."""
+
+    sampler: ContextMetaGAN | SampleSelection
+    scale: float
+
+    def __post_init__(self) -> None:
+        checks.positive("scale", self.scale)
+        if not isinstance(self.sampler, (ContextMetaGAN, SampleSelection)):
+            raise TypeError(
+                f"ScaledSampling needs a ContextMetaGAN or a SampleSelection, got {type(self.sampler).__name__}."
+            )
+
+
+def adapt_and_sample_scaled(
+    scaled: ScaledSampling, support: torch.Tensor, steps: int, n: int, seed: int = 0
+) -> torch.Tensor:
+    """:func:`adapt_and_sample` (or :func:`adapt_and_select`, for a selection) with the sampling noise scaled by
+    ``scaled.scale``: ``[C, n, 1, 28, 28]``."""
+    sample = adapt_and_select if isinstance(scaled.sampler, SampleSelection) else adapt_and_sample
+    return sample(scaled.sampler, support, steps, n, seed, scaled.scale)
 
 
 # ----------------------------------------------------------------------------------------------

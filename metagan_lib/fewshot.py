@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, NotRequired, TypedDict
 
 import torch
+from tqdm.auto import tqdm
 
 from . import evaluation as E
 from .artifacts import content_hash, load_or_build
@@ -67,6 +68,8 @@ __all__ = [  # the protocol's public names; Method, context_method and the pretr
     "select_setting",
     "select_setting_or_load",
     "summarise",
+    "sweep_scores",
+    "sweep_scores_or_load",
 ]
 
 METRICS = (
@@ -478,6 +481,62 @@ def _plain(result: dict) -> dict:
     if not isinstance(result, dict) or "by_shots" not in result or "downstream" not in result:
         raise ValueError("not a benchmark result")
     return result
+
+
+Sweeps = dict[str, tuple[Callable[[float], Method], list[float]]]  # sweep name -> (method at a value, the values)
+SweepScores = dict[str, dict[float, dict[str, dict[str, float]]]]  # sweep -> value -> metric -> mean, ci95, n
+
+
+def sweep_scores(sweeps: Sweeps, dataset: ImageDataset, net: E.FeatureNet, seeds: list[int], **budget) -> SweepScores:
+    """Every sweep's method at each of its values (its sampling noise, say), scored by :func:`evaluate_seed` on each
+    seed's tasks at the methods' own budgets (``budget``: ``shots``, ``classes``, ``generated_per_class``): the same
+    tasks, shots and noise as :func:`run_benchmark`'s table, so a sweep's point at a table method's setting repeats
+    its row. Returns ``{sweep: {value: {metric: {"mean", "ci95", "n"}}}}`` plus ``"_real_diversity"``: ``{"diversity":
+    ...}`` of the held-out images."""
+    made = {(name, value): make(value) for name, (make, grid) in sweeps.items() for value in grid}
+    names = [method.name for method in made.values()]
+    if len(set(names)) < len(names):
+        raise ValueError(f"Each swept method needs its own name (one per sweep and value), got {names}.")
+    methods = list(made.values())
+    runs = [
+        evaluate_seed(methods, dataset, net, steps=None, seed=seed, **budget)
+        for seed in tqdm(seeds, desc="sweeps", leave=False)
+    ]
+    scores: SweepScores = {name: {} for name in sweeps}
+    for (name, value), method in made.items():
+        scores[name][value] = {
+            metric: _estimate([run[method.name][metric] for run in runs]) for metric in runs[0][method.name]
+        }
+    scores["_real_diversity"] = {"diversity": _estimate([run["_real_diversity"]["diversity"] for run in runs])}
+    return scores
+
+
+def sweep_scores_or_load(
+    path: Path | str, sweeps: Sweeps, dataset: ImageDataset, net: E.FeatureNet, seeds: list[int], **budget
+) -> SweepScores:
+    """:func:`sweep_scores` cached at ``path`` (or shipped), keyed by every swept method (:func:`evaluation_key`),
+    else computed."""
+    methods = [make(value) for make, grid in sweeps.values() for value in grid]
+    grids = {name: list(grid) for name, (_, grid) in sweeps.items()}
+    key = evaluation_key("sweep", methods, dataset, [net], {"seeds": list(seeds), "grids": grids, **budget})
+
+    def from_payload(payload: dict) -> SweepScores:
+        scores = {name: {float(value): entry for value, entry in pairs} for name, pairs in payload["sweeps"].items()}
+        if {name: list(values) for name, values in scores.items()} != grids:
+            raise ValueError("the stored sweeps are not these grids")
+        return {**scores, "_real_diversity": payload["real_diversity"]}
+
+    def to_payload(scores: SweepScores) -> dict:
+        swept = {name: [[value, entry] for value, entry in scores[name].items()] for name in sweeps}
+        return {"sweeps": swept, "real_diversity": scores["_real_diversity"]}
+
+    return load_or_build(
+        path,
+        key,
+        lambda: sweep_scores(sweeps, dataset, net, seeds, **budget),
+        to_payload=to_payload,
+        from_payload=from_payload,
+    )
 
 
 def run_benchmark_or_load(

@@ -21,7 +21,7 @@ from .train import GANConfig, GANRun, train_or_load
 
 ROLES = ("meta-learner", "baseline", "reference")
 # the kinds that hold a model and adapt it to the shots
-GENERATIVE_KINDS = ("adapt", "context", "context-select", "invert", "vae")
+GENERATIVE_KINDS = ("adapt", "context", "context-select", "context-scaled", "invert", "vae")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Method:
     ``kind`` picks the generating function (:data:`GENERATORS`): ``"adapt"`` adapts a whole
     :class:`~metagan_lib.meta.MetaGAN` (scratch, fine-tuning, notebook 04's meta-GANs),
     ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context (``"context-select"``: then keeps the
-    samples its pair discriminator or guide network prefers, :class:`~metagan_lib.context.SampleSelection`),
+    samples its pair discriminator or guide network prefers, :class:`~metagan_lib.context.SampleSelection`;
+    ``"context-scaled"``: either, its sampling noise scaled, :class:`~metagan_lib.context.ScaledSampling`),
     ``"invert"`` inverts the shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
     ``"vae"`` encodes the shots into a VAE or VAE-GAN (:class:`~metagan_lib.vae.VAEFewShot`),
     ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
@@ -128,6 +129,9 @@ GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
         method.model, shots, steps, n, seed=seed
     ),
     "context-select": lambda method, shots, ceiling, n, steps, seed: context.adapt_and_select(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "context-scaled": lambda method, shots, ceiling, n, steps, seed: context.adapt_and_sample_scaled(
         method.model, shots, steps, n, seed=seed
     ),
     "invert": lambda method, shots, ceiling, n, steps, seed: inversion.invert_and_sample(

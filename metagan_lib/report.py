@@ -196,6 +196,55 @@ def _downstream_lines(downstream: dict) -> list[str]:
     return lines
 
 
+def _sweep_point(entry: dict, label: str, real_diversity: float) -> str:
+    flagged = " (flagged)" if entry["copy_score"]["mean"] > E.COPY_FLAG else ""
+    ratio = entry["diversity"]["mean"] / real_diversity
+    copy = entry["copy_score"]["mean"]
+    return f"{label}: fidelity {_cell(entry['class_fidelity'])}, {ratio:.2f}x real diversity, copy {copy:.2f}{flagged}"
+
+
+def sweep_lines(
+    sweeps: dict, learner: str, baseline: str, baseline_value: float, min_diversity: float = 0.8
+) -> list[str]:
+    """Statements about two methods' sweeps (:func:`~metagan_lib.fewshot.sweep_scores`): each point's fidelity,
+    diversity beside real and copy score; the lowest diversity on ``baseline``'s grid; ``learner`` against ``baseline``
+    at its table setting ``baseline_value``, at the ``learner`` point nearest in diversity, compared at 95%; and each
+    method's best fidelity among its points neither flagged as copies nor below ``min_diversity`` x real diversity."""
+    real = sweeps["_real_diversity"]["diversity"]["mean"]
+    ratio = lambda entry: entry["diversity"]["mean"] / real
+    lines = [
+        f"{name}: " + "; ".join(_sweep_point(e, f"{v:g}", real) for v, e in sweeps[name].items())
+        for name in (learner, baseline)
+    ]
+    lowest = min(sweeps[baseline], key=lambda v: sweeps[baseline][v]["diversity"]["mean"])
+    lines.append(f"Lowest diversity on {baseline}'s grid: {ratio(sweeps[baseline][lowest]):.2f}x real (at {lowest:g}).")
+    target = sweeps[baseline][baseline_value]
+    nearest = min(sweeps[learner], key=lambda v: abs(ratio(sweeps[learner][v]) - ratio(target)))
+    point, name = sweeps[learner][nearest], f"{learner} at {nearest:g}"
+    side = "no lower than" if point["diversity"]["mean"] >= target["diversity"]["mean"] else "below"
+    comparisons = "; ".join(
+        f"{label}: " + _compare(name, point[metric], baseline, target[metric], metric)
+        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+    )
+    lines.append(
+        f"At {baseline}'s diversity ({baseline_value:g}, {ratio(target):.3f}x real), {name} is nearest "
+        f"({ratio(point):.3f}x, {side} it): {comparisons}."
+    )
+    for method in (learner, baseline):
+        kept = {
+            v: e
+            for v, e in sweeps[method].items()
+            if e["copy_score"]["mean"] <= E.COPY_FLAG and ratio(e) >= min_diversity
+        }
+        condition = f"not flagged as copying, at least {min_diversity:g}x real diversity"
+        if not kept:
+            lines.append(f"{method}: no point is {condition}.")
+            continue
+        best = max(kept, key=lambda v: kept[v]["class_fidelity"]["mean"])
+        lines.append(f"{method}, best fidelity {condition}: " + _sweep_point(kept[best], f"at {best:g}", real))
+    return lines
+
+
 def verdicts(results: dict) -> list[str]:
     """Plain statements of who wins where, computed from the results (never typed by hand).
 

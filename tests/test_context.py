@@ -779,3 +779,27 @@ def test_spread_out_selection_is_greedy_marginal_relevance_and_keeps_no_duplicat
         C.SampleSelection(guided, oversample=2, spread=-1.0)
     with pytest.raises(ValueError, match="spread=1.0 needs a model with a guide network"):
         C.SampleSelection(C.new_context_gan(C.ContextConfig(width=8), seed=0), oversample=2, spread=1.0)
+
+
+def test_scaled_sampling_draws_the_same_noise_scaled_and_keeps_the_adapted_context(strokes):
+    model = C.new_context_gan(C.ContextConfig(width=8), seed=0)
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
+    contexts = C.adapt_contexts(model, support, steps=2, seed=5)
+    plain = C.adapt_and_sample(model, support, steps=2, n=4, seed=5)
+    assert torch.equal(C.adapt_and_sample_scaled(C.ScaledSampling(model, 1.0), support, 2, 4, seed=5), plain)
+    wider = C.adapt_and_sample_scaled(C.ScaledSampling(model, 2.5), support, 2, 4, seed=5)
+    z = C.class_noise(5, 3, (4, model.config.z_dim), "sample", model.device)  # the noise sample_contexts draws
+    g_params = model.generator_params(model.test_params())
+    by_hand = torch.stack([C.generate(model, g_params, 2.5 * z[c], contexts[c]) for c in range(3)])
+    assert torch.allclose(wider, by_hand, atol=1e-6) and not torch.allclose(wider, plain)
+    selection = C.SampleSelection(model, oversample=2)
+    assert torch.equal(
+        C.adapt_and_sample_scaled(C.ScaledSampling(selection, 2.5), support, 2, 4, seed=5),
+        C.adapt_and_select(selection, support, 2, 4, seed=5, scale=2.5),
+    )
+    with pytest.raises(ValueError, match="scale"):
+        C.ScaledSampling(model, 0.0)
+    with pytest.raises(TypeError, match="ContextMetaGAN or a SampleSelection"):
+        C.ScaledSampling(model.generator, 2.0)
+    with pytest.raises(ValueError, match="scale"):
+        C.sample_contexts(model, contexts, 4, scale=-1.0)

@@ -8,7 +8,7 @@ from metagan_lib import fewshot, profiles, report
 from metagan_lib import meta as M
 from metagan_lib import methods as method_module
 from metagan_lib.artifacts import content_hash
-from metagan_lib.context import ContextConfig, new_context_gan
+from metagan_lib.context import ContextConfig, ScaledSampling, new_context_gan
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.protonet import ProtoNet
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
@@ -431,3 +431,63 @@ def leaves(tree, prefix=()):
             yield from leaves(value, prefix + (key,))
         else:
             yield prefix + (key,), value
+
+
+def test_a_sweep_repeats_the_evaluation_of_each_value_and_is_cached_under_its_grids(glyphs, net, tmp_path, monkeypatch):
+    model = new_context_gan(ContextConfig(rule="fomaml", width=8))
+    scaled = lambda s: fewshot.Method(f"context x{s:g}", kind="context-scaled", model=ScaledSampling(model, s), steps=1)
+    budget = dict(shots=5, classes=3, generated_per_class=4)
+    sweeps = {"context": (scaled, [1.0, 3.0])}
+    scores = fewshot.sweep_scores(sweeps, glyphs, net, [0, 1], **budget)
+    plain = fewshot.Method("context", kind="context", model=model, steps=1)
+    table = fewshot.scores_over_seeds([plain], glyphs, net, [0, 1], steps=None, **budget)
+    for metric, estimate in table["context"].items():  # scale 1 is the plain method's row, on the same tasks
+        assert scores["context"][1.0][metric]["mean"] == pytest.approx(estimate.mean)
+    assert scores["_real_diversity"]["diversity"]["mean"] == pytest.approx(table["_real_diversity"]["diversity"].mean)
+    assert scores["context"][3.0]["diversity"]["mean"] != scores["context"][1.0]["diversity"]["mean"]
+    path = tmp_path / "sweeps.pt"
+    assert fewshot.sweep_scores_or_load(path, sweeps, glyphs, net, [0, 1], **budget) == scores
+    with monkeypatch.context() as patch:  # the stored sweep is loaded, not recomputed
+        patch.setattr(fewshot, "sweep_scores", lambda *args, **kwargs: pytest.fail("recomputed a stored sweep"))
+        assert fewshot.sweep_scores_or_load(path, sweeps, glyphs, net, [0, 1], **budget) == scores
+    narrower = fewshot.sweep_scores_or_load(path, {"context": (scaled, [1.0])}, glyphs, net, [0, 1], **budget)
+    assert list(narrower["context"]) == [1.0]  # another grid is another key: recomputed, not the stored sweep
+    with pytest.raises(ValueError, match="its own name"):
+        fewshot.sweep_scores({"a": (lambda s: plain, [1.0, 2.0])}, glyphs, net, [0], **budget)
+
+
+def sweep_entry(fidelity, diversity, copy, fd=0.2):
+    value = lambda mean, ci=0.01: {"mean": mean, "ci95": ci, "n": 5}
+    return {
+        "class_fidelity": value(fidelity, 0.05),
+        "diversity": value(diversity),
+        "copy_score": value(copy),
+        "class_frechet_distance": value(fd),
+    }
+
+
+def test_sweep_lines_compare_at_the_nearest_diversity_and_skip_copies_and_low_diversity():
+    sweeps = {
+        "learner": {
+            0.5: sweep_entry(0.95, 0.3, 1.2),
+            1.0: sweep_entry(0.85, 0.45, 1.3),
+            2.0: sweep_entry(0.6, 0.6, 1.2),
+        },
+        "baseline": {0.0: sweep_entry(0.8, 0.55, 2.2, fd=0.15), 1.6: sweep_entry(0.25, 0.9, 1.1, fd=0.5)},
+        "_real_diversity": {"diversity": {"mean": 0.5, "ci95": 0.01, "n": 5}},
+    }
+    lines = report.sweep_lines(sweeps, "learner", "baseline", 0.0)
+    assert lines[0].startswith("learner: 0.5: fidelity 0.95 ± 0.05, 0.60x real diversity, copy 1.20;")
+    assert "0: fidelity 0.8 ± 0.05, 1.10x real diversity, copy 2.20 (flagged)" in lines[1]
+    assert lines[2] == "Lowest diversity on baseline's grid: 1.10x real (at 0)."
+    # the nearest learner point to 1.10x is 2 (1.20x, above it), not 1 (0.90x): compared at 95%
+    assert "learner at 2 is nearest (1.200x, no lower than it)" in lines[3]
+    assert "class fidelity: baseline (0.8 ± 0.05) beats learner at 2 (0.6 ± 0.05)" in lines[3]
+    assert "class FD: baseline (0.15 ± 0.01) beats learner at 2 (0.2 ± 0.01)" in lines[3]
+    # 0.5 is below 0.8x real diversity, so the learner's best kept point is 1; the baseline's flagged 0 is skipped
+    assert lines[4].endswith("at 1: fidelity 0.85 ± 0.05, 0.90x real diversity, copy 1.30")
+    assert lines[5].endswith("at 1.6: fidelity 0.25 ± 0.05, 1.80x real diversity, copy 1.10")
+    sweeps["baseline"][1.6] = sweep_entry(0.25, 0.9, 1.7)
+    assert report.sweep_lines(sweeps, "learner", "baseline", 0.0)[5] == (
+        "baseline: no point is not flagged as copying, at least 0.8x real diversity."
+    )
