@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, NotRequired, TypedDict
 
 import torch
-from tqdm.auto import tqdm
 
 from . import evaluation as E
 from .artifacts import content_hash, load_or_build
@@ -490,18 +489,17 @@ SweepScores = dict[str, dict[float, dict[str, dict[str, float]]]]  # sweep -> va
 def sweep_scores(sweeps: Sweeps, dataset: ImageDataset, net: E.FeatureNet, seeds: list[int], **budget) -> SweepScores:
     """Every sweep's method at each of its values (its sampling noise, say), scored by :func:`evaluate_seed` on each
     seed's tasks at the methods' own budgets (``budget``: ``shots``, ``classes``, ``generated_per_class``): the same
-    tasks, shots and noise as :func:`run_benchmark`'s table, so a sweep's point at a table method's setting repeats
-    its row. Returns ``{sweep: {value: {metric: {"mean", "ci95", "n"}}}}`` plus ``"_real_diversity"``: ``{"diversity":
-    ...}`` of the held-out images."""
+    tasks, shots and noise as :func:`run_benchmark`'s table, each seed a job in a worker process as there, so a sweep's
+    point at a table method's setting repeats its row bit for bit (on the same machine). Returns
+    ``{sweep: {value: {metric: {"mean", "ci95", "n"}}}}`` plus ``"_real_diversity"``: ``{"diversity": ...}`` of the
+    held-out images."""
     made = {(name, value): make(value) for name, (make, grid) in sweeps.items() for value in grid}
     names = [method.name for method in made.values()]
     if len(set(names)) < len(names):
         raise ValueError(f"Each swept method needs its own name (one per sweep and value), got {names}.")
     methods = list(made.values())
-    runs = [
-        evaluate_seed(methods, dataset, net, steps=None, seed=seed, **budget)
-        for seed in tqdm(seeds, desc="sweeps", leave=False)
-    ]
+    jobs = [partial(evaluate_seed, methods, dataset, net, steps=None, seed=seed, **budget) for seed in seeds]
+    runs = parallel_calls(jobs, device=next(net.parameters()).device, description="sweeps")  # as run_benchmark's jobs
     scores: SweepScores = {name: {} for name in sweeps}
     for (name, value), method in made.items():
         scores[name][value] = {
