@@ -203,12 +203,25 @@ def _sweep_point(entry: dict, label: str, real_diversity: float) -> str:
     return f"{label}: fidelity {_cell(entry['class_fidelity'])}, {ratio:.2f}x real diversity, copy {copy:.2f}{flagged}"
 
 
+def _at_diversity(sweeps: dict, learner: str, value: float, baseline: str, target: dict, how: str) -> str:
+    """``learner`` at ``value`` against ``baseline``'s ``target`` point: both per-class metrics compared at 95%."""
+    real = sweeps["_real_diversity"]["diversity"]["mean"]
+    point, name = sweeps[learner][value], f"{learner} at {value:g}"
+    side = "no lower than" if point["diversity"]["mean"] >= target["diversity"]["mean"] else "below"
+    comparisons = "; ".join(
+        f"{label}: " + _compare(name, point[metric], baseline, target[metric], metric)
+        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+    )
+    return f"{name} {how} ({point['diversity']['mean'] / real:.3f}x, {side} it): {comparisons}."
+
+
 def sweep_lines(
     sweeps: dict, learner: str, baseline: str, baseline_value: float, min_diversity: float = 0.8
 ) -> list[str]:
     """Statements about two methods' sweeps (:func:`~metagan_lib.fewshot.sweep_scores`): each point's fidelity,
     diversity beside real and copy score; the lowest diversity on ``baseline``'s grid; ``learner`` against ``baseline``
-    at its table setting ``baseline_value``, at the ``learner`` point nearest in diversity, compared at 95%; and each
+    at its table setting ``baseline_value``, at the ``learner`` point nearest in diversity and, where that one is less
+    diverse, at the least diverse point that is not (or that none is), compared at 95%; and each
     method's best fidelity among its points neither flagged as copies nor below ``min_diversity`` x real diversity."""
     real = sweeps["_real_diversity"]["diversity"]["mean"]
     ratio = lambda entry: entry["diversity"]["mean"] / real
@@ -219,17 +232,18 @@ def sweep_lines(
     lowest = min(sweeps[baseline], key=lambda v: sweeps[baseline][v]["diversity"]["mean"])
     lines.append(f"Lowest diversity on {baseline}'s grid: {ratio(sweeps[baseline][lowest]):.2f}x real (at {lowest:g}).")
     target = sweeps[baseline][baseline_value]
+    head = f"At {baseline}'s diversity ({baseline_value:g}, {ratio(target):.3f}x real), "
     nearest = min(sweeps[learner], key=lambda v: abs(ratio(sweeps[learner][v]) - ratio(target)))
-    point, name = sweeps[learner][nearest], f"{learner} at {nearest:g}"
-    side = "no lower than" if point["diversity"]["mean"] >= target["diversity"]["mean"] else "below"
-    comparisons = "; ".join(
-        f"{label}: " + _compare(name, point[metric], baseline, target[metric], metric)
-        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
-    )
-    lines.append(
-        f"At {baseline}'s diversity ({baseline_value:g}, {ratio(target):.3f}x real), {name} is nearest "
-        f"({ratio(point):.3f}x, {side} it): {comparisons}."
-    )
+    as_diverse = [v for v, e in sweeps[learner].items() if e["diversity"]["mean"] >= target["diversity"]["mean"]]
+    lines.append(head + _at_diversity(sweeps, learner, nearest, baseline, target, "is nearest"))
+    if nearest not in as_diverse:
+        if as_diverse:
+            least = min(as_diverse, key=lambda v: sweeps[learner][v]["diversity"]["mean"])
+            lines.append(
+                head + _at_diversity(sweeps, learner, least, baseline, target, "is the least diverse point above")
+            )
+        else:
+            lines.append(head + f"no {learner} point is as diverse.")
     for method in (learner, baseline):
         kept = {
             v: e

@@ -491,3 +491,24 @@ def test_sweep_lines_compare_at_the_nearest_diversity_and_skip_copies_and_low_di
     assert report.sweep_lines(sweeps, "learner", "baseline", 0.0)[5] == (
         "baseline: no point is not flagged as copying, at least 0.8x real diversity."
     )
+
+
+def test_sweep_lines_add_the_least_diverse_point_above_when_the_nearest_is_below():
+    sweeps = {
+        "learner": {
+            1.0: sweep_entry(0.85, 0.45, 1.3),
+            2.0: sweep_entry(0.7, 0.54, 1.2),
+            3.0: sweep_entry(0.5, 0.7, 1.1),
+        },
+        "baseline": {0.1: sweep_entry(0.75, 0.55, 2.2)},
+        "_real_diversity": {"diversity": {"mean": 0.5, "ci95": 0.01, "n": 5}},
+    }
+    lines = report.sweep_lines(sweeps, "learner", "baseline", 0.1)
+    assert "learner at 2 is nearest (1.080x, below it): class FD: learner at 2 (0.2 ± 0.01) and baseline" in lines[3]
+    assert "class fidelity: learner at 2 (0.7 ± 0.05) and baseline (0.75 ± 0.05) do not differ at 95%" in lines[3]
+    assert "learner at 3 is the least diverse point above (1.400x, no lower than it)" in lines[4]
+    assert "class fidelity: baseline (0.75 ± 0.05) beats learner at 3 (0.5 ± 0.05)" in lines[4]
+    del sweeps["learner"][3.0]
+    assert report.sweep_lines(sweeps, "learner", "baseline", 0.1)[4] == (
+        "At baseline's diversity (0.1, 1.100x real), no learner point is as diverse."
+    )
