@@ -12,8 +12,9 @@ failing notebook, naming it and the failing cell, and exits non-zero.
 
 ``$METAGAN_PROFILE``, when set, overrides ``--profile`` (with a printed notice). An executed copy is
 written under a temporary name and moved into place when its notebook finishes, so an interrupted or
-failed run never replaces a good executed notebook. SIGTERM is handled like Ctrl-C: the run stops,
-the notebook's kernel and its worker processes end with it, and one line says so.
+failed run never replaces a good executed notebook. Its progress bars are left out of the copy
+(:func:`strip_progress_bars`): outside a live kernel a bar renders as its first frame, "0%". SIGTERM is handled
+like Ctrl-C: the run stops, the notebook's kernel and its worker processes end with it, and one line says so.
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
+
 from .data import DATASET_NAMES
 from .paths import repo_root
 from .profiles import PROFILE_NAMES, check_profile, resolve_profile
 from .runtime import DEVICE_CHOICES, choose_device
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "widgets"  # the notebook metadata entry where the kernel's widget models are saved
 
 
 class NotebookFailed(RuntimeError):
@@ -62,6 +67,21 @@ def find_notebooks(folder: Path | None = None, only: list[str] | None = None) ->
     return notebooks
 
 
+def strip_progress_bars(notebook: nbformat.NotebookNode) -> int:
+    """Remove the widget outputs (tqdm's progress bars in a kernel) and the saved widget state from an executed
+    notebook, in place; return how many outputs went. A saved bar's text is its first frame ("0%|  | 0/400"), all a
+    reader sees outside a live kernel (on GitHub, say), and its state is layout models. Other outputs are kept."""
+    removed = 0
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+        removed += len(cell.outputs) - len(kept)
+        cell.outputs = kept
+    notebook.metadata.pop(WIDGET_STATE, None)
+    return removed
+
+
 def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "python3") -> float:
     """Execute one notebook with papermill; return seconds taken. Raises :class:`NotebookFailed`."""
     import papermill
@@ -88,6 +108,9 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "
             f"{notebook.name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
             f"{error.ename}: {error.evalue}. Executed copy with the traceback: {partial_output}"
         ) from None
+    executed = nbformat.read(partial_output, as_version=4)
+    strip_progress_bars(executed)
+    nbformat.write(executed, partial_output)
     partial_output.replace(output)
     return time.perf_counter() - start
 

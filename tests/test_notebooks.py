@@ -10,7 +10,7 @@ import papermill
 import pytest
 
 from metagan_lib import profiles
-from metagan_lib.reproduce import NotebookFailed, find_notebooks, main, run_notebook
+from metagan_lib.reproduce import NotebookFailed, find_notebooks, main, run_notebook, strip_progress_bars
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = find_notebooks()
@@ -81,6 +81,32 @@ def test_unknown_profile_is_a_clear_error(capsys, monkeypatch):
     assert profiles.resolve_profile("smoke") == "full"
 
 
+def _bar(text: str) -> nbformat.NotebookNode:
+    view = {"model_id": "0859b4ff", "version_major": 2, "version_minor": 0}
+    data = {"application/vnd.jupyter.widget-view+json": view, "text/plain": text}
+    return nbformat.v4.new_output("display_data", data=data)
+
+
+def test_progress_bars_are_stripped_and_every_other_output_kept():
+    cell = nbformat.v4.new_code_cell("train()")
+    printed = nbformat.v4.new_output("stream", name="stdout", text="fidelity 0.865\n")
+    figure = nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})
+    cell.outputs = [_bar("MAML:   0%|          | 0/8000"), printed, _bar("FOMAML:   0%|  | 0/8000"), figure]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 06"), cell])
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    assert strip_progress_bars(notebook) == 2
+    assert cell.outputs == [printed, figure] and "widgets" not in notebook.metadata
+    nbformat.validate(notebook)
+
+
+@pytest.mark.parametrize(
+    "path", NOTEBOOKS + SOLUTIONS + sorted(ROOT.glob("results/full/*/*.ipynb")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_committed_notebook_has_no_progress_bar_frames(path):
+    notebook = nbformat.read(path, as_version=4)
+    assert strip_progress_bars(notebook) == 0 and "widgets" not in nbformat.read(path, as_version=4).metadata
+
+
 @pytest.mark.slow  # spawns processes
 def test_runner_names_the_failing_notebook_and_cell(tmp_path):
     notebook = nbformat.v4.new_notebook()
@@ -92,6 +118,22 @@ def test_runner_names_the_failing_notebook_and_cell(tmp_path):
     nbformat.write(notebook, path)
     with pytest.raises(NotebookFailed, match=r"07_broken.ipynb failed in cell \d+ .*ValueError: boom"):
         run_notebook(path, tmp_path / "out" / path.name, {"profile": "smoke"})
+
+
+@pytest.mark.slow  # spawns processes
+def test_runner_leaves_the_progress_bars_out_of_the_executed_copy(tmp_path):
+    params = nbformat.v4.new_code_cell('profile = "smoke"')
+    params.metadata["tags"] = ["parameters"]
+    loop = nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nprint(sum(tqdm(range(3), desc='steps')))")
+    notebook = nbformat.v4.new_notebook(cells=[params, loop])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "07_bars.ipynb"
+    nbformat.write(notebook, path)
+    run_notebook(path, tmp_path / "out" / path.name, {"profile": "smoke"})
+    executed = nbformat.read(tmp_path / "out" / path.name, as_version=4)
+    outputs = executed.cells[-1].outputs
+    assert [o.output_type for o in outputs] == ["stream"] and outputs[0].text == "3\n"
+    assert "widgets" not in executed.metadata
 
 
 @pytest.mark.slow  # spawns processes
