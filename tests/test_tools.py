@@ -114,6 +114,9 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--select", "2", "--select-spread", "-1"], "--select-spread takes spreads of at least 0"),
         (["--select-spread", "1", "--inner-guide-weight", "1"], "--select-spread names the spreads of --select"),
         (["--select", "2", "--select-spread", "1"], "--select-spread > 0 measures distances in the guide network"),
+        (["--sample-scale", "2", "1"], "--sample-scale takes finite scales > 0 other than 1"),
+        (["--sample-scale", "0"], "--sample-scale takes finite scales > 0 other than 1"),
+        (["--sample-scale", "nan"], "--sample-scale takes finite scales > 0 other than 1"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
         (["--tasks", "8", "0"], "--tasks must be at least 1"),
@@ -219,6 +222,24 @@ def test_a_selection_wraps_the_trained_model_and_names_its_ratio():
     spread = tool.selected(guided, 4, "guide-novelty", 0.5)
     assert spread.name == "context reptile-query, 5 inner steps, guide novelty keeps 1 in 4, spread 0.5"
     assert spread.model.spread == 0.5 and by_guide.model.spread == 0
+
+
+def test_a_scaled_method_wraps_the_plain_or_filtered_one_and_samples_through_the_dispatch():
+    from metagan_lib import context, fewshot
+
+    tool = load_tool("validate_context")
+    model = context.new_context_gan(context.ContextConfig(width=8), seed=0)
+    (method,) = tool.scored_at("c", model, 2, None)
+    wide = tool.scaled(method, 2.0)
+    assert wide.name == "c, noise x2" and wide.kind == "context-scaled" and wide.steps == 2
+    assert wide.model.sampler is model and wide.model.scale == 2.0
+    support = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = fewshot.generate(wide, support, None, 3, None, seed=1)
+    assert torch.equal(images, context.adapt_and_sample(model, support, 2, 3, seed=1, scale=2.0))
+    filtered = tool.scaled(tool.selected(method, 4), 1.5)
+    assert filtered.name == "c, D keeps 1 in 4, noise x1.5" and filtered.model.sampler.oversample == 4
+    images = fewshot.generate(filtered, support, None, 3, None, seed=1)
+    assert torch.equal(images, context.adapt_and_select(filtered.model.sampler, support, 2, 3, seed=1, scale=1.5))
 
 
 def test_each_test_setting_is_scored_plain_and_through_each_filter():

@@ -26,7 +26,8 @@ average of the meta-parameters (see ``--help``);
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
 test time (no retraining), ``--select R --select-by JUDGE`` with R times the samples drawn and the best kept by the pair
 discriminator or the guide network (``context.SampleSelection``), ``--select-spread S`` keeping them spread apart (with
-``--test-setting`` too, each test setting is also scored filtered);
+``--test-setting`` too, each test setting is also scored filtered), ``--sample-scale S`` each scored method (filtered
+too) with its samples drawn from ``z ~ N(0, S^2 I)`` (``context.ScaledSampling``);
 ``--fit-check`` scores them on meta-training classes
 too (the feature network has seen those classes, so compare the candidate with the real images of the same table).
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -218,6 +220,16 @@ def selected(method, ratio: int, judge: str = "discriminator", spread: float = 0
     )
 
 
+def scaled(method, scale: float):
+    """``method`` (plain or filtered) with its samples drawn from ``z ~ N(0, scale^2 I)`` after adaptation."""
+    return dataclasses.replace(
+        method,
+        name=f"{method.name}, noise x{scale:g}",
+        kind="context-scaled",
+        model=context.ScaledSampling(method.model, scale),
+    )
+
+
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
     """6 evaluated classes (one fixed task; fewer when there are fewer), each a row: its 5 shots, then 7 samples of
     ``method`` adapted to them."""
@@ -346,6 +358,15 @@ def main(argv: list[str] | None = None) -> None:
         "one scored method per judge, ratio and spread",
     )
     parser.add_argument(
+        "--sample-scale",
+        nargs="+",
+        type=float,
+        default=[],
+        metavar="SCALE",
+        help="also score each scored method (the filtered ones too) with its samples drawn from z ~ N(0, SCALE^2 I) "
+        "after adaptation (context.ScaledSampling; the inner loop's noise unchanged); one method per scale",
+    )
+    parser.add_argument(
         "--meta-steps",
         type=int,
         default=VALIDATION_META_STEPS,
@@ -439,6 +460,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             "--select-by guide and guide-novelty need candidates trained with a guide: --inner-guide-weight > 0"
         )
+    if args.sample_scale and not all(math.isfinite(v) and v > 0 and v != 1 for v in args.sample_scale):
+        parser.error(
+            f"--sample-scale takes finite scales > 0 other than 1 (1 is the plain method), got {args.sample_scale}"
+        )
     if args.test_steps is not None and min(args.test_steps) < 0:
         parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
     try:
@@ -521,7 +546,8 @@ def main(argv: list[str] | None = None) -> None:
             name += f", EMA {args.ema_decay:g}"
         swept[name] = scored_at(name, model, steps, args.test_steps)
         selections = list(itertools.product(args.select_by, args.select, args.select_spread))
-        methods += candidate_methods(name, model, steps, args.test_steps, test_settings, selections)
+        scored = candidate_methods(name, model, steps, args.test_steps, test_settings, selections)
+        methods += scored + [scaled(method, scale) for scale in args.sample_scale for method in scored]
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
