@@ -968,6 +968,34 @@ def adapt_and_sample_scaled(
     return sample(scaled.sampler, support, steps, n, seed, scaled.scale)
 
 
+@dataclass(frozen=True)
+class PerShotContexts:
+    """A context meta-GAN adapted to each shot alone: one context per shot, as latent inversion keeps one latent per
+    shot, and a class's samples drawn from its K contexts in turn (shot 1, 2, ..., K, 1, 2, ...)."""
+
+    model: ContextMetaGAN
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ContextMetaGAN):
+            raise TypeError(f"PerShotContexts needs a ContextMetaGAN, got {type(self.model).__name__}.")
+
+
+def adapt_per_shot_and_sample(
+    per_shot: PerShotContexts, support: torch.Tensor, steps: int, n: int, seed: int = 0
+) -> torch.Tensor:
+    """Adapt one context to each of the C x K shots (each shot a 1-shot task) and draw ``n`` images per class, sample
+    ``j`` from shot ``j mod K``'s context: support ``[C, K, 1, 28, 28]`` -> ``[C, n, 1, 28, 28]``."""
+    support = checks.signed_images(support, "support images")
+    checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
+    checks.positive_int("n", n)
+    classes, shots = support.shape[:2]
+    contexts = adapt_contexts(per_shot.model, support.reshape(classes * shots, 1, *support.shape[2:]), steps, seed)
+    per_context = -(-n // shots)  # ceil(n / K)
+    drawn = sample_contexts(per_shot.model, contexts, per_context, seed)  # [C * K, per_context, 1, 28, 28]
+    drawn = drawn.view(classes, shots, per_context, *drawn.shape[2:]).transpose(1, 2)  # [C, per_context, K, ...]
+    return drawn.reshape(classes, per_context * shots, *drawn.shape[3:])[:, :n]
+
+
 # ----------------------------------------------------------------------------------------------
 # Cache
 # ----------------------------------------------------------------------------------------------

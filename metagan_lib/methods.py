@@ -21,7 +21,7 @@ from .train import GANConfig, GANRun, train_or_load
 
 ROLES = ("meta-learner", "baseline", "reference")
 # the kinds that hold a model and adapt it to the shots
-GENERATIVE_KINDS = ("adapt", "context", "context-select", "context-scaled", "invert", "vae")
+GENERATIVE_KINDS = ("adapt", "context", "context-select", "context-scaled", "context-per-shot", "invert", "vae")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class Method:
     :class:`~metagan_lib.meta.MetaGAN` (scratch, fine-tuning, notebook 04's meta-GANs),
     ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context (``"context-select"``: then keeps the
     samples its pair discriminator or guide network prefers, :class:`~metagan_lib.context.SampleSelection`;
-    ``"context-scaled"``: either, its sampling noise scaled, :class:`~metagan_lib.context.ScaledSampling`),
+    ``"context-scaled"``: either, its sampling noise scaled, :class:`~metagan_lib.context.ScaledSampling`;
+    ``"context-per-shot"``: one context adapted to each shot, :class:`~metagan_lib.context.PerShotContexts`),
     ``"invert"`` inverts the shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
     ``"vae"`` encodes the shots into a VAE or VAE-GAN (:class:`~metagan_lib.vae.VAEFewShot`),
     ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
@@ -132,6 +133,9 @@ GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
         method.model, shots, steps, n, seed=seed
     ),
     "context-scaled": lambda method, shots, ceiling, n, steps, seed: context.adapt_and_sample_scaled(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "context-per-shot": lambda method, shots, ceiling, n, steps, seed: context.adapt_per_shot_and_sample(
         method.model, shots, steps, n, seed=seed
     ),
     "invert": lambda method, shots, ceiling, n, steps, seed: inversion.invert_and_sample(

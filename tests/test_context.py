@@ -803,3 +803,31 @@ def test_scaled_sampling_draws_the_same_noise_scaled_and_keeps_the_adapted_conte
         C.ScaledSampling(model.generator, 2.0)
     with pytest.raises(ValueError, match="scale"):
         C.sample_contexts(model, contexts, 4, scale=-1.0)
+
+
+def test_per_shot_contexts_adapt_one_context_to_each_shot_and_draw_from_them_in_turn(strokes):
+    model = C.new_context_gan(C.ContextConfig(width=8), seed=0)
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 3).support[0]  # [2 classes, 3 shots]
+    images = C.adapt_per_shot_and_sample(C.PerShotContexts(model), support, steps=2, n=5, seed=4)
+    assert images.shape == (2, 5, 1, 28, 28)
+    # by hand: shot k of class c is 1-shot task 3c + k; sample j of class c is shot (j mod 3)'s (j // 3)-th draw
+    contexts = C.adapt_contexts(model, support.reshape(6, 1, 1, 28, 28), steps=2, seed=4)
+    assert not torch.allclose(contexts[0], contexts[1])  # each shot its own context
+    z = C.class_noise(4, 6, (2, model.config.z_dim), "sample", model.device)
+    g_params = model.generator_params(model.test_params())
+    by_hand = torch.stack(
+        [
+            torch.stack(
+                [
+                    C.generate(model, g_params, z[3 * c + j % 3][j // 3 : j // 3 + 1], contexts[3 * c + j % 3])[0]
+                    for j in range(5)
+                ]
+            )
+            for c in range(2)
+        ]
+    )
+    assert torch.allclose(images, by_hand, atol=1e-6)
+    with pytest.raises(TypeError, match="needs a ContextMetaGAN"):
+        C.PerShotContexts(model.generator)
+    with pytest.raises(ValueError, match="support images shape"):
+        C.adapt_per_shot_and_sample(C.PerShotContexts(model), support[0], steps=2, n=5)

@@ -242,6 +242,19 @@ def test_a_scaled_method_wraps_the_plain_or_filtered_one_and_samples_through_the
     assert torch.equal(images, context.adapt_and_select(filtered.model.sampler, support, 2, 3, seed=1, scale=1.5))
 
 
+def test_a_per_shot_method_adapts_a_context_to_each_shot():
+    from metagan_lib import context, fewshot
+
+    tool = load_tool("validate_context")
+    model = context.new_context_gan(context.ContextConfig(width=8), seed=0)
+    (method,) = tool.scored_at("c", model, 2, None)
+    each = tool.per_shot(method)
+    assert each.name == "c, a context per shot" and each.kind == "context-per-shot" and each.model.model is model
+    support = torch.rand(2, 3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = fewshot.generate(each, support, None, 5, None, seed=1)
+    assert torch.equal(images, context.adapt_per_shot_and_sample(each.model, support, 2, 5, seed=1))
+
+
 def test_each_test_setting_is_scored_plain_and_through_each_filter():
     from metagan_lib import context
 

@@ -27,7 +27,8 @@ each candidate after several numbers of test-time inner steps, ``--test-setting`
 test time (no retraining), ``--select R --select-by JUDGE`` with R times the samples drawn and the best kept by the pair
 discriminator or the guide network (``context.SampleSelection``), ``--select-spread S`` keeping them spread apart (with
 ``--test-setting`` too, each test setting is also scored filtered), ``--sample-scale S`` each scored method (filtered
-too) with its samples drawn from ``z ~ N(0, S^2 I)`` (``context.ScaledSampling``);
+too) with its samples drawn from ``z ~ N(0, S^2 I)`` (``context.ScaledSampling``), ``--per-shot`` with one context
+adapted to each shot alone (``context.PerShotContexts``);
 ``--fit-check`` scores them on meta-training classes
 too (the feature network has seen those classes, so compare the candidate with the real images of the same table).
 """
@@ -230,6 +231,16 @@ def scaled(method, scale: float):
     )
 
 
+def per_shot(method):
+    """``method`` with one context adapted to each shot alone (:class:`~metagan_lib.context.PerShotContexts`)."""
+    return dataclasses.replace(
+        method,
+        name=f"{method.name}, a context per shot",
+        kind="context-per-shot",
+        model=context.PerShotContexts(method.model),
+    )
+
+
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
     """6 evaluated classes (one fixed task; fewer when there are fewer), each a row: its 5 shots, then 7 samples of
     ``method`` adapted to them."""
@@ -365,6 +376,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SCALE",
         help="also score each scored method (the filtered ones too) with its samples drawn from z ~ N(0, SCALE^2 I) "
         "after adaptation (context.ScaledSampling; the inner loop's noise unchanged); one method per scale",
+    )
+    parser.add_argument(
+        "--per-shot",
+        action="store_true",
+        help="also score each candidate with one context adapted to each shot alone, its samples drawn from the K "
+        "contexts in turn (context.PerShotContexts; as latent inversion keeps one latent per shot)",
     )
     parser.add_argument(
         "--meta-steps",
@@ -548,6 +565,7 @@ def main(argv: list[str] | None = None) -> None:
         selections = list(itertools.product(args.select_by, args.select, args.select_spread))
         scored = candidate_methods(name, model, steps, args.test_steps, test_settings, selections)
         methods += scored + [scaled(method, scale) for scale in args.sample_scale for method in scored]
+        methods += [per_shot(method) for method in swept[name]] if args.per_shot else []
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
