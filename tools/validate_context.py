@@ -209,36 +209,28 @@ def candidate_methods(name: str, model, steps: int, test_steps, test_settings, s
 SELECTION_NAMES = {"discriminator": "D", "guide": "guide", "guide-novelty": "guide novelty"}
 
 
+def wrapped(method, suffix: str, kind: str, model):
+    """``method`` renamed ``"<name>, <suffix>"`` and generating through ``kind`` with ``model`` (the trained model
+    wrapped: filtered, its noise scaled, adapted per shot)."""
+    return dataclasses.replace(method, name=f"{method.name}, {suffix}", kind=kind, model=model)
+
+
 def selected(method, ratio: int, judge: str = "discriminator", spread: float = 0.0):
     """``method`` sampled ``ratio`` times over, keeping the samples ``judge`` (its pair discriminator or its guide
     network, :data:`~metagan_lib.context.SELECTION_JUDGES`) scores highest, spread out by ``spread``."""
     spread_name = f", spread {spread:g}" if spread else ""
-    return dataclasses.replace(
-        method,
-        name=f"{method.name}, {SELECTION_NAMES[judge]} keeps 1 in {ratio}{spread_name}",
-        kind="context-select",
-        model=context.SampleSelection(method.model, ratio, judge, spread),
-    )
+    suffix = f"{SELECTION_NAMES[judge]} keeps 1 in {ratio}{spread_name}"
+    return wrapped(method, suffix, "context-select", context.SampleSelection(method.model, ratio, judge, spread))
 
 
 def scaled(method, scale: float):
     """``method`` (plain or filtered) with its samples drawn from ``z ~ N(0, scale^2 I)`` after adaptation."""
-    return dataclasses.replace(
-        method,
-        name=f"{method.name}, noise x{scale:g}",
-        kind="context-scaled",
-        model=context.ScaledSampling(method.model, scale),
-    )
+    return wrapped(method, f"noise x{scale:g}", "context-scaled", context.ScaledSampling(method.model, scale))
 
 
 def per_shot(method):
     """``method`` with one context adapted to each shot alone (:class:`~metagan_lib.context.PerShotContexts`)."""
-    return dataclasses.replace(
-        method,
-        name=f"{method.name}, a context per shot",
-        kind="context-per-shot",
-        model=context.PerShotContexts(method.model),
-    )
+    return wrapped(method, "a context per shot", "context-per-shot", context.PerShotContexts(method.model))
 
 
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
