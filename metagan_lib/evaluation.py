@@ -7,7 +7,7 @@ quality is reported as prototype-classifier accuracy on **unseen** classes.
 Metrics (all on features ``[n, d]``):
 
 * :func:`frechet_distance` between two sets (Gaussian fit), as FID does with Inception features;
-* :func:`precision_recall` with k-NN manifolds (Kynkäänniemi et al. 2019);
+* :func:`precision_recall` with k-NN manifolds (Kynkäänniemi et al. 2019), and :func:`coverage` (Naeem et al. 2020);
 * :func:`mean_pairwise_distance` (diversity);
 * :func:`class_fidelity`: share of generated images whose nearest class prototype is their own class;
 * :func:`copy_score`: how much more often than a new real image a generated image lies next to a shot (1 = new
@@ -132,12 +132,26 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     point reaching its k-th nearest real neighbour); recall: share of real points inside the fake manifold.
     """
 
-    def coverage(reference: torch.Tensor, queries: torch.Tensor) -> float:
-        radii = _kth_neighbour_radius(reference, min(k, len(reference) - 1))
-        inside = torch.cdist(queries, reference) <= radii[None, :] * (1 + 1e-6)
-        return inside.any(dim=1).float().mean().item()
+    return _share_inside(real, fake, k), _share_inside(fake, real, k)
 
-    return coverage(real, fake), coverage(fake, real)
+
+def _share_inside(reference: torch.Tensor, queries: torch.Tensor, k: int) -> float:
+    """Share of ``queries`` inside the union of balls around each ``reference`` point reaching its k-th nearest
+    reference neighbour."""
+    radii = _kth_neighbour_radius(reference, min(k, len(reference) - 1))
+    inside = torch.cdist(queries, reference) <= radii[None, :] * (1 + 1e-6)
+    return inside.any(dim=1).float().mean().item()
+
+
+def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> float:
+    """Coverage (Naeem et al. 2020): share of real points (``[R, d]``) whose ball reaching their k-th nearest *real*
+    neighbour holds at least one fake point (``[n, d]``).
+
+    Unlike recall it uses the real points' balls only, so scattered fakes cannot inflate it: it rises when the fakes
+    land next to many different real images, and is about 1 for a second sample of the same distribution.
+    """
+    radii = _kth_neighbour_radius(real, min(k, len(real) - 1))
+    return (torch.cdist(real, fake).min(dim=1).values <= radii * (1 + 1e-6)).float().mean().item()
 
 
 def mean_pairwise_distance(x: torch.Tensor) -> float:

@@ -7,10 +7,10 @@ generated images are scored against) and ``ceiling`` (real images playing the ge
 upper reference). Each method adapts with its own rule and its own budget (``Method.steps``),
 reported beside its scores; the steps sweep runs every method at the same numbers of steps.
 Metrics are computed in the feature space of a network trained on seen classes only: per class
-(Fréchet distance to the class's reference images, class fidelity, diversity, copy score),
-averaged over classes, and pooled over classes (FD, precision/recall). Numbers are means over
-seeds with 95% confidence intervals. Seeds vary the classes, shots and noise; the networks being
-compared are trained once (seed 0), which the notebook states.
+(Fréchet distance to the class's reference images, class fidelity, diversity, copy score, precision and
+coverage of the class's reference images), averaged over classes, and pooled over classes (FD,
+precision/recall). Numbers are means over seeds with 95% confidence intervals. Seeds vary the classes,
+shots and noise; the networks being compared are trained once (seed 0), which the notebook states.
 """
 
 from __future__ import annotations
@@ -76,15 +76,17 @@ METRICS = (
     "class_fidelity",
     "diversity",
     "copy_score",
+    "class_precision",
+    "class_coverage",
     "frechet_distance",
     "precision",
     "recall",
     "diverged",
 )
 LOWER_IS_BETTER = {"frechet_distance", "class_frechet_distance"}
-METRIC_RANGES = {m: (0.0, 1.0) for m in ("class_fidelity", "precision", "recall", "diverged")} | {
-    m: (0.0, float("inf")) for m in ("class_frechet_distance", "frechet_distance", "diversity", "copy_score")
-}
+METRIC_RANGES = {
+    m: (0.0, 1.0) for m in ("class_fidelity", "class_precision", "class_coverage", "precision", "recall", "diverged")
+} | {m: (0.0, float("inf")) for m in ("class_frechet_distance", "frechet_distance", "diversity", "copy_score")}
 """Where each metric's values can lie (for error bars that respect them)."""
 MAX_HELD_OUT = 40  # held-out images per class (MNIST classes hold ~1000)
 MIX_WEIGHTS = (0.0, 0.25, 0.5)  # downstream: weight of the generated images' mean in a class prototype
@@ -107,6 +109,8 @@ def method_scores(
         "class_fidelity": E.class_fidelity(all_fake, labels, prototypes),
         "diversity": sum(E.mean_pairwise_distance(f) for f in fake_features) / ways,
         "copy_score": per_class(E.copy_score),
+        "class_precision": per_class(lambda f, r, s: E.precision_recall(r, f)[0]),
+        "class_coverage": per_class(lambda f, r, s: E.coverage(r, f)),
         "frechet_distance": E.frechet_distance(all_reference, all_fake),
         "precision": precision,
         "recall": recall,
@@ -465,8 +469,10 @@ def _estimate(values: list[float]) -> dict[str, float]:
 def evaluation_key(kind: str, methods: list[Method], dataset: ImageDataset, nets: list, settings: dict) -> dict:
     """Everything that determines an evaluation's numbers: each method's name, kind, role, budget, the contents of its
     model (:func:`~metagan_lib.artifacts.content_hash`) and its ``compute_within`` where set, the dataset, the scoring
-    networks and the settings."""
-    return {
+    networks and the settings; for the kinds that store every metric (``"benchmark"``, ``"sweep"``), :data:`METRICS`,
+    so that an evaluation stored before a metric was added is computed again, not loaded without it."""
+    stored = {"metrics": list(METRICS)} if kind in ("benchmark", "sweep") else {}
+    return stored | {
         "kind": kind,
         "methods": [_method_key(m) for m in methods],
         "dataset": dataset.name,

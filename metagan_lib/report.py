@@ -200,7 +200,11 @@ def _sweep_point(entry: dict, label: str, real_diversity: float) -> str:
     flagged = " (flagged)" if entry["copy_score"]["mean"] > E.COPY_FLAG else ""
     ratio = entry["diversity"]["mean"] / real_diversity
     copy = entry["copy_score"]["mean"]
-    return f"{label}: fidelity {_cell(entry['class_fidelity'])}, {ratio:.2f}x real diversity, copy {copy:.2f}{flagged}"
+    coverage = entry["class_coverage"]["mean"]
+    return (
+        f"{label}: fidelity {_cell(entry['class_fidelity'])}, {ratio:.2f}x real diversity, coverage {coverage:.2f}, "
+        f"copy {copy:.2f}{flagged}"
+    )
 
 
 def _at_diversity(sweeps: dict, learner: str, value: float, baseline: str, target: dict, how: str) -> str:
@@ -219,10 +223,11 @@ def sweep_lines(
     sweeps: dict, learner: str, baseline: str, baseline_value: float, min_diversity: float = 0.8
 ) -> list[str]:
     """Statements about two methods' sweeps (:func:`~metagan_lib.fewshot.sweep_scores`): each point's fidelity,
-    diversity beside real and copy score; the lowest diversity on ``baseline``'s grid; ``learner`` against ``baseline``
-    at its table setting ``baseline_value``, at the ``learner`` point nearest in diversity and, where that one is less
-    diverse, at the least diverse point that is not (or that none is), compared at 95%; and each
-    method's best fidelity among its points neither flagged as copies nor below ``min_diversity`` x real diversity."""
+    diversity beside real, class coverage and copy score; the lowest diversity on ``baseline``'s grid; ``learner``
+    against ``baseline`` at its table setting ``baseline_value``, at the ``learner`` point nearest in diversity and,
+    where that one is less diverse, at the least diverse point that is not (or that none is), compared at 95%; each
+    method's point of highest class coverage, the two compared at 95%; and each method's best fidelity among its points
+    neither flagged as copies nor below ``min_diversity`` x real diversity."""
     real = sweeps["_real_diversity"]["diversity"]["mean"]
     ratio = lambda entry: entry["diversity"]["mean"] / real
     lines = [
@@ -244,6 +249,16 @@ def sweep_lines(
             )
         else:
             lines.append(head + f"no {learner} point is as diverse.")
+    best_covered = [
+        (n, max(sweeps[n], key=lambda v: sweeps[n][v]["class_coverage"]["mean"])) for n in (learner, baseline)
+    ]
+    (name_a, a), (name_b, b) = [
+        (f"{n} at {v:g} ({ratio(sweeps[n][v]):.2f}x real diversity)", sweeps[n][v]["class_coverage"])
+        for n, v in best_covered
+    ]
+    lines.append(
+        "Highest class coverage of the held-out images: " + _compare(name_a, a, name_b, b, "class_coverage") + "."
+    )
     for method in (learner, baseline):
         kept = {
             v: e

@@ -35,6 +35,19 @@ def test_precision_recall_identical_and_disjoint_sets():
     assert precision > 0.9 and 0.4 < recall < 0.6
 
 
+def test_coverage_rewards_landing_next_to_many_real_points_not_scattering():
+    real = clusters(0, n=100, d=2)
+    assert E.coverage(real, real) == 1.0 and E.coverage(real, clusters(1, n=100, d=2, offset=100.0)) == 0.0
+    second_sample = E.coverage(real, clusters(1, n=100, d=2))
+    assert second_sample > 0.8  # a new sample of the same distribution covers most real points
+    one_point = E.coverage(real, real[:1].repeat(100, 1))  # collapsed onto one real image: its own ball and few more
+    assert one_point <= 0.1
+    # fakes scattered ten times wider: recall counts nearly every real point inside their (wide) balls,
+    # coverage only the real points that have a fake in their own k-NN ball
+    scattered = clusters(2, n=100, d=2) * 10
+    assert E.precision_recall(real, scattered)[1] > 0.9 and E.coverage(real, scattered) < 0.5 < second_sample
+
+
 def test_diversity_fidelity_and_memorisation():
     x = clusters(0, n=50)
     assert E.mean_pairwise_distance(x * 0) == 0.0

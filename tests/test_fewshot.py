@@ -7,7 +7,7 @@ from metagan_lib import evaluation as E
 from metagan_lib import fewshot, profiles, report
 from metagan_lib import meta as M
 from metagan_lib import methods as method_module
-from metagan_lib.artifacts import content_hash
+from metagan_lib.artifacts import content_hash, load_or_build
 from metagan_lib.context import ContextConfig, ScaledSampling, new_context_gan
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.protonet import ProtoNet
@@ -79,6 +79,14 @@ def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, me
     assert (
         ceiling["precision"] > 0.5 and ceiling["copy_score"] < E.COPY_FLAG
     )  # held-out real images: new instances, not flagged
+    # per class, real images land on the class's own images; blank images on none of them
+    assert ceiling["class_precision"] > 0.5 and ceiling["class_coverage"] > 0.5
+    assert all(
+        0 <= scores[name][m] <= 1
+        for name in scores
+        if name != "_real_diversity"
+        for m in ("class_precision", "class_coverage")
+    )
     # the shots themselves, copied: flagged (through the same feature network)
     episode = TaskSampler(glyphs, glyphs.unseen_classes, seed=3).sample(1, 1, 5, 10)
     shots, held_out = E.embed(net, episode.support[0, 0]), E.embed(net, episode.query[0, 0])
@@ -130,6 +138,8 @@ def fake_results():
         "class_fidelity": entry(1 - fd),
         "diversity": entry(0.1),
         "copy_score": entry(copy),
+        "class_precision": entry(0.5),
+        "class_coverage": entry(0.5),
         "frechet_distance": entry(fd),
         "precision": entry(0.5),
         "recall": entry(0.4),
@@ -229,6 +239,24 @@ def test_a_learner_within_a_baselines_compute_is_compared_with_that_baseline():
         "diversity 0.50x vs 0.50x that of real images; copy score 1 ± 0.01 vs 1 ± 0.01.",
     ]
     assert any(v.startswith("Best meta-learner: context MAML,") for v in report.verdicts(results))  # FD 0.2 < 0.7
+
+
+def test_the_metric_list_enters_the_keys_of_evaluations_that_store_every_metric(glyphs, net, tmp_path, monkeypatch):
+    copy = fewshot.Method("copy", kind="copy", role="reference")
+    key = lambda kind: fewshot.evaluation_key(kind, [copy], glyphs, [net], {})
+    assert key("benchmark")["metrics"] == key("sweep")["metrics"] == list(fewshot.METRICS)
+    assert "metrics" not in key("setting")  # a setting stores one class FD per grid value, whatever the metric list
+    # an evaluation stored before a metric was added is computed again, not loaded without it
+    builds = []
+    build = lambda: builds.append(1) or {"scores": len(fewshot.METRICS)}
+    path = tmp_path / "evaluation.pt"
+    plain = dict(to_payload=lambda x: x, from_payload=lambda x: x)
+    load_or_build(path, key("benchmark"), build, **plain)
+    assert load_or_build(path, key("benchmark"), build, **plain) and len(builds) == 1  # the same list: loaded
+    monkeypatch.setattr(fewshot, "METRICS", (*fewshot.METRICS, "a new metric"))
+    assert (
+        load_or_build(path, key("benchmark"), build, **plain) == {"scores": len(fewshot.METRICS)} and len(builds) == 2
+    )
 
 
 def test_compute_within_enters_the_evaluation_key_only_where_set(glyphs, net):
@@ -456,9 +484,10 @@ def test_a_sweep_repeats_the_evaluation_of_each_value_and_is_cached_under_its_gr
         fewshot.sweep_scores({"a": (lambda s: plain, [1.0, 2.0])}, glyphs, net, [0], **budget)
 
 
-def sweep_entry(fidelity, diversity, copy, fd=0.2):
+def sweep_entry(fidelity, diversity, copy, fd=0.2, coverage=0.5):
     value = lambda mean, ci=0.01: {"mean": mean, "ci95": ci, "n": 5}
     return {
+        "class_coverage": value(coverage, 0.05),
         "class_fidelity": value(fidelity, 0.05),
         "diversity": value(diversity),
         "copy_score": value(copy),
@@ -470,25 +499,35 @@ def test_sweep_lines_compare_at_the_nearest_diversity_and_skip_copies_and_low_di
     sweeps = {
         "learner": {
             0.5: sweep_entry(0.95, 0.3, 1.2),
-            1.0: sweep_entry(0.85, 0.45, 1.3),
+            1.0: sweep_entry(0.85, 0.45, 1.3, coverage=0.7),
             2.0: sweep_entry(0.6, 0.6, 1.2),
         },
-        "baseline": {0.0: sweep_entry(0.8, 0.55, 2.2, fd=0.15), 1.6: sweep_entry(0.25, 0.9, 1.1, fd=0.5)},
+        "baseline": {0.0: sweep_entry(0.8, 0.55, 2.2, fd=0.15), 1.6: sweep_entry(0.25, 0.9, 1.1, fd=0.5, coverage=0.6)},
         "_real_diversity": {"diversity": {"mean": 0.5, "ci95": 0.01, "n": 5}},
     }
     lines = report.sweep_lines(sweeps, "learner", "baseline", 0.0)
-    assert lines[0].startswith("learner: 0.5: fidelity 0.95 ± 0.05, 0.60x real diversity, copy 1.20;")
-    assert "0: fidelity 0.8 ± 0.05, 1.10x real diversity, copy 2.20 (flagged)" in lines[1]
+    assert lines[0].startswith("learner: 0.5: fidelity 0.95 ± 0.05, 0.60x real diversity, coverage 0.50, copy 1.20;")
+    assert "0: fidelity 0.8 ± 0.05, 1.10x real diversity, coverage 0.50, copy 2.20 (flagged)" in lines[1]
     assert lines[2] == "Lowest diversity on baseline's grid: 1.10x real (at 0)."
     # the nearest learner point to 1.10x is 2 (1.20x, above it), not 1 (0.90x): compared at 95%
     assert "learner at 2 is nearest (1.200x, no lower than it)" in lines[3]
     assert "class fidelity: baseline (0.8 ± 0.05) beats learner at 2 (0.6 ± 0.05)" in lines[3]
     assert "class FD: baseline (0.15 ± 0.01) beats learner at 2 (0.2 ± 0.01)" in lines[3]
+    # each method's point of highest coverage, compared at 95% (0.7 ± 0.05 against 0.6 ± 0.05: the intervals touch)
+    assert lines[4] == (
+        "Highest class coverage of the held-out images: learner at 1 (0.90x real diversity) (0.7 ± 0.05) and "
+        "baseline at 1.6 (1.80x real diversity) (0.6 ± 0.05) do not differ at 95%."
+    )
     # 0.5 is below 0.8x real diversity, so the learner's best kept point is 1; the baseline's flagged 0 is skipped
-    assert lines[4].endswith("at 1: fidelity 0.85 ± 0.05, 0.90x real diversity, copy 1.30")
-    assert lines[5].endswith("at 1.6: fidelity 0.25 ± 0.05, 1.80x real diversity, copy 1.10")
+    assert lines[5].endswith("at 1: fidelity 0.85 ± 0.05, 0.90x real diversity, coverage 0.70, copy 1.30")
+    assert lines[6].endswith("at 1.6: fidelity 0.25 ± 0.05, 1.80x real diversity, coverage 0.60, copy 1.10")
+    sweeps["learner"][1.0] = sweep_entry(0.85, 0.45, 1.3, coverage=0.8)
+    assert (
+        "learner at 1 (0.90x real diversity) (0.8 ± 0.05) beats baseline at 1.6"
+        in report.sweep_lines(sweeps, "learner", "baseline", 0.0)[4]
+    )
     sweeps["baseline"][1.6] = sweep_entry(0.25, 0.9, 1.7)
-    assert report.sweep_lines(sweeps, "learner", "baseline", 0.0)[5] == (
+    assert report.sweep_lines(sweeps, "learner", "baseline", 0.0)[6] == (
         "baseline: no point is not flagged as copying, at least 0.8x real diversity."
     )
 
