@@ -307,6 +307,16 @@ def test_the_guide_network_is_a_second_feature_network_never_the_scoring_one(str
     assert name == "context reptile-query, 5 inner steps, inner guide 1"
 
 
+def test_the_validation_table_prints_a_column_per_metric_coverage_included(strokes, capsys):
+    tool = load_tool("validate_context")
+    copy = fewshot.Method("copy shots + augmentation", kind="copy", role="reference")
+    summary = tool.print_table([copy], strokes, FeatureNet(len(strokes.seen_classes)), [0, 1], "strokes")
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert header.split() == ["method", *tool.METRICS] and "class_coverage" in tool.METRICS
+    assert row.startswith("copy shots + augmentation") and row.count("±") == len(tool.METRICS)
+    assert 0 <= summary["copy shots + augmentation"]["class_coverage"]["mean"] <= 1
+
+
 def test_the_validation_tool_prints_the_test_steps_the_rule_picks(capsys):
     tool = load_tool("validate_context")
     methods = [

@@ -54,7 +54,13 @@ from metagan_lib.seeds import derive_seed
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig, run_key
 
-METRICS = ("class_frechet_distance", "class_fidelity", "diversity", "copy_score")
+METRICS = (
+    "class_frechet_distance",
+    "class_fidelity",
+    "diversity",
+    "copy_score",
+    "class_coverage",
+)  # the printed columns
 
 
 def validation_split(dataset, held_out: int, seed: int = 0):
