@@ -131,16 +131,15 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     Precision: share of fake points inside the real manifold (the union of balls around each real
     point reaching its k-th nearest real neighbour); recall: share of real points inside the fake manifold.
     """
+    share_inside = lambda reference, queries: _inside_balls(reference, queries, k).any(dim=1).float().mean().item()
+    return share_inside(real, fake), share_inside(fake, real)
 
-    return _share_inside(real, fake, k), _share_inside(fake, real, k)
 
-
-def _share_inside(reference: torch.Tensor, queries: torch.Tensor, k: int) -> float:
-    """Share of ``queries`` inside the union of balls around each ``reference`` point reaching its k-th nearest
+def _inside_balls(reference: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
+    """``[Q, R]``: whether query ``q`` lies inside the ball around reference point ``r`` reaching ``r``'s k-th nearest
     reference neighbour."""
     radii = _kth_neighbour_radius(reference, min(k, len(reference) - 1))
-    inside = torch.cdist(queries, reference) <= radii[None, :] * (1 + 1e-6)
-    return inside.any(dim=1).float().mean().item()
+    return torch.cdist(queries, reference) <= radii[None, :] * (1 + 1e-6)
 
 
 def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> float:
@@ -150,8 +149,7 @@ def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> float:
     Unlike recall it uses the real points' balls only, so scattered fakes cannot inflate it: it rises when the fakes
     land next to many different real images, and is about 1 for a second sample of the same distribution.
     """
-    radii = _kth_neighbour_radius(real, min(k, len(real) - 1))
-    return (torch.cdist(real, fake).min(dim=1).values <= radii * (1 + 1e-6)).float().mean().item()
+    return _inside_balls(real, fake, k).any(dim=0).float().mean().item()
 
 
 def mean_pairwise_distance(x: torch.Tensor) -> float:

@@ -249,16 +249,14 @@ def sweep_lines(
             )
         else:
             lines.append(head + f"no {learner} point is as diverse.")
-    best_covered = [
-        (n, max(sweeps[n], key=lambda v: sweeps[n][v]["class_coverage"]["mean"])) for n in (learner, baseline)
-    ]
-    (name_a, a), (name_b, b) = [
-        (f"{n} at {v:g} ({ratio(sweeps[n][v]):.2f}x real diversity)", sweeps[n][v]["class_coverage"])
-        for n, v in best_covered
-    ]
-    lines.append(
-        "Highest class coverage of the held-out images: " + _compare(name_a, a, name_b, b, "class_coverage") + "."
-    )
+
+    def best_covered(name: str) -> tuple[str, dict]:
+        value = max(sweeps[name], key=lambda v: sweeps[name][v]["class_coverage"]["mean"])
+        point = sweeps[name][value]
+        return f"{name} at {value:g} ({ratio(point):.2f}x real diversity)", point["class_coverage"]
+
+    coverage = _compare(*best_covered(learner), *best_covered(baseline), "class_coverage")
+    lines.append(f"Highest class coverage of the held-out images: {coverage}.")
     for method in (learner, baseline):
         kept = {
             v: e
