@@ -996,6 +996,49 @@ def adapt_per_shot_and_sample(
     return drawn.reshape(classes, per_context * shots, *drawn.shape[3:])[:, :n]
 
 
+@dataclass(frozen=True)
+class MixedShotContexts:
+    """One context adapted to each shot alone (as :class:`PerShotContexts`), each sample drawn from its own random
+    convex mix of the class's K contexts, as MatchingGAN and F2GAN fuse the shots' features with random weights:
+    weights ``softmax(g / temperature)``, ``g ~ N(0, I_K)``; a low temperature puts each sample on one shot's context
+    (near :class:`PerShotContexts`), a high one on the K contexts' mean."""
+
+    model: ContextMetaGAN
+    temperature: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ContextMetaGAN):
+            raise TypeError(f"MixedShotContexts needs a ContextMetaGAN, got {type(self.model).__name__}.")
+        checks.positive("temperature", self.temperature)
+
+
+def mixing_weights(seed: int, classes: int, n: int, shots: int, temperature: float, device) -> torch.Tensor:
+    """Random convex weights ``[classes, n, shots]`` (each row sums to 1): ``softmax(g / temperature)``, ``g`` the
+    seed rule's class noise of stream ``"mix"``."""
+    return torch.softmax(class_noise(seed, classes, (n, shots), "mix", device) / temperature, dim=-1)
+
+
+@torch.no_grad()
+def adapt_mixed_shots_and_sample(
+    mixed: MixedShotContexts, support: torch.Tensor, steps: int, n: int, seed: int = 0
+) -> torch.Tensor:
+    """Adapt one context to each of the C x K shots (each shot a 1-shot task) and draw ``n`` images per class, each
+    from a random mix of its class's K contexts (:func:`mixing_weights`): support ``[C, K, 1, 28, 28]`` ->
+    ``[C, n, 1, 28, 28]``."""
+    support = checks.signed_images(support, "support images")
+    checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
+    checks.positive_int("n", n)
+    classes, shots = support.shape[:2]
+    model = mixed.model
+    contexts = adapt_contexts(model, support.reshape(classes * shots, 1, *support.shape[2:]), steps, seed)
+    weights = mixing_weights(seed, classes, n, shots, mixed.temperature, model.device)
+    mixes = torch.einsum("cnk,ckd->cnd", weights, contexts.view(classes, shots, -1))  # [C, n, context_dim]
+    z = class_noise(seed, classes, (n, 1, model.config.z_dim), "sample", model.device)
+    g_params = model.generator_params(model.test_params())
+    one = lambda c, zz: generate(model, g_params, zz, c)[0]  # one sample from its own context
+    return vmap(vmap(one))(mixes, z)
+
+
 # ----------------------------------------------------------------------------------------------
 # Cache
 # ----------------------------------------------------------------------------------------------

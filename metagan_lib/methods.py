@@ -21,7 +21,16 @@ from .train import GANConfig, GANRun, train_or_load
 
 ROLES = ("meta-learner", "baseline", "reference")
 # the kinds that hold a model and adapt it to the shots
-GENERATIVE_KINDS = ("adapt", "context", "context-select", "context-scaled", "context-per-shot", "invert", "vae")
+GENERATIVE_KINDS = (
+    "adapt",
+    "context",
+    "context-select",
+    "context-scaled",
+    "context-per-shot",
+    "context-mixed-shots",
+    "invert",
+    "vae",
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,8 @@ class Method:
     ``"context"`` a :class:`~metagan_lib.context.ContextMetaGAN`'s context (``"context-select"``: then keeps the
     samples its pair discriminator or guide network prefers, :class:`~metagan_lib.context.SampleSelection`;
     ``"context-scaled"``: either, its sampling noise scaled, :class:`~metagan_lib.context.ScaledSampling`;
-    ``"context-per-shot"``: one context adapted to each shot, :class:`~metagan_lib.context.PerShotContexts`),
+    ``"context-per-shot"``: one context adapted to each shot, :class:`~metagan_lib.context.PerShotContexts`;
+    ``"context-mixed-shots"``: each sample from a random mix of those, :class:`~metagan_lib.context.MixedShotContexts`),
     ``"invert"`` inverts the shots into a pretrained generator (:class:`~metagan_lib.inversion.LatentInversion`),
     ``"vae"`` encodes the shots into a VAE or VAE-GAN (:class:`~metagan_lib.vae.VAEFewShot`),
     ``"ceiling"`` returns held-out real images and ``"copy"`` the shots, repeated with augmentation.
@@ -136,6 +146,9 @@ GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
         method.model, shots, steps, n, seed=seed
     ),
     "context-per-shot": lambda method, shots, ceiling, n, steps, seed: context.adapt_per_shot_and_sample(
+        method.model, shots, steps, n, seed=seed
+    ),
+    "context-mixed-shots": lambda method, shots, ceiling, n, steps, seed: context.adapt_mixed_shots_and_sample(
         method.model, shots, steps, n, seed=seed
     ),
     "invert": lambda method, shots, ceiling, n, steps, seed: inversion.invert_and_sample(

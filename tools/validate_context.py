@@ -28,7 +28,8 @@ test time (no retraining), ``--select R --select-by JUDGE`` with R times the sam
 discriminator or the guide network (``context.SampleSelection``), ``--select-spread S`` keeping them spread apart (with
 ``--test-setting`` too, each test setting is also scored filtered), ``--sample-scale S`` each scored method (filtered
 too) with its samples drawn from ``z ~ N(0, S^2 I)`` (``context.ScaledSampling``), ``--per-shot`` with one context
-adapted to each shot alone (``context.PerShotContexts``);
+adapted to each shot alone (``context.PerShotContexts``), ``--mix-shots T`` each sample from a random mix of those
+contexts (``context.MixedShotContexts``);
 ``--fit-check`` scores them on meta-training classes
 too (the feature network has seen those classes, so compare the candidate with the real images of the same table).
 """
@@ -239,6 +240,13 @@ def per_shot(method):
     return wrapped(method, "a context per shot", "context-per-shot", context.PerShotContexts(method.model))
 
 
+def mixed_shots(method, temperature: float):
+    """``method`` with one context adapted to each shot alone and each sample drawn from a random mix of them
+    (:class:`~metagan_lib.context.MixedShotContexts` at ``temperature``)."""
+    suffix = f"shots' contexts mixed at temperature {temperature:g}"
+    return wrapped(method, suffix, "context-mixed-shots", context.MixedShotContexts(method.model, temperature))
+
+
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
     """6 evaluated classes (one fixed task; fewer when there are fewer), each a row: its 5 shots, then 7 samples of
     ``method`` adapted to them."""
@@ -382,6 +390,16 @@ def main(argv: list[str] | None = None) -> None:
         "contexts in turn (context.PerShotContexts; as latent inversion keeps one latent per shot)",
     )
     parser.add_argument(
+        "--mix-shots",
+        nargs="+",
+        type=float,
+        default=[],
+        metavar="TEMPERATURE",
+        help="also score each candidate with one context adapted to each shot alone and each sample drawn from a "
+        "random convex mix of them, weights softmax(g / TEMPERATURE), g ~ N(0, I) (context.MixedShotContexts); one "
+        "method per temperature",
+    )
+    parser.add_argument(
         "--meta-steps",
         type=int,
         default=VALIDATION_META_STEPS,
@@ -479,6 +497,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             f"--sample-scale takes finite scales > 0 other than 1 (1 is the plain method), got {args.sample_scale}"
         )
+    if args.mix_shots and not all(math.isfinite(t) and t > 0 for t in args.mix_shots):
+        parser.error(f"--mix-shots takes finite temperatures > 0, got {args.mix_shots}")
     if args.test_steps is not None and min(args.test_steps) < 0:
         parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
     try:
@@ -564,6 +584,7 @@ def main(argv: list[str] | None = None) -> None:
         scored = candidate_methods(name, model, steps, args.test_steps, test_settings, selections)
         methods += scored + [scaled(method, scale) for scale in args.sample_scale for method in scored]
         methods += [per_shot(method) for method in swept[name]] if args.per_shot else []
+        methods += [mixed_shots(method, t) for t in args.mix_shots for method in swept[name]]
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
