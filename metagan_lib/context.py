@@ -1001,15 +1001,18 @@ class MixedShotContexts:
     """One context adapted to each shot alone (as :class:`PerShotContexts`), each sample drawn from its own random
     convex mix of the class's K contexts, as MatchingGAN and F2GAN fuse the shots' features with random weights:
     weights ``softmax(g / temperature)``, ``g ~ N(0, I_K)``; a low temperature puts each sample on one shot's context
-    (near :class:`PerShotContexts`), a high one on the K contexts' mean."""
+    (near :class:`PerShotContexts`), a high one on the K contexts' mean. ``scale``: the sampling noise's, as in
+    :func:`sample_contexts`."""
 
     model: ContextMetaGAN
     temperature: float
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ContextMetaGAN):
             raise TypeError(f"MixedShotContexts needs a ContextMetaGAN, got {type(self.model).__name__}.")
         checks.positive("temperature", self.temperature)
+        checks.positive("scale", self.scale)
 
 
 def mixing_weights(seed: int, classes: int, n: int, shots: int, temperature: float, device) -> torch.Tensor:
@@ -1033,7 +1036,7 @@ def adapt_mixed_shots_and_sample(
     contexts = adapt_contexts(model, support.reshape(classes * shots, 1, *support.shape[2:]), steps, seed)
     weights = mixing_weights(seed, classes, n, shots, mixed.temperature, model.device)
     mixes = torch.einsum("cnk,ckd->cnd", weights, contexts.view(classes, shots, -1))  # [C, n, context_dim]
-    z = class_noise(seed, classes, (n, 1, model.config.z_dim), "sample", model.device)
+    z = class_noise(seed, classes, (n, 1, model.config.z_dim), "sample", model.device) * mixed.scale
     g_params = model.generator_params(model.test_params())
     one = lambda c, zz: generate(model, g_params, zz, c)[0]  # one sample from its own context
     return vmap(vmap(one))(mixes, z)

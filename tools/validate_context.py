@@ -240,11 +240,12 @@ def per_shot(method):
     return wrapped(method, "a context per shot", "context-per-shot", context.PerShotContexts(method.model))
 
 
-def mixed_shots(method, temperature: float):
+def mixed_shots(method, temperature: float, scale: float = 1.0):
     """``method`` with one context adapted to each shot alone and each sample drawn from a random mix of them
-    (:class:`~metagan_lib.context.MixedShotContexts` at ``temperature``)."""
-    suffix = f"shots' contexts mixed at temperature {temperature:g}"
-    return wrapped(method, suffix, "context-mixed-shots", context.MixedShotContexts(method.model, temperature))
+    (:class:`~metagan_lib.context.MixedShotContexts` at ``temperature``, its noise scaled by ``scale``)."""
+    suffix = f"shots' contexts mixed at temperature {temperature:g}" + (f", noise x{scale:g}" if scale != 1 else "")
+    mixed = context.MixedShotContexts(method.model, temperature, scale)
+    return wrapped(method, suffix, "context-mixed-shots", mixed)
 
 
 def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> Path:
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="TEMPERATURE",
         help="also score each candidate with one context adapted to each shot alone and each sample drawn from a "
         "random convex mix of them, weights softmax(g / TEMPERATURE), g ~ N(0, I) (context.MixedShotContexts); one "
-        "method per temperature",
+        "method per temperature (and per --sample-scale, each test step and each --test-setting)",
     )
     parser.add_argument(
         "--meta-steps",
@@ -584,7 +585,8 @@ def main(argv: list[str] | None = None) -> None:
         scored = candidate_methods(name, model, steps, args.test_steps, test_settings, selections)
         methods += scored + [scaled(method, scale) for scale in args.sample_scale for method in scored]
         methods += [per_shot(method) for method in swept[name]] if args.per_shot else []
-        methods += [mixed_shots(method, t) for t in args.mix_shots for method in swept[name]]
+        plain = [method for method in scored if method.kind == "context"]  # each test step and test setting
+        methods += [mixed_shots(m, t, s) for t in args.mix_shots for s in [1.0, *args.sample_scale] for m in plain]
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
