@@ -831,3 +831,33 @@ def test_per_shot_contexts_adapt_one_context_to_each_shot_and_draw_from_them_in_
         C.PerShotContexts(model.generator)
     with pytest.raises(ValueError, match="support images shape"):
         C.adapt_per_shot_and_sample(C.PerShotContexts(model), support[0], steps=2, n=5)
+
+
+def test_mixed_shot_contexts_draw_each_sample_from_a_convex_mix_of_the_shots_contexts(strokes):
+    model = C.new_context_gan(C.ContextConfig(width=8), seed=0)
+    support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 3).support[0]  # [2 classes, 3 shots]
+    images = C.adapt_mixed_shots_and_sample(C.MixedShotContexts(model, 0.5, scale=1.5), support, steps=2, n=4, seed=4)
+    assert images.shape == (2, 4, 1, 28, 28)
+    # by hand: the 6 one-shot contexts, sample j of class c from its weights' mix of class c's 3, noise scaled by 1.5
+    contexts = C.adapt_contexts(model, support.reshape(6, 1, 1, 28, 28), steps=2, seed=4).view(2, 3, -1)
+    weights = C.mixing_weights(4, 2, 4, 3, 0.5, model.device)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4)) and (weights > 0).all()
+    z = C.class_noise(4, 2, (4, 1, model.config.z_dim), "sample", model.device) * 1.5
+    g_params = model.generator_params(model.test_params())
+    by_hand = torch.stack(
+        [
+            torch.stack([C.generate(model, g_params, z[c, j], weights[c, j] @ contexts[c])[0] for j in range(4)])
+            for c in range(2)
+        ]
+    )
+    assert torch.allclose(images, by_hand, atol=1e-5)
+    # a low temperature puts each sample on one shot's context, a high one on their mean
+    assert C.mixing_weights(4, 2, 4, 3, 1e-3, model.device).amax(-1).min() > 0.999
+    assert torch.allclose(C.mixing_weights(4, 2, 4, 3, 1e3, model.device), torch.full((2, 4, 3), 1 / 3), atol=1e-2)
+    with pytest.raises(TypeError, match="needs a ContextMetaGAN"):
+        C.MixedShotContexts(model.generator, 1.0)
+    for bad in ({"temperature": 0.0}, {"temperature": 1.0, "scale": -1.0}):
+        with pytest.raises(ValueError, match="temperature|scale"):
+            C.MixedShotContexts(model, **bad)
+    with pytest.raises(ValueError, match="support images shape"):
+        C.adapt_mixed_shots_and_sample(C.MixedShotContexts(model, 1.0), support[0], steps=2, n=4)

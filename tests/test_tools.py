@@ -255,6 +255,23 @@ def test_a_per_shot_method_adapts_a_context_to_each_shot():
     assert torch.equal(images, context.adapt_per_shot_and_sample(each.model, support, 2, 5, seed=1))
 
 
+def test_a_mixed_shots_method_mixes_the_shots_contexts_at_its_temperature_and_noise():
+    from metagan_lib import context, fewshot
+
+    tool = load_tool("validate_context")
+    model = context.new_context_gan(context.ContextConfig(width=8), seed=0)
+    (method,) = tool.scored_at("c", model, 2, None)
+    mixed = tool.mixed_shots(method, 0.3, 1.5)
+    assert (
+        mixed.name == "c, shots' contexts mixed at temperature 0.3, noise x1.5" and mixed.kind == "context-mixed-shots"
+    )
+    assert (mixed.model.model, mixed.model.temperature, mixed.model.scale) == (model, 0.3, 1.5)
+    assert tool.mixed_shots(method, 1.0).name == "c, shots' contexts mixed at temperature 1"
+    support = torch.rand(2, 3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = fewshot.generate(mixed, support, None, 5, None, seed=1)
+    assert torch.equal(images, context.adapt_mixed_shots_and_sample(mixed.model, support, 2, 5, seed=1))
+
+
 def test_each_test_setting_is_scored_plain_and_through_each_filter():
     from metagan_lib import context
 
