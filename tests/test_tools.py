@@ -117,6 +117,8 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--sample-scale", "2", "1"], "--sample-scale takes finite scales > 0 other than 1"),
         (["--sample-scale", "0"], "--sample-scale takes finite scales > 0 other than 1"),
         (["--sample-scale", "nan"], "--sample-scale takes finite scales > 0 other than 1"),
+        (["--mix-shots", "0"], "--mix-shots takes finite temperatures > 0"),
+        (["--mix-shots", "1", "inf"], "--mix-shots takes finite temperatures > 0"),
         (["--meta-lr", "0.001", "0"], "--meta-lr must be positive"),
         (["--d-lr", "-0.001"], "--d-lr must be positive"),
         (["--tasks", "8", "0"], "--tasks must be at least 1"),
