@@ -980,16 +980,25 @@ class PerShotContexts:
             raise TypeError(f"PerShotContexts needs a ContextMetaGAN, got {type(self.model).__name__}.")
 
 
+def adapt_each_shot(model: ContextMetaGAN, support: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
+    """One context adapted to each shot alone, each shot a 1-shot task: support ``[C, K, 1, 28, 28]`` ->
+    ``[C, K, context_dim]`` (:func:`adapt_contexts` on the C x K shots)."""
+    support = checks.signed_images(support, "support images")
+    checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
+    classes, shots = support.shape[:2]
+    one_shot_tasks = support.reshape(classes * shots, 1, *support.shape[2:])
+    return adapt_contexts(model, one_shot_tasks, steps, seed).view(classes, shots, -1)
+
+
 def adapt_per_shot_and_sample(
     per_shot: PerShotContexts, support: torch.Tensor, steps: int, n: int, seed: int = 0
 ) -> torch.Tensor:
-    """Adapt one context to each of the C x K shots (each shot a 1-shot task) and draw ``n`` images per class, sample
+    """Adapt one context to each of the C x K shots (:func:`adapt_each_shot`) and draw ``n`` images per class, sample
     ``j`` from shot ``j mod K``'s context: support ``[C, K, 1, 28, 28]`` -> ``[C, n, 1, 28, 28]``."""
-    support = checks.signed_images(support, "support images")
-    checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
     checks.positive_int("n", n)
-    classes, shots = support.shape[:2]
-    contexts = adapt_contexts(per_shot.model, support.reshape(classes * shots, 1, *support.shape[2:]), steps, seed)
+    contexts = adapt_each_shot(per_shot.model, support, steps, seed)  # [C, K, context_dim]
+    classes, shots = contexts.shape[:2]
+    contexts = contexts.flatten(0, 1)  # [C * K, context_dim]
     per_context = -(-n // shots)  # ceil(n / K)
     drawn = sample_contexts(per_shot.model, contexts, per_context, seed)  # [C * K, per_context, 1, 28, 28]
     drawn = drawn.view(classes, shots, per_context, *drawn.shape[2:]).transpose(1, 2)  # [C, per_context, K, ...]
@@ -1015,7 +1024,9 @@ class MixedShotContexts:
         checks.positive("scale", self.scale)
 
 
-def mixing_weights(seed: int, classes: int, n: int, shots: int, temperature: float, device) -> torch.Tensor:
+def mixing_weights(
+    seed: int, classes: int, n: int, shots: int, temperature: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Random convex weights ``[classes, n, shots]`` (each row sums to 1): ``softmax(g / temperature)``, ``g`` the
     seed rule's class noise of stream ``"mix"``."""
     return torch.softmax(class_noise(seed, classes, (n, shots), "mix", device) / temperature, dim=-1)
@@ -1025,17 +1036,15 @@ def mixing_weights(seed: int, classes: int, n: int, shots: int, temperature: flo
 def adapt_mixed_shots_and_sample(
     mixed: MixedShotContexts, support: torch.Tensor, steps: int, n: int, seed: int = 0
 ) -> torch.Tensor:
-    """Adapt one context to each of the C x K shots (each shot a 1-shot task) and draw ``n`` images per class, each
+    """Adapt one context to each of the C x K shots (:func:`adapt_each_shot`) and draw ``n`` images per class, each
     from a random mix of its class's K contexts (:func:`mixing_weights`): support ``[C, K, 1, 28, 28]`` ->
     ``[C, n, 1, 28, 28]``."""
-    support = checks.signed_images(support, "support images")
-    checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
     checks.positive_int("n", n)
-    classes, shots = support.shape[:2]
     model = mixed.model
-    contexts = adapt_contexts(model, support.reshape(classes * shots, 1, *support.shape[2:]), steps, seed)
+    contexts = adapt_each_shot(model, support, steps, seed)  # [C, K, context_dim]
+    classes, shots = contexts.shape[:2]
     weights = mixing_weights(seed, classes, n, shots, mixed.temperature, model.device)
-    mixes = torch.einsum("cnk,ckd->cnd", weights, contexts.view(classes, shots, -1))  # [C, n, context_dim]
+    mixes = torch.einsum("cnk,ckd->cnd", weights, contexts)  # [C, n, context_dim]
     z = class_noise(seed, classes, (n, 1, model.config.z_dim), "sample", model.device) * mixed.scale
     g_params = model.generator_params(model.test_params())
     one = lambda c, zz: generate(model, g_params, zz, c)[0]  # one sample from its own context
