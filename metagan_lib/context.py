@@ -107,6 +107,11 @@ class ContextConfig:
             of the samples and of the shots in a frozen *guide* network's feature space (a classifier of the seen
             classes, :class:`~metagan_lib.evaluation.FeatureNet`, given to :func:`train_or_load_context_gan`); 0: none.
             Added after version 0.3.0's caches: it enters cache keys only when set.
+        outer_spread_weight: weight of a spread term in the outer loss (the one Reptile's step of all weights descends,
+            or MAML's): ``relu(spread(target) - spread(samples))``, ``spread`` the mean pairwise distance of the guide
+            network's features (:func:`spread_shortfall`), so that the adapted samples spread at least as the
+            images they fit; needs ``inner_guide_weight > 0`` (its guide network); 0: none. Enters cache keys only
+            when set.
     """
 
     rule: str = "maml"
@@ -132,6 +137,7 @@ class ContextConfig:
     refine: int = 0
     inner_adv_weight: float = 0.0
     inner_guide_weight: float = field(default=0.0, metadata={KEY_WHEN_SET: True})
+    outer_spread_weight: float = field(default=0.0, metadata={KEY_WHEN_SET: True})
 
     def __post_init__(self) -> None:
         if self.rule not in OUTER_RULES:
@@ -152,8 +158,13 @@ class ContextConfig:
         checks.conv_width("width", self.width)
         for name in ("inner_lr", "reptile_lr", "meta_lr", "d_lr"):
             checks.positive(name, getattr(self, name))
-        for name in ("adv_weight", "r1", "blur", "inner_adv_weight", "inner_guide_weight"):
+        for name in ("adv_weight", "r1", "blur", "inner_adv_weight", "inner_guide_weight", "outer_spread_weight"):
             checks.non_negative(name, getattr(self, name))
+        if self.outer_spread_weight and not self.inner_guide_weight:
+            raise ValueError(
+                f"ContextConfig(outer_spread_weight={self.outer_spread_weight:g}) measures spread in the guide network "
+                "that inner_guide_weight > 0 brings: set inner_guide_weight > 0, or outer_spread_weight=0."
+            )
         checks.require(
             type(self.refine) is int and self.refine >= 0 and self.refine % 8 == 0,
             "refine",
@@ -459,6 +470,38 @@ def guide_distance(
     return (guide_prototype(model, samples) - prototype).pow(2).sum()
 
 
+def guide_spread(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
+    """Mean distance over the pairs of distinct images in the guide network's L2-normalised features (their
+    diversity as :func:`~metagan_lib.evaluation.mean_pairwise_distance` measures it, in the guide's features):
+    ``[B, 1, 28, 28]`` -> a scalar. Differentiable everywhere (a pair at distance 0 has gradient 0)."""
+    features = guide_features(model, images)
+    n = len(features)
+    squared = (features[:, None] - features[None]).pow(2).sum(-1)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=features.device)
+    distances = torch.where(off_diagonal & (squared > 0), squared.clamp_min(1e-12).sqrt(), torch.zeros_like(squared))
+    return distances.sum() / (n * (n - 1))
+
+
+def spread_shortfall(model: ContextMetaGAN, samples: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``relu(spread(images) - spread(samples))`` (:func:`guide_spread`): how much less the samples spread than the
+    images they fit (0 once they spread as much); the images' spread is a constant target."""
+    return F.relu(guide_spread(model, images).detach() - guide_spread(model, samples))
+
+
+def outer_loss(
+    model: ContextMetaGAN, d_params: Params, support: torch.Tensor, target: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """The outer loss of adapted samples ``fake`` ``[B, ...]``: ``chamfer(fake, target)`` + ``adv_weight`` x the pair
+    discriminator's ``-log D([shot, fake])``, + ``outer_spread_weight`` x :func:`spread_shortfall` when that is
+    positive (``target``: the query images, or the shots for plain Reptile)."""
+    loss = set_distance(model, fake, target) + model.config.adv_weight * adversarial_loss(
+        model, d_params, support, fake
+    )
+    if model.config.outer_spread_weight:
+        loss = loss + model.config.outer_spread_weight * spread_shortfall(model, fake, target)
+    return loss
+
+
 def generate(model: ContextMetaGAN, g_params: Params, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     """``G(z, c)`` with explicit generator weights: ``z [B, z_dim]``, ``context [context_dim]`` ->
     ``[B, 1, 28, 28]``."""
@@ -561,12 +604,10 @@ def task_outer_loss(
     outer_noise: torch.Tensor,
     first_order: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One task's outer loss (chamfer to the query images + ``adv_weight`` x adversarial) and the adapted samples
-    ``[B, ...]``."""
+    """One task's :func:`outer_loss` on the query images and the adapted samples ``[B, ...]``."""
     context = inner_adapt(model, params, support, inner_noise, first_order, d_params)
     fake = generate(model, model.generator_params(params), outer_noise, context)
-    loss = set_distance(model, fake, query) + model.config.adv_weight * adversarial_loss(model, d_params, support, fake)
-    return loss, fake
+    return outer_loss(model, d_params, support, query, fake), fake
 
 
 def batched_outer_loss(
@@ -622,8 +663,8 @@ def reptile_task(
     outer_noise: torch.Tensor,
 ) -> tuple[Params, torch.Tensor, torch.Tensor]:
     """Reptile's adaptation to one task: the context's inner steps on the shots ``support``, then one step of all
-    weights on ``chamfer(G(z, c), target) + adv_weight * adversarial`` (``target``: the shots for ``reptile``, the
-    query images for ``reptile-query``).
+    weights on the :func:`outer_loss` of ``G(z, c)`` against ``target`` (the shots for ``reptile``, the query images
+    for ``reptile-query``).
 
     With learned rates (``params["rates"]``, ``reptile-query-sgd``) the adapted parameters hold ``rates - dL/d rates``
     too, ``L`` that loss at the adapted context ``c_S = c_init - rates * G`` with the inner gradients' sum ``G`` held
@@ -636,9 +677,7 @@ def reptile_task(
 
     def task_loss(p):
         fake = generate(model, model.generator_params(p), outer_noise, p["context"])
-        loss = set_distance(model, fake, target) + model.config.adv_weight * adversarial_loss(
-            model, d_params, support, fake
-        )
+        loss = outer_loss(model, d_params, support, target, fake)
         return loss, (loss, fake)
 
     start = {**{k: v.detach() for k, v in model.generator_params(params).items()}, "context": context}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metagan_lib import context as C
-from metagan_lib import fewshot, inversion, losses, profiles
+from metagan_lib import evaluation, fewshot, inversion, losses, profiles
 from metagan_lib import meta as M
 from metagan_lib.artifacts import DamagedArtifactWarning, meta_training_key
 from metagan_lib.evaluation import FeatureNet
@@ -24,10 +24,12 @@ def tiny_model(
     refine=0,
     inner_adv_weight=0.0,
     inner_guide_weight=0.0,
+    outer_spread_weight=0.0,
 ):
     config = C.ContextConfig(
         inner_adv_weight=inner_adv_weight,
         inner_guide_weight=inner_guide_weight,
+        outer_spread_weight=outer_spread_weight,
         shot_encoder=shot_encoder,
         blur=blur,
         upsample=upsample,
@@ -141,6 +143,7 @@ VARIANTS = [  # tiny_model's options: the default, and each option alone
     {"refine": 8},
     {"inner_adv_weight": 0.5},
     {"inner_guide_weight": 0.7},
+    {"inner_guide_weight": 0.7, "outer_spread_weight": 2.0},  # the spread term needs the guide
 ]
 VARIANT_IDS = ["-".join(f"{k}={v}" for k, v in variant.items()) or "default" for variant in VARIANTS]
 
@@ -663,6 +666,41 @@ def test_the_guide_term_is_the_distance_between_feature_prototypes_and_needs_a_g
         C.ContextConfig(inner_guide_weight=-1.0)
 
 
+def test_the_spread_term_is_the_shortfall_of_the_samples_pairwise_guide_distances():
+    model = tiny_model("reptile-query", inner_guide_weight=0.7, outer_spread_weight=2.0)
+    support, query, _, outer = tiny_batch(model)
+    net = tiny_guide()  # tiny_model's guide (the same seed)
+    with torch.no_grad():
+        features = torch.nn.functional.normalize(net.body(query[0]), dim=1)
+    expected = evaluation.mean_pairwise_distance(features)  # the diversity metric's formula, in the guide's features
+    assert C.guide_spread(model, query[0]).item() == pytest.approx(expected, rel=1e-12)
+    a, b = query[0, :1], query[0, 1:2]  # two images: their one distance
+    distance = (C.guide_features(model, a) - C.guide_features(model, b)).norm()
+    assert torch.allclose(C.guide_spread(model, torch.cat([a, b])), distance, rtol=1e-12)
+    # copies do not spread: the shortfall is the images' whole spread, and its gradient is finite (zero distances)
+    copies = a.expand(4, -1, -1, -1).clone().requires_grad_(True)
+    shortfall = C.spread_shortfall(model, copies, query[0])
+    assert shortfall.item() == pytest.approx(expected, rel=1e-12)
+    assert torch.isfinite(torch.autograd.grad(shortfall, copies)[0]).all()
+    assert C.spread_shortfall(model, query[0], query[0, :3]).item() <= C.guide_spread(model, query[0]).item()
+    spread_out = C.spread_shortfall(model, query[0], copies.detach())  # samples spread more than the images: 0
+    assert spread_out.item() == 0.0
+    # the outer loss adds the weighted shortfall to the chamfer and adversarial terms, and only when weighted
+    fake = C.generate(model, model.generator_params(), outer[0], model.meta_params["context"])
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    plain = C.set_distance(model, fake, query[0]) + model.config.adv_weight * C.adversarial_loss(
+        model, d_params, support[0], fake
+    )
+    with_spread = C.outer_loss(model, d_params, support[0], query[0], fake)
+    assert torch.allclose(with_spread, plain + 2.0 * C.spread_shortfall(model, fake, query[0]), rtol=1e-12)
+    unweighted = tiny_model("reptile-query", inner_guide_weight=0.7)
+    assert torch.equal(C.outer_loss(unweighted, d_params, support[0], query[0], fake), plain)
+    with pytest.raises(ValueError, match="set inner_guide_weight > 0"):
+        C.ContextConfig(outer_spread_weight=1.0)
+    with pytest.raises(ValueError, match="outer_spread_weight"):
+        C.ContextConfig(inner_guide_weight=1.0, outer_spread_weight=-1.0)
+
+
 def test_the_guide_weight_enters_cache_keys_only_when_set_and_the_guide_is_saved(strokes, tmp_path):
     sampler = TaskSampler(strokes, strokes.seen_classes, seed=0)
     config = C.ContextConfig(
@@ -670,7 +708,7 @@ def test_the_guide_weight_enters_cache_keys_only_when_set_and_the_guide_is_saved
     )
     plain_key = meta_training_key("context-gan", config, sampler, 2, 0)["config"]
     assert "inner_guide_weight" not in plain_key  # the keys of caches written before the field existed still match
-    assert set(plain_key) == set(dataclasses.asdict(config)) - {"inner_guide_weight"}
+    assert set(plain_key) == set(dataclasses.asdict(config)) - {"inner_guide_weight", "outer_spread_weight"}
     guided = config.replace(inner_guide_weight=0.5)
     assert meta_training_key("context-gan", guided, sampler, 2, 0)["config"]["inner_guide_weight"] == 0.5
     with pytest.raises(ValueError, match="needs guide="):

@@ -20,8 +20,8 @@ It is the final test of a choice, not a way to make one.
 Candidates vary the outer rule, the inner steps, the meta-steps, the adversarial weight, a blur before the chamfer
 distances, the generator's upsampling, its width and a refine stage, the context's size and the inner step, the
 Adam learning rates of the meta-parameters and of the pair discriminator, the tasks per meta-step, a discriminator
-term and a guide network's term in the inner loss, a shot encoder, a warm start from a pretrained DCGAN and a moving
-average of the meta-parameters (see ``--help``);
+term and a guide network's term in the inner loss, a spread term in the outer loss, a shot encoder, a warm start from
+a pretrained DCGAN and a moving average of the meta-parameters (see ``--help``);
 ``--samples FOLDER`` writes each candidate's samples beside the shots of 6 evaluated classes; ``--test-steps`` scores
 each candidate after several numbers of test-time inner steps, ``--test-setting`` with one inner-loop setting changed at
 test time (no retraining), ``--select R --select-by JUDGE`` with R times the samples drawn and the best kept by the pair
@@ -134,6 +134,7 @@ SETTINGS = {
     "refine": (", refine stage {}", "_refine{}"),
     "inner_adv_weight": (", inner adversarial {:g}", "_inneradv{:g}"),
     "inner_guide_weight": (", inner guide {:g}", "_innerguide{:g}"),
+    "outer_spread_weight": (", outer spread {:g}", "_outerspread{:g}"),
     "width": (", width {}", "_width{}"),
     "context_dim": (", context of {} entries", "_context{}"),
     "inner_lr": (", inner lr {:g}", "_innerlr{:g}"),
@@ -297,6 +298,12 @@ def main(argv: list[str] | None = None) -> None:
             ContextConfig.inner_guide_weight,
             "weight of the guide term in the inner loss (the samples' mean features against the shots' in a second "
             "feature network of the training classes, seed 1, not the scoring one); 0: none",
+        ),
+        (
+            "--outer-spread-weight",
+            ContextConfig.outer_spread_weight,
+            "weight of the spread term in the outer loss: relu(spread of the images fitted - spread of the samples) in "
+            "the guide network's features (needs --inner-guide-weight > 0); 0: none",
         ),
         ("--width", ContextConfig.width, "channels of the generator and the pair discriminator (a multiple of 8)"),
         ("--context-dim", ContextConfig.context_dim, "entries of the context c, what the inner loop adapts"),
@@ -471,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     for option, weights in (
         ("--inner-adv-weight", args.inner_adv_weight),
         ("--inner-guide-weight", args.inner_guide_weight),
+        ("--outer-spread-weight", args.outer_spread_weight),
     ):
         if min(weights) < 0:
             parser.error(f"{option} must be non-negative, got {min(weights)}")
@@ -488,6 +496,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--select-spread takes spreads of at least 0, got {min(args.select_spread)}")
     if args.select_spread != [0.0] and not args.select:
         parser.error("--select-spread names the spreads of --select: give --select RATIO too")
+    if max(args.outer_spread_weight) > 0 and min(args.inner_guide_weight) == 0:
+        parser.error(
+            "--outer-spread-weight > 0 measures spread in the guide network's features: --inner-guide-weight > 0"
+        )
     if max(args.select_spread) > 0 and min(args.inner_guide_weight) == 0:
         parser.error("--select-spread > 0 measures distances in the guide network's features: --inner-guide-weight > 0")
     if any(judge.startswith("guide") for judge in args.select_by) and min(args.inner_guide_weight) == 0:
