@@ -476,9 +476,8 @@ def guide_spread(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
     ``[B, 1, 28, 28]`` -> a scalar. Differentiable everywhere (a pair at distance 0 has gradient 0)."""
     features = guide_features(model, images)
     n = len(features)
-    squared = (features[:, None] - features[None]).pow(2).sum(-1)
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=features.device)
-    distances = torch.where(off_diagonal & (squared > 0), squared.clamp_min(1e-12).sqrt(), torch.zeros_like(squared))
+    squared = (features[:, None] - features[None]).pow(2).sum(-1)  # [B, B], exactly 0 on the diagonal
+    distances = torch.where(squared > 0, squared.clamp_min(1e-12).sqrt(), torch.zeros_like(squared))
     return distances.sum() / (n * (n - 1))
 
 

@@ -100,6 +100,8 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--test-steps", "5", "-1"], "--test-steps must be non-negative"),
         (["--inner-adv-weight", "0", "-1"], "--inner-adv-weight must be non-negative"),
         (["--inner-guide-weight", "0", "-1"], "--inner-guide-weight must be non-negative"),
+        (["--outer-spread-weight", "-1", "--inner-guide-weight", "1"], "--outer-spread-weight must be non-negative"),
+        (["--outer-spread-weight", "4"], "--outer-spread-weight > 0 measures spread in the guide network"),
         (["--guide-width", "12"], "--guide-width takes a positive multiple of 8"),
         (["--test-setting", "blur=1"], "KEY one of inner_samples, inner_lr, inner_adv_weight, inner_guide_weight"),
         (["--test-setting", "inner_samples=1.5"], "inner_samples takes an integer"),
