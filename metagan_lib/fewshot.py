@@ -69,6 +69,8 @@ __all__ = [  # the protocol's public names; Method, context_method and the pretr
     "summarise",
     "sweep_scores",
     "sweep_scores_or_load",
+    "table_scores",
+    "table_scores_or_load",
 ]
 
 METRICS = (
@@ -469,9 +471,9 @@ def _estimate(values: list[float]) -> dict[str, float]:
 def evaluation_key(kind: str, methods: list[Method], dataset: ImageDataset, nets: list, settings: dict) -> dict:
     """Everything that determines an evaluation's numbers: each method's name, kind, role, budget, the contents of its
     model (:func:`~metagan_lib.artifacts.content_hash`) and its ``compute_within`` where set, the dataset, the scoring
-    networks and the settings; for the kinds that store every metric (``"benchmark"``, ``"sweep"``), :data:`METRICS`,
-    so that an evaluation stored before a metric was added is computed again, not loaded without it."""
-    stored = {"metrics": list(METRICS)} if kind in ("benchmark", "sweep") else {}
+    networks and the settings; for the kinds that store every metric (``"benchmark"``, ``"sweep"``, ``"scores"``),
+    :data:`METRICS`, so that an evaluation stored before a metric was added is computed again, not loaded without it."""
+    stored = {"metrics": list(METRICS)} if kind in ("benchmark", "sweep", "scores") else {}
     return stored | {
         "kind": kind,
         "methods": [_method_key(m) for m in methods],
@@ -503,16 +505,52 @@ def sweep_scores(sweeps: Sweeps, dataset: ImageDataset, net: E.FeatureNet, seeds
     names = [method.name for method in made.values()]
     if len(set(names)) < len(names):
         raise ValueError(f"Each swept method needs its own name (one per sweep and value), got {names}.")
-    methods = list(made.values())
-    jobs = [partial(evaluate_seed, methods, dataset, net, steps=None, seed=seed, **budget) for seed in seeds]
-    runs = parallel_calls(jobs, device=next(net.parameters()).device, description="sweeps")  # as run_benchmark's jobs
+    rows = table_scores(list(made.values()), dataset, net, seeds, description="sweeps", **budget)
     scores: SweepScores = {name: {} for name in sweeps}
     for (name, value), method in made.items():
-        scores[name][value] = {
-            metric: _estimate([run[method.name][metric] for run in runs]) for metric in runs[0][method.name]
-        }
-    scores["_real_diversity"] = {"diversity": _estimate([run["_real_diversity"]["diversity"] for run in runs])}
+        scores[name][value] = rows[method.name]
+    scores["_real_diversity"] = {"diversity": rows["_real_diversity"]["diversity"]}
     return scores
+
+
+TableScores = dict[str, dict[str, dict[str, float]]]  # method (and "_real_diversity") -> metric -> mean, ci95, n
+
+
+def table_scores(
+    methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, seeds: list[int], description: str = "scores",
+    **budget,
+) -> TableScores:  # fmt: skip
+    """Each method scored by :func:`evaluate_seed` in ``net``'s features on each seed's tasks at its own budget
+    (``budget``: ``shots``, ``classes``, ``generated_per_class``): the tasks, shots and noise of :func:`run_benchmark`'s
+    table, each seed a job in a worker process as there, so with the table's ``net`` a method's entry repeats its row
+    bit for bit (on the same machine). Returns ``{method: {metric: {"mean", "ci95", "n"}}}`` plus
+    ``"_real_diversity"``."""
+    jobs = [partial(evaluate_seed, methods, dataset, net, steps=None, seed=seed, **budget) for seed in seeds]
+    runs = parallel_calls(jobs, device=next(net.parameters()).device, description=description)
+    return {
+        name: {metric: _estimate([run[name][metric] for run in runs]) for metric in runs[0][name]} for name in runs[0]
+    }
+
+
+def table_scores_or_load(
+    path: Path | str, methods: list[Method], dataset: ImageDataset, net: E.FeatureNet, seeds: list[int], **budget
+) -> TableScores:
+    """:func:`table_scores` cached at ``path`` (or shipped), keyed by the methods, the data, ``net`` and the budget
+    (:func:`evaluation_key`), else computed."""
+    key = evaluation_key("scores", methods, dataset, [net], {"seeds": list(seeds), **budget})
+
+    def from_payload(payload: TableScores) -> TableScores:
+        if set(payload) != {m.name for m in methods} | {"_real_diversity"}:
+            raise ValueError("the stored scores are not these methods'")
+        return payload
+
+    return load_or_build(
+        path,
+        key,
+        lambda: table_scores(methods, dataset, net, seeds, **budget),
+        to_payload=dict,
+        from_payload=from_payload,
+    )
 
 
 def sweep_scores_or_load(

@@ -78,13 +78,35 @@ def _separated(a: dict[str, float], b: dict[str, float]) -> bool:
     return abs(a["mean"] - b["mean"]) > a["ci95"] + b["ci95"]
 
 
+def _winner(a: dict, b: dict, metric: str) -> int:
+    """1 if ``a`` beats ``b`` on ``metric`` beyond the 95% intervals, -1 if ``b`` beats ``a``, 0 if neither."""
+    if not _separated(a, b):
+        return 0
+    return 1 if (a["mean"] < b["mean"]) == (metric in LOWER_IS_BETTER) else -1
+
+
 def _compare(name_a: str, a: dict, name_b: str, b: dict, metric: str) -> str:
     """``"A beats B"``, ``"B beats A"`` or ``"A and B do not differ"`` on ``metric`` at 95%."""
-    if not _separated(a, b):
+    winner = _winner(a, b, metric)
+    if winner == 0:
         return f"{name_a} ({_cell(a)}) and {name_b} ({_cell(b)}) do not differ at 95%"
-    a_better = (a["mean"] < b["mean"]) == (metric in LOWER_IS_BETTER)
-    (winner, w), (loser, v) = ((name_a, a), (name_b, b)) if a_better else ((name_b, b), (name_a, a))
-    return f"{winner} ({_cell(w)}) beats {loser} ({_cell(v)}) beyond the 95% intervals"
+    (first, w), (loser, v) = ((name_a, a), (name_b, b)) if winner == 1 else ((name_b, b), (name_a, a))
+    return f"{first} ({_cell(w)}) beats {loser} ({_cell(v)}) beyond the 95% intervals"
+
+
+def rescored_lines(table: dict, rescored: dict, learner: str, baselines: list[str], space: str) -> list[str]:
+    """``learner`` against each of ``baselines`` on both per-class metrics, scored in the table's feature network
+    (``table``) and in another network's features (``rescored``, named ``space``: the same methods, tasks and seeds,
+    :func:`~metagan_lib.fewshot.table_scores`), each line saying whether the two verdicts agree."""
+    lines = []
+    for baseline in baselines:
+        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity")):
+            pairs = [(rows[learner][metric], rows[baseline][metric]) for rows in (table, rescored)]
+            agree = "the same verdict" if len({_winner(a, b, metric) for a, b in pairs}) == 1 else "ANOTHER VERDICT"
+            verdicts = [f"{where}: {_compare(learner, a, baseline, b, metric)}" for where, (a, b) in zip(
+                ("feature network", space), pairs)]  # fmt: skip
+            lines.append(f"{label}: " + "; ".join(verdicts) + f" ({agree})")
+    return lines
 
 
 def _ranking_lines(rows: dict, generators: list[str]) -> list[str]:

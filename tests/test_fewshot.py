@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -482,6 +483,55 @@ def test_a_sweep_repeats_the_evaluation_of_each_value_and_is_cached_under_its_gr
     assert list(narrower["context"]) == [1.0]  # another grid is another key: recomputed, not the stored sweep
     with pytest.raises(ValueError, match="its own name"):
         fewshot.sweep_scores({"a": (lambda s: plain, [1.0, 2.0])}, glyphs, net, [0], **budget)
+
+
+def test_table_scores_repeat_the_plain_loop_and_are_cached_under_their_scoring_network(
+    glyphs, net, tmp_path, monkeypatch
+):
+    model = new_context_gan(ContextConfig(rule="fomaml", width=8))
+    methods = [
+        fewshot.Method("context", kind="context", model=model, steps=1),
+        fewshot.Method("copy shots + augmentation", kind="copy", role="reference"),
+    ]
+    budget = dict(shots=5, classes=3, generated_per_class=4)
+    scores = fewshot.table_scores(methods, glyphs, net, [0, 1], **budget)
+    loop = fewshot.scores_over_seeds(methods, glyphs, net, [0, 1], steps=None, **budget)  # in this process, in turn
+    assert set(scores) == {"context", "copy shots + augmentation", "_real_diversity"}
+    for name, row in loop.items():  # equal up to rounding: here on two threads, in the workers on one
+        for metric, estimate in row.items():
+            assert scores[name][metric]["mean"] == pytest.approx(estimate.mean, rel=1e-5, abs=1e-7)
+            assert scores[name][metric]["ci95"] == pytest.approx(estimate.half_width, rel=1e-5, abs=1e-7)
+    path = tmp_path / "scores.pt"
+    assert fewshot.table_scores_or_load(path, methods, glyphs, net, [0, 1], **budget) == scores
+    with monkeypatch.context() as patch:  # stored: loaded, not recomputed
+        patch.setattr(fewshot, "table_scores", lambda *args, **kwargs: pytest.fail("recomputed stored scores"))
+        assert fewshot.table_scores_or_load(path, methods, glyphs, net, [0, 1], **budget) == scores
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.1)
+    rescored = fewshot.table_scores_or_load(path, methods, glyphs, other, [0, 1], **budget)  # another net: another key
+    assert rescored["context"]["class_frechet_distance"] != scores["context"]["class_frechet_distance"]
+
+
+def test_rescored_lines_say_whether_two_feature_spaces_give_the_same_verdict():
+    value = lambda mean, ci=0.01: {"mean": mean, "ci95": ci, "n": 5}
+    row = lambda fidelity, fd: {"class_fidelity": value(fidelity), "class_frechet_distance": value(fd)}
+    table = {"learner": row(0.9, 0.10), "baseline": row(0.7, 0.10)}
+    rescored = {"learner": row(0.6, 12.0), "baseline": row(0.8, 12.5)}  # another network's units: compared within it
+    fd, fidelity = report.rescored_lines(table, rescored, "learner", ["baseline"], "other net")
+    assert fd.startswith(
+        "class FD: feature network: learner (0.1 ± 0.01) and baseline (0.1 ± 0.01) do not differ at 95%"
+    )
+    assert "other net: learner (12 ± 0.01) beats baseline (12.5 ± 0.01) beyond the 95% intervals" in fd
+    assert fd.endswith("(ANOTHER VERDICT)")
+    assert "feature network: learner (0.9 ± 0.01) beats baseline (0.7 ± 0.01)" in fidelity
+    assert "other net: baseline (0.8 ± 0.01) beats learner (0.6 ± 0.01)" in fidelity
+    assert fidelity.endswith("(ANOTHER VERDICT)")
+    rescored["learner"] = row(0.95, 12.5)
+    assert all(
+        line.endswith("(the same verdict)")
+        for line in report.rescored_lines(table, rescored, "learner", ["baseline"], "x")
+    )
 
 
 def sweep_entry(fidelity, diversity, copy, fd=0.2, coverage=0.5):
