@@ -89,8 +89,9 @@ def fingerprint(tensor: torch.Tensor) -> str:
 
 def content_hash(value: Any) -> str:
     """A short hash of what ``value`` holds: tensors by their values, modules by their state, dataclasses by their
-    fields, containers by their items, plain values as they are (keys cached evaluations by the networks they score).
-    Tensors on the ``meta`` device (architecture templates) count by dtype and shape."""
+    fields (those marked ``KEY_WHEN_SET`` only when set, as in :func:`config_key`), containers by their items, plain
+    values as they are (keys cached evaluations by the networks they score). Tensors on the ``meta`` device
+    (architecture templates) count by dtype and shape."""
     return hashlib.sha256(repr(_contents(value)).encode()).hexdigest()[:16]
 
 
@@ -100,7 +101,8 @@ def _contents(value: Any) -> Any:
     if isinstance(value, nn.Module):
         return (type(value).__name__, _contents(value.state_dict()))
     if is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__, {f.name: _contents(getattr(value, f.name)) for f in fields(value)})
+        kept = [f for f in fields(value) if not _unset_key_when_set(f, getattr(value, f.name))]
+        return (type(value).__name__, {f.name: _contents(getattr(value, f.name)) for f in kept})
     if isinstance(value, dict):
         return {str(k): _contents(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -122,12 +124,18 @@ def full_key(key: dict) -> dict:
 KEY_WHEN_SET = "key_when_set"  # dataclass field metadata: a setting added after caches were shipped (see config_key)
 
 
+def _unset_key_when_set(spec, value) -> bool:
+    """Whether a dataclass field is marked ``KEY_WHEN_SET`` and holds its default (then no key counts it)."""
+    return bool(spec.metadata.get(KEY_WHEN_SET)) and value == spec.default
+
+
 def config_key(config) -> dict:
     """A config dataclass as a cache key: ``asdict(config)`` without the fields marked ``KEY_WHEN_SET`` that hold their
-    default, so that adding such a field leaves every earlier key (and shipped file) valid."""
+    default, so that adding such a field leaves every earlier key (and shipped file) valid (:func:`content_hash`, which
+    keys evaluations by the models they score, skips them the same way)."""
     values = asdict(config)
     for spec in fields(config):
-        if spec.metadata.get(KEY_WHEN_SET) and values[spec.name] == spec.default:
+        if _unset_key_when_set(spec, values[spec.name]):
             del values[spec.name]
     return values
 

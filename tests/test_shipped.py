@@ -1,6 +1,7 @@
 """Shipped artefacts (artifacts/ in the repository): used when the cache misses, under the same key check; stale or
 damaged ones retrained with a warning naming them; ignored when retraining; cached evaluations keyed by content."""
 
+import dataclasses
 import warnings
 from types import SimpleNamespace
 
@@ -143,6 +144,26 @@ def test_content_hash_follows_the_values_of_weights_and_fields():
     assert A.content_hash(nn.Linear(3, 2, device="meta")) == A.content_hash(nn.Linear(3, 2, device="meta"))
     with pytest.raises(TypeError, match="cannot describe a object"):
         A.content_hash({"x": object()})
+
+
+def test_content_hash_counts_a_key_when_set_field_only_when_it_is_set():
+    """Adding a field marked KEY_WHEN_SET leaves the hash of every model with the field at its default as it was (so
+    the evaluations shipped before the field stay valid), as config_key does for trained networks."""
+
+    @dataclasses.dataclass
+    class Before:
+        width: int = 4
+
+    @dataclasses.dataclass
+    class After:
+        width: int = 4
+        spread: float = dataclasses.field(default=0.0, metadata={A.KEY_WHEN_SET: True})
+
+    Before.__name__ = After.__name__ = "Config"  # the same class, before and after the field was added
+    assert A.content_hash(After()) == A.content_hash(Before())
+    assert A.content_hash([After(width=8)]) == A.content_hash([Before(width=8)])
+    assert A.content_hash(After(spread=1.0)) != A.content_hash(Before())
+    assert A.config_key(After()) == dataclasses.asdict(Before())
 
 
 def _tiny_benchmark_inputs():
