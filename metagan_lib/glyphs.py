@@ -2,7 +2,9 @@
 
 Characters covered by enough fonts become classes; each image is one font's rendering, fitted to
 a 28x28 canvas like MNIST and jittered (affine warp, stroke thickness) like a different hand.
-Rendering is deterministic for its arguments; :func:`metagan_lib.data.load_dataset` caches it.
+Rendering is deterministic for its arguments on one CPU (another CPU's vector kernels move a few pixels by one grey
+level); ``tools/build_glyphs.py`` renders it once into ``metagan_lib/glyph_data/``, which
+:func:`metagan_lib.data.load_dataset` reads.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import torch.nn.functional as F
 from .images import fit_to_canvas, to_uint8
 from .paths import DatasetError
 
-GLYPHS_VERSION = 1
 GLYPH_EXCLUDED_FONT_PATTERNS = ("Display", "LastResort", "STIXNonUni", "STIXSiz", "cmex10")
 
 

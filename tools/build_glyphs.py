@@ -1,0 +1,58 @@
+"""Render the embedded ``glyphs`` dataset and write the files the package ships (``metagan_lib/glyph_data``).
+
+    python tools/build_glyphs.py metagan_lib/glyph_data
+
+Renders :func:`metagan_lib.glyphs.build_glyphs` (seed 0) and writes the images in MNIST's IDX format, gzipped with a
+fixed timestamp, and the classes (names, images per class, seen/unseen split) as JSON; it prints both files' SHA-256
+(``metagan_lib.data.GLYPHS_SHA256``). The rendering goes through float32 torch kernels that ATen picks by the CPU's
+vector instructions, so another CPU renders a few pixels one grey level apart: the shipped files, rendered once on the
+AVX-512 development machine, are what keeps the data, and so the shipped networks' keys, the same on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from build_digits import idx_bytes, write_gzip
+
+from metagan_lib.data import GLYPHS_CLASSES, GLYPHS_IMAGES
+from metagan_lib.glyphs import build_glyphs
+
+
+def classes_json(rendered: dict) -> str:
+    """The classes of a rendering as JSON; checks that its labels are ``instances_per_class`` images per class, in
+    class order (what the loader rebuilds them from)."""
+    counts = torch.bincount(rendered["labels"])
+    per_class = int(counts[0])
+    expected = torch.arange(len(rendered["class_names"])).repeat_interleave(per_class)
+    if not torch.equal(rendered["labels"], expected):
+        raise ValueError("the rendering's labels are not grouped by class with the same count per class")
+    meta = {
+        "class_names": list(rendered["class_names"]),
+        "instances_per_class": per_class,
+        "seen_classes": rendered["seen_classes"].tolist(),
+        "unseen_classes": rendered["unseen_classes"].tolist(),
+        "rendered_with": {"matplotlib": matplotlib.__version__, "torch": torch.__version__.split("+")[0]},
+    }
+    return json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+
+
+def main(destination: str) -> None:
+    rendered = build_glyphs(seed=0)
+    out = Path(destination)
+    out.mkdir(parents=True, exist_ok=True)
+    images = rendered["images"][:, 0].numpy().astype(np.uint8)
+    print(f"{len(images)} images, {len(rendered['class_names'])} classes")
+    print(GLYPHS_IMAGES, write_gzip(out / GLYPHS_IMAGES, idx_bytes(images)))
+    (out / GLYPHS_CLASSES).write_text(classes_json(rendered), encoding="utf-8")
+    print(GLYPHS_CLASSES, hashlib.sha256((out / GLYPHS_CLASSES).read_bytes()).hexdigest())
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])
