@@ -255,15 +255,16 @@ def differing_fields(found: dict, wanted: dict) -> list[str]:
 
 def stale_shipped_message(shipped: Path, found: dict, wanted: dict) -> str:
     """What a :class:`StaleArtifactWarning` says: the file, the key fields that differ, and what to do (for a glyph
-    network trained on other training images, the CPU-dependent rendering is named as the likely cause)."""
+    network trained on other training images, a glyph rendering made on another CPU is named as the likely cause)."""
     changed = ", ".join(differing_fields(found, wanted))
     message = f"The shipped file {shipped} was trained under another key (differing in: {changed}); retraining it. "
     if Path(shipped).parent.parent.name == "glyphs" and found.get("data") != wanted.get("data"):  # <dataset>/seed<n>/
         return message + (
-            "The glyph images rendered here differ from those it was trained on: the embedded glyphs are rendered on "
-            "first use, and a CPU whose vector kernels round differently renders a few pixels one grey level apart "
-            "(README, 'The glyph images depend on the CPU's vector kernels'). The retrained file stays in this "
-            "machine's cache; nothing to commit."
+            "The glyph images read here differ from those it was trained on: metagan_lib/glyph_data was rendered "
+            "again, and a CPU whose vector kernels round differently renders a few pixels one grey level apart "
+            "(README, 'The glyph images are shipped'). Restore the shipped images with git checkout "
+            "metagan_lib/glyph_data to load the shipped networks; the retrained file stays in this machine's cache, "
+            "nothing to commit."
         )
     return (
         message

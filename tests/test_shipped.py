@@ -67,6 +67,7 @@ def test_a_shipped_glyph_file_from_another_rendering_names_the_cpu_as_the_cause(
         _load(path, {"data": "8a62342f591f407c", "seed": 0}, _build(1, []))
     message = str(caught[0].message)
     assert "(differing in: data)" in message and "vector kernels" in message and "nothing to commit" in message
+    assert "git checkout metagan_lib/glyph_data" in message
     assert "commit the new artifacts" not in message
 
 
