@@ -56,7 +56,7 @@ def test_glyphs_skip_accented_variants_and_blanks(glyphs):
         assert variant not in characters
 
 
-def test_glyph_cache_reloads_identical_tensors(glyphs):
+def test_glyphs_reload_identical_tensors(glyphs):
     again = load_dataset("glyphs")
     assert torch.equal(again.images, glyphs.images) and torch.equal(again.unseen_classes, glyphs.unseen_classes)
 

@@ -423,3 +423,20 @@ def test_compare_adaptation_time_runs_another_checkout_on_the_same_networks(tmp_
     selection = other_context.SampleSelection(other, 2, "guide-novelty", 0.1)
     theirs = other_context.adapt_and_select(selection, support, 1, 3)
     assert torch.equal(ours, theirs)
+
+
+def test_build_glyphs_writes_the_classes_file_the_loader_reads(glyphs, monkeypatch):
+    """The tool's JSON of a rendering (here, the shipped one) is the shipped file's, its versions aside; a rendering
+    whose labels are not grouped by class is refused."""
+    import json
+
+    from metagan_lib import data
+
+    monkeypatch.syspath_prepend(str(repo_root() / "tools"))  # the tool imports build_digits beside it
+    tool = load_tool("build_glyphs")
+    rendered = {name: getattr(glyphs, name) for name in ("labels", "class_names", "seen_classes", "unseen_classes")}
+    written = json.loads(tool.classes_json(rendered))
+    shipped = json.loads((data.GLYPHS_FOLDER / data.GLYPHS_CLASSES).read_text(encoding="utf-8"))
+    assert {**written, "rendered_with": None} == {**shipped, "rendered_with": None}
+    with pytest.raises(ValueError, match="not grouped by class"):
+        tool.classes_json({**rendered, "labels": glyphs.labels.flip(0)})
