@@ -261,10 +261,10 @@ def stale_shipped_message(shipped: Path, found: dict, wanted: dict) -> str:
     if Path(shipped).parent.parent.name == "glyphs" and found.get("data") != wanted.get("data"):  # <dataset>/seed<n>/
         return message + (
             "The glyph images read here differ from those it was trained on: metagan_lib/glyph_data was rendered "
-            "again, and a CPU whose vector kernels round differently renders a few pixels one grey level apart "
-            "(README, 'The glyph images are shipped'). Restore the shipped images with git checkout "
-            "metagan_lib/glyph_data to load the shipped networks; the retrained file stays in this machine's cache, "
-            "nothing to commit."
+            "again (and GLYPHS_SHA256 updated), and a CPU whose vector kernels round differently renders a few pixels "
+            "one grey level apart (README, 'The glyph images are shipped'). Restore both with git checkout "
+            "metagan_lib/glyph_data metagan_lib/data.py to load the shipped networks; the retrained file stays in this "
+            "machine's cache, nothing to commit."
         )
     return (
         message

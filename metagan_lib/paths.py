@@ -2,7 +2,7 @@
 
 ``METAGAN_DATA`` names the folder that holds the raw datasets, one sub-folder each
 (``omniglot/``, ``mnist/``). Unset, it defaults to ``~/.cache/metagan/data`` (or
-``$XDG_CACHE_HOME/metagan/data``). Processed tensors (the rendered glyphs, resized Omniglot)
+``$XDG_CACHE_HOME/metagan/data``). Processed tensors (resized Omniglot)
 and trained artefacts are cached under ``~/.cache/metagan`` (``$XDG_CACHE_HOME/metagan``), so
 ``METAGAN_DATA`` may point at a read-only folder.
 """

@@ -67,7 +67,7 @@ def test_a_shipped_glyph_file_from_another_rendering_names_the_cpu_as_the_cause(
         _load(path, {"data": "8a62342f591f407c", "seed": 0}, _build(1, []))
     message = str(caught[0].message)
     assert "(differing in: data)" in message and "vector kernels" in message and "nothing to commit" in message
-    assert "git checkout metagan_lib/glyph_data" in message
+    assert "git checkout metagan_lib/glyph_data metagan_lib/data.py" in message
     assert "commit the new artifacts" not in message
 
 
@@ -119,7 +119,7 @@ def test_retraining_ignores_the_shipped_files_and_bad_settings_are_refused(store
 def test_only_files_in_the_versioned_cache_folder_have_a_shipped_counterpart(store, tmp_path):
     path, shipped = store
     assert A.shipped_path(tmp_path / "elsewhere" / "net.pt") is None
-    assert A.shipped_path(cache_dir() / "glyphs-0123.pt") is None  # processed datasets are never shipped
+    assert A.shipped_path(cache_dir() / "omniglot-0123.pt") is None  # processed datasets are never shipped
 
 
 def test_the_runner_passes_retrain_to_every_notebook(monkeypatch, tmp_path, capsys):

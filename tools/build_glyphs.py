@@ -3,10 +3,12 @@
     python tools/build_glyphs.py metagan_lib/glyph_data
 
 Renders :func:`metagan_lib.glyphs.build_glyphs` (seed 0) and writes the images in MNIST's IDX format, gzipped with a
-fixed timestamp, and the classes (names, images per class, seen/unseen split) as JSON; it prints both files' SHA-256
-(``metagan_lib.data.GLYPHS_SHA256``). The rendering goes through float32 torch kernels that ATen picks by the CPU's
-vector instructions, so another CPU renders a few pixels one grey level apart: the shipped files, rendered once on the
-AVX-512 development machine, are what keeps the data, and so the shipped networks' keys, the same on every machine.
+fixed timestamp, and the classes (names, images per class, seen/unseen split) as JSON; it prints both files'
+SHA-256 and whether each is the shipped file's (``metagan_lib.data.GLYPHS_SHA256``). The rendering goes through float32
+torch kernels that ATen picks by the CPU's vector instructions, so another CPU renders a few pixels one grey level apart
+(and another matplotlib or torch version may too): the shipped files, rendered once on the AVX-512 development machine
+with matplotlib 3.11.2 and torch 2.14.1, are what keeps the data, and so the shipped networks' keys, the same on every
+machine.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from build_digits import idx_bytes, write_gzip
 
-from metagan_lib.data import GLYPHS_CLASSES, GLYPHS_IMAGES
+from metagan_lib.data import GLYPHS_CLASSES, GLYPHS_IMAGES, GLYPHS_SHA256
 from metagan_lib.glyphs import build_glyphs
 
 
@@ -44,15 +46,24 @@ def classes_json(rendered: dict) -> str:
 
 
 def main(destination: str) -> None:
+    if Path(destination).exists() and not Path(destination).is_dir():
+        raise SystemExit(f"{destination} is a file; give the folder to write the glyph files into")
     rendered = build_glyphs(seed=0)
     out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
     images = rendered["images"][:, 0].numpy().astype(np.uint8)
     print(f"{len(images)} images, {len(rendered['class_names'])} classes")
-    print(GLYPHS_IMAGES, write_gzip(out / GLYPHS_IMAGES, idx_bytes(images)))
+    written = {GLYPHS_IMAGES: write_gzip(out / GLYPHS_IMAGES, idx_bytes(images))}
     (out / GLYPHS_CLASSES).write_text(classes_json(rendered), encoding="utf-8")
-    print(GLYPHS_CLASSES, hashlib.sha256((out / GLYPHS_CLASSES).read_bytes()).hexdigest())
+    written[GLYPHS_CLASSES] = hashlib.sha256((out / GLYPHS_CLASSES).read_bytes()).hexdigest()
+    for name, digest in written.items():
+        same = (
+            "the shipped file's" if digest == GLYPHS_SHA256[name] else "NOT the shipped file's (another CPU or version)"
+        )
+        print(f"{name} {digest}: {same}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python tools/build_glyphs.py FOLDER   (the shipped files: metagan_lib/glyph_data)")
+    main(sys.argv[1])
