@@ -64,16 +64,19 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     return (cumulative[1:] - cumulative[starts]) / (np.arange(1, len(values) + 1) - starts)
 
 
+HISTORY_TITLES = {"d_real": "d_real = mean logit of D(x)", "d_fake": "d_fake = mean logit of D(G(z))"}
+
+
 def plot_histories(
     histories: Mapping[str, Mapping[str, Sequence[float]]], keys: Sequence[str] = ("d_loss", "g_loss"), window: int = 50
 ) -> plt.Figure:
-    """One panel per key, one smoothed curve per run."""
+    """One panel per key, one smoothed curve per run; a key in ``HISTORY_TITLES`` is titled with what it measures."""
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, history in histories.items():
             ax.plot(history["step"], moving_average(history[key], window), label=name)
         ax.set_xlabel("generator step")
-        ax.set_title(f"{key} (moving average over {window})", fontsize=10)
+        ax.set_title(f"{HISTORY_TITLES.get(key, key)} (moving average over {window})", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
