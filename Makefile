@@ -5,7 +5,8 @@
 #  make full RETRAIN=1 trains every network here instead)
 # (make solutions PROFILE=full runs the exercises' worked solutions, notebooks/solutions/;
 #  make book builds the course site from the committed notebooks into build/book/_build/html)
-# Both create or refresh the virtual environment in .venv when pyproject.toml changed.
+# Both create or refresh the virtual environment in .venv when pyproject.toml or constraints.txt changed
+# (the exact versions, constraints.txt); VENV="$CONDA_PREFIX" uses an activated Conda environment instead.
 
 PYTHON ?= python3
 VENV := .venv
@@ -19,9 +20,9 @@ RETRAIN_FLAG := $(if $(filter 1,$(RETRAIN)),--retrain)
 
 .PHONY: reproduce full solutions test unit lint venv book clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,notebooks]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,notebooks]"
 	@touch $(STAMP)
 
 venv: $(STAMP)

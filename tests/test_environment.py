@@ -4,7 +4,9 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,11 +27,28 @@ def test_python_versions_agree():
 def test_conda_pip_section_installs_the_package_with_every_extra():
     pyproject, environment = load()
     pip_section = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
-    assert len(pip_section) == 1 and pip_section[0].startswith("-e .[")
-    extras = set(pip_section[0].split("[", 1)[1].rstrip("]").split(","))
+    assert pip_section[0] == "-c constraints.txt" and len(pip_section) == 2 and pip_section[1].startswith("-e .[")
+    extras = set(pip_section[1].split("[", 1)[1].rstrip("]").split(","))
     assert extras == set(pyproject["optional-dependencies"])
     makefile = (ROOT / "Makefile").read_text()
-    assert f'-e ".[{",".join(sorted(extras))}]"' in makefile
+    assert f'-c constraints.txt -e ".[{",".join(sorted(extras))}]"' in makefile
+    assert "$(STAMP): pyproject.toml constraints.txt" in makefile  # a changed pin refreshes .venv
+
+
+def test_constraints_pin_every_dependency_to_a_version_pyproject_allows():
+    """constraints.txt: one exact pin a package, each of pyproject's requirements pinned inside its range."""
+    pyproject, _ = load()
+    lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")]
+    pins = dict(line.split("==") for line in lines)
+    assert len(pins) == len(lines), "one '==' pin a line, no package twice"
+    canonical = {canonicalize_name(name): version for name, version in pins.items()}
+    everything = pyproject["dependencies"] + [d for extra in pyproject["optional-dependencies"].values() for d in extra]
+    for requirement in map(Requirement, everything):
+        pinned = canonical.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pinned, prereleases=True), (
+            f"{requirement} but constraints.txt pins {pinned}"
+        )
 
 
 def test_pinned_torch_and_the_tools_the_project_needs():
