@@ -1,10 +1,10 @@
 """Execute the numbered notebooks in order with papermill.
 
-    python -m metagan_lib.reproduce --profile smoke|full [--dataset glyphs|omniglot|mnist]
+    python -m metagan_lib.reproduce --profile smoke|full [--dataset glyphs|digits|omniglot|mnist]
                                     [--device auto|cpu|cuda] [--only 01 [02 ...]] [--output-dir DIR]
-                                    [--solutions]
+                                    [--solutions] [--retrain]
 
-Each ``notebooks/NN_*.ipynb`` runs with ``profile``, ``dataset`` and ``device`` injected into
+Each ``notebooks/NN_*.ipynb`` runs with ``profile``, ``dataset``, ``device`` and ``retrain`` injected into
 its cell tagged ``parameters``; the executed copy is written to ``runs/<profile>/`` (``runs/<profile>/<dataset>/`` for a
 dataset other than the default ``glyphs``). ``--solutions`` runs the exercises' worked solutions,
 ``notebooks/solutions/NN_solutions.ipynb``, instead, into ``runs/<profile>/solutions/``. The run stops at the first
