@@ -13,7 +13,8 @@ failing notebook, naming it and the failing cell, and exits non-zero.
 ``$METAGAN_PROFILE``, when set, overrides ``--profile`` (with a printed notice). An executed copy is
 written under a temporary name and moved into place when its notebook finishes, so an interrupted or
 failed run never replaces a good executed notebook. Its progress bars are left out of the copy
-(:func:`strip_progress_bars`): outside a live kernel a bar renders as its first frame, "0%". SIGTERM is handled
+(:func:`strip_progress_bars`): outside a live kernel a bar renders as its first frame, "0%"; the paths papermill records
+are made relative to the repository (:func:`portable_paths`). SIGTERM is handled
 like Ctrl-C: the run stops, the notebook's kernel and its worker processes end with it, and one line says so.
 """
 
@@ -82,6 +83,19 @@ def strip_progress_bars(notebook: nbformat.NotebookNode) -> int:
     return removed
 
 
+def portable_paths(notebook: nbformat.NotebookNode, source: Path, output: Path) -> None:
+    """Record papermill's ``input_path`` and ``output_path`` relative to the repository (the file name alone outside
+    it), in place, so that an executed copy carries no path of the machine that ran it; ``output`` is the final copy,
+    not the temporary one papermill wrote."""
+    recorded = notebook.metadata.get("papermill")
+    if recorded is None:
+        return
+    root = repo_root().resolve()
+    for key, path in (("input_path", source), ("output_path", output)):
+        path = Path(path).resolve()
+        recorded[key] = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+
+
 def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "python3") -> float:
     """Execute one notebook with papermill; return seconds taken. Raises :class:`NotebookFailed`."""
     import papermill
@@ -110,6 +124,7 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "
         ) from None
     executed = nbformat.read(partial_output, as_version=4)
     strip_progress_bars(executed)
+    portable_paths(executed, notebook, output)
     nbformat.write(executed, partial_output)
     partial_output.replace(output)
     return time.perf_counter() - start

@@ -10,7 +10,14 @@ import papermill
 import pytest
 
 from metagan_lib import profiles
-from metagan_lib.reproduce import NotebookFailed, find_notebooks, main, run_notebook, strip_progress_bars
+from metagan_lib.reproduce import (
+    NotebookFailed,
+    find_notebooks,
+    main,
+    portable_paths,
+    run_notebook,
+    strip_progress_bars,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = find_notebooks()
@@ -107,6 +114,30 @@ def test_committed_notebook_has_no_progress_bar_frames(path):
     assert "widgets" not in notebook.metadata and strip_progress_bars(notebook) == 0
 
 
+def test_papermill_paths_are_made_relative_to_the_repository(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["papermill"] = {"input_path": "/somewhere/x.ipynb", "output_path": "/elsewhere/x.partial.ipynb"}
+    portable_paths(notebook, ROOT / "notebooks" / "06_x.ipynb", ROOT / "runs" / "full" / "06_x.ipynb")
+    assert notebook.metadata["papermill"] == {
+        "input_path": "notebooks/06_x.ipynb",
+        "output_path": "runs/full/06_x.ipynb",
+    }
+    portable_paths(notebook, ROOT / "notebooks" / "06_x.ipynb", tmp_path / "out" / "06_x.ipynb")  # outside: the name
+    assert notebook.metadata["papermill"]["output_path"] == "06_x.ipynb"
+    unexecuted = nbformat.v4.new_notebook()
+    portable_paths(unexecuted, ROOT / "a.ipynb", ROOT / "b.ipynb")
+    assert "papermill" not in unexecuted.metadata
+
+
+@pytest.mark.parametrize(
+    "path", NOTEBOOKS + SOLUTIONS + sorted(ROOT.glob("results/full/*/*.ipynb")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_committed_notebook_records_no_machine_path(path):
+    recorded = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        assert not Path(recorded.get(key, "")).is_absolute(), f"{key} is {recorded[key]}: run it through the runner"
+
+
 @pytest.mark.slow  # spawns processes
 def test_runner_names_the_failing_notebook_and_cell(tmp_path):
     notebook = nbformat.v4.new_notebook()
@@ -134,6 +165,7 @@ def test_runner_leaves_the_progress_bars_out_of_the_executed_copy(tmp_path):
     outputs = executed.cells[-1].outputs
     assert [o.output_type for o in outputs] == ["stream"] and outputs[0].text == "3\n"
     assert "widgets" not in executed.metadata
+    assert executed.metadata["papermill"]["output_path"] == path.name  # outside the repository: the name alone
 
 
 @pytest.mark.slow  # spawns processes
