@@ -329,22 +329,31 @@ def read_results(path: Path) -> dict:
 def update_readme(readme: Path, results_folder: Path) -> str:
     """Replace the README's block between ``<!-- results:start -->`` and ``<!-- results:end -->`` with the tables of
     ``results_folder``."""
-    files = sorted(Path(results_folder).glob("few_shot*.json"))
+    files = sorted(Path(results_folder).glob("few_shot*.json"), key=_readme_order)
     if not files:
         raise FileNotFoundError(f"No few_shot*.json in {results_folder}; run the full profile first (make full).")
     blocks = []
     for file in files:
         results = read_results(file)
-        blocks.append(
+        block = (
             markdown_table(results)
             + "\n\n"
             + "\n".join(f"- {line}" for line in verdicts(results))
             + f"\n\n(from `{file.relative_to(readme.parent)}`)"
         )
+        if results["dataset"] != "glyphs":  # the default dataset's block is shown, the others fold
+            summary = f"<b>{results['dataset']}</b>: the table, the downstream accuracies and the verdicts"
+            block = f"<details>\n<summary>{summary}</summary>\n\n{block}\n\n</details>"
+        blocks.append(block)
     new = replace_block(readme.read_text(), "results", "\n\n".join(blocks))
     new = replace_block(new, "artifacts", shipped_table())
     readme.write_text(new)
     return new
+
+
+def _readme_order(file: Path) -> tuple[bool, bool, str]:
+    """The README's order of results files: the default dataset's, then Omniglot's, then the rest by name."""
+    return file.name != results_path(file.parent, "glyphs").name, file.name != "few_shot_omniglot.json", file.name
 
 
 def replace_block(text: str, name: str, body: str) -> str:

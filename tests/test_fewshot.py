@@ -179,6 +179,9 @@ def fake_results():
     }
 
 
+DATASETS_SHOWN = ("glyphs", "omniglot", "digits")  # the README's order
+
+
 def test_results_files_table_verdicts_and_readme(tmp_path):
     results = fake_results()
     path = report.write_results(results, tmp_path)
@@ -206,9 +209,15 @@ def test_results_files_table_verdicts_and_readme(tmp_path):
         "intro\n<!-- results:start -->\nold\n<!-- results:end -->\n"
         "<!-- artifacts:start -->\nstale\n<!-- artifacts:end -->\nend\n"
     )
+    for dataset in ("digits", "omniglot"):  # a dataset other than the default folds, Omniglot's before the rest
+        report.write_results({**fake_results(), "dataset": dataset}, tmp_path)
     report.update_readme(readme, tmp_path)
     text = readme.read_text()
     assert "old" not in text and "| context MAML |" in text and text.endswith("end\n")
+    glyphs, omniglot, digits = (text.index(f"(from `{report.results_path(tmp_path, d).name}`)") for d in DATASETS_SHOWN)
+    assert glyphs < omniglot < digits
+    assert text.count("<details>") == text.count("</details>") == 2 and text.index("<details>") > glyphs
+    assert "<summary><b>omniglot</b>" in text and "<summary><b>digits</b>" in text
     assert "stale" not in text and "| file | kB |" in text
     assert report.results_path(tmp_path, "omniglot").name == "few_shot_omniglot.json"
 
