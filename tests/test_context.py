@@ -377,20 +377,29 @@ def test_adapting_many_classes_equals_one_by_one(strokes):
     model = C.new_context_gan(C.ContextConfig(), seed=0)
     support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
     together = C.adapt_and_sample(model, support, steps=2, n=4, seed=11)
-    alone = torch.cat([C.adapt_and_sample(model, support[c : c + 1], steps=2, n=4, seed=11) for c in range(1)])
     assert together.shape == (3, 4, 1, 28, 28)
-    assert torch.allclose(together[:1], alone, atol=1e-5)
+    params, d_params = model.test_params(), {k: v.detach() for k, v in model.d_params.items()}
+    g_params = model.generator_params(params)
+    adapt_noise = C.class_noise(11, 3, (2, model.config.inner_samples, model.config.z_dim), "adapt")
+    sample_noise = C.class_noise(11, 3, (4, model.config.z_dim), "sample")
+    assert not torch.equal(adapt_noise[1], adapt_noise[2]) and not torch.equal(sample_noise[1], sample_noise[2])
+    for c in range(3):  # the reference loop: class c alone, with its own "adapt" and "sample" streams
+        context = C.inner_adapt(model, params, support[c], adapt_noise[c], first_order=True, d_params=d_params)
+        one = C.generate(model, g_params, sample_noise[c], context.detach())
+        assert torch.allclose(together[c], one.detach(), atol=1e-5), f"class {c}"
     assert not torch.allclose(together[0], together[1])  # classes draw different noise
     assert torch.equal(C.adapt_contexts(model, support, 0), model.meta_params["context"].detach().expand(3, -1))
 
 
-def test_training_is_reproducible_caches_and_rebuilds_a_damaged_file(strokes, tmp_path):
+def test_training_is_reproducible_caches_and_rebuilds_a_damaged_file(strokes, tmp_path, monkeypatch):
     config = C.ContextConfig(rule="fomaml", width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
     sampler = lambda: TaskSampler(strokes, strokes.seen_classes, seed=0)
     a = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
     b = C.train_or_load_context_gan(tmp_path / "b.pt", config, sampler(), 2, progress=False)
     assert all(torch.equal(a.meta_params[k], b.meta_params[k]) for k in a.meta_params)
-    loaded = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
+    with monkeypatch.context() as patched:  # a cache hit loads, it never meta-trains
+        patched.setattr(C.ContextTrainer, "train", lambda *a, **k: pytest.fail("the cached network was trained again"))
+        loaded = C.train_or_load_context_gan(tmp_path / "a.pt", config, sampler(), 2, progress=False)
     assert loaded.step == 2 and all(torch.equal(a.meta_params[k], loaded.meta_params[k]) for k in a.meta_params)
     (tmp_path / "a.pt").write_bytes(b"not a checkpoint")
     with pytest.warns(DamagedArtifactWarning, match="a.pt cannot be used.*rebuilding it"):

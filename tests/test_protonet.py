@@ -57,9 +57,10 @@ def test_protonet_training_is_seeded_uses_seen_classes_and_beats_chance_on_unsee
     assert accuracy > 0.6  # chance is 0.25
 
 
-def test_protonet_cache_round_trip(strokes, tmp_path):
+def test_protonet_cache_round_trip(strokes, tmp_path, monkeypatch):
     path = tmp_path / "protonet.pt"
     net = P.train_or_load_protonet(path, strokes, 3, progress=False)
+    monkeypatch.setattr(P, "train_protonet", lambda *a, **k: pytest.fail("the cached network was trained again"))
     loaded = P.train_or_load_protonet(path, strokes, 3, progress=False)
     images = torch.rand(5, 1, 28, 28) * 2 - 1
     torch.testing.assert_close(net.embed(images), loaded.embed(images), rtol=0, atol=0)

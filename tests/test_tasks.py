@@ -30,6 +30,7 @@ def test_support_and_query_images_come_from_their_class_and_never_overlap(sample
             assert len(support) == 5 and len(query) == 10 and not support & query
             assert set(labels[list(support | query)].tolist()) == {int(episode.classes[t, n])}
     assert torch.equal(episode.support, to_signed(images[episode.support_index]))
+    assert torch.equal(episode.query, to_signed(images[episode.query_index]))  # the query images are the indexed ones
 
 
 def test_sampling_is_seeded(glyphs):

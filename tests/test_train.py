@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from metagan_lib import train as train_module
 from metagan_lib.augment import cutout, diff_augment, translate
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
 from metagan_lib.tasks import to_signed
@@ -98,16 +99,21 @@ def test_mlp_architecture_trains(images):
     assert run.sample(4).shape == (4, 1, 28, 28)
 
 
-def test_checkpoint_round_trip_and_cache(images, tmp_path):
+def test_checkpoint_round_trip_and_cache(images, tmp_path, monkeypatch):
     config = TINY.replace(steps=2, ema_decay=0.9)
     run = train_gan(images, config, progress=False)
     path = save_run(run, tmp_path / "run.pt")
     restored = load_run(path)
     assert restored.config == config and restored.step == 2 and restored.history == run.history
     assert torch.equal(restored.sample(5, seed=2), run.sample(5, seed=2))
-    cached = train_or_load(path, images, config, progress=False)
-    assert torch.equal(cached.sample(5, seed=2), run.sample(5, seed=2))
-    retrained = train_or_load(path, images, config.replace(steps=3), progress=False)
+    cache = tmp_path / "cached.pt"
+    trained = train_or_load(cache, images, config, progress=False)  # trains and saves under its key
+    assert torch.equal(trained.sample(5, seed=2), run.sample(5, seed=2))
+    with monkeypatch.context() as patched:  # a cache hit must load, never train
+        patched.setattr(train_module, "train_gan", lambda *a, **k: pytest.fail("the cached run was trained again"))
+        cached = train_or_load(cache, images, config, progress=False)
+    assert cached.history == run.history and torch.equal(cached.sample(5, seed=2), run.sample(5, seed=2))
+    retrained = train_or_load(cache, images, config.replace(steps=3), progress=False)
     assert retrained.step == 3  # a different config is trained again, not loaded
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
@@ -47,13 +48,15 @@ def test_vae_and_vae_gan_training_lowers_the_negative_elbo_and_is_seeded(strokes
         assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), again.state_dict().values()))
 
 
-def test_vae_few_shot_sampling_is_per_class_and_refinement_improves_reconstruction(strokes, tmp_path):
+def test_vae_few_shot_sampling_is_per_class_and_refinement_improves_reconstruction(strokes, tmp_path, monkeypatch):
     images, _ = strokes.subset(strokes.seen_classes)
     config = V.VAEConfig(steps=20, batch_size=16, z_dim=8, width=8)
     vae = V.train_or_load_vae(tmp_path / "vae.pt", images, config, progress=False)
-    assert V.train_or_load_vae(tmp_path / "vae.pt", images, config, progress=False).state_dict().keys() == (
-        vae.state_dict().keys()
-    )
+    with monkeypatch.context() as patched:  # a cache hit loads the trained weights, it never trains
+        patched.setattr(V, "train_vae", lambda *a, **k: pytest.fail("the cached VAE was trained again"))
+        loaded = V.train_or_load_vae(tmp_path / "vae.pt", images, config, progress=False)
+    trained, reloaded = vae.state_dict(), loaded.state_dict()
+    assert trained.keys() == reloaded.keys() and all(torch.equal(trained[k], reloaded[k]) for k in trained)
     shots = to_signed(strokes.subset(strokes.unseen_classes)[0][:12]).view(3, 4, 1, 28, 28)
     few = V.VAEFewShot(vae, noise_scale=0.5)
     both = V.adapt_and_sample(few, shots, steps=5, n=6, seed=7)
