@@ -83,12 +83,16 @@ def test_reptile_adaptation_vmap_equals_loop(strokes):
             assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
 
 
-def test_second_order_meta_gradient_matches_finite_differences():
-    meta, support, query, inner, outer = tiny_problem("maml", first_order=False)
+@pytest.mark.parametrize("method", ["maml", "meta-sgd"])  # Meta-SGD: the learned inner rates are directions too
+def test_second_order_meta_gradient_matches_finite_differences(method):
+    meta, support, query, inner, outer = tiny_problem(method, first_order=False)
     losses = M.batched_outer_losses(meta, support, query, inner, outer, vectorised=True)
     analytic = M.meta_gradients(meta, losses)
     tensors = meta.trainable()
-    g_count = len(meta.g_params)
+    g_count = len(meta.generator_tensors())
+    assert len(tensors) == len(meta.g_params) + len(meta.d_params) + (
+        0 if method == "maml" else len(meta.g_lr) + len(meta.d_lr)
+    )
     generator = torch.Generator().manual_seed(5)
     for player, index, which in (("G", slice(0, g_count), 1), ("D", slice(g_count, None), 0)):
         params = tensors[index]
@@ -199,9 +203,10 @@ def test_meta_sgd_learning_rates_receive_gradients_and_change(strokes):
     assert len(changed) == len(before)
     meta2, support, query, inner, outer = tiny_problem("meta-sgd")
     grads = M.meta_gradients(meta2, M.batched_outer_losses(meta2, support, query, inner, outer))
-    lr_grads = grads[len(meta2.g_params) + len(meta2.d_params) :]
-    assert len(lr_grads) == len(meta2.g_params) + len(meta2.d_params)
-    assert all(g.abs().sum() > 0 for g in lr_grads)
+    by_tensor = {id(t): g for t, g in zip(meta2.trainable(), grads)}
+    rates = [*meta2.g_lr.values(), *meta2.d_lr.values()]  # selected by identity: every rate of both players
+    assert len(rates) == len(meta2.g_params) + len(meta2.d_params)
+    assert all(by_tensor[id(r)].abs().sum() > 0 for r in rates)  # their values: the finite-difference test above
 
 
 def test_adapt_and_sample_api(strokes):
