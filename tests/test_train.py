@@ -1,11 +1,13 @@
 import pytest
 import torch
 
+from metagan_lib import losses
 from metagan_lib import train as train_module
 from metagan_lib.augment import cutout, diff_augment, translate
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
 from metagan_lib.tasks import to_signed
 from metagan_lib.train import (
+    LOSSES,
     GANConfig,
     load_run,
     new_run,
@@ -92,6 +94,36 @@ def test_every_loss_and_stabiliser_trains_without_error(images, loss):
     # the average lags the trained weights, and the snapshots are drawn from it
     assert not torch.equal(run.ema_generator.project.weight, run.generator.project.weight)
     assert run.sampling_generator is run.ema_generator
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
+def test_the_discriminator_objective_is_its_loss_plus_the_configured_penalties(images, loss):
+    run = new_run(TINY.replace(loss=loss, r1_gamma=2.0, gp_weight=7.0), seed=0)
+    disc = run.discriminator
+    real = to_signed(images[:8])
+    fake = run.generator(torch.randn(8, TINY.z_dim, generator=torch.Generator().manual_seed(1))).detach()
+    objective, stats = train_module._discriminator_objective(run, real, fake, torch.Generator().manual_seed(3))
+    expected = LOSSES[loss][0](disc(real), disc(fake)) + 0.5 * 2.0 * losses.r1_penalty(disc, real)
+    if loss == "wgan-gp":  # the interpolation weights come from the generator passed in
+        mix = torch.rand(8, generator=torch.Generator().manual_seed(3))
+        expected = expected + 7.0 * losses.gradient_penalty(disc, real, fake, mix)
+    torch.testing.assert_close(objective, expected)
+    assert losses.r1_penalty(disc, real) > 0  # each penalty is in play here, so leaving one out changes the objective
+    assert loss != "wgan-gp" or losses.gradient_penalty(disc, real, fake, mix) > 0
+    assert stats["d_real"] == pytest.approx(disc(real).mean().item())
+
+
+def test_gradient_clipping_bounds_the_update_norm(images):
+    run = new_run(TINY, seed=0)
+    real = to_signed(images[:8])
+    fake = run.generator(torch.randn(8, TINY.z_dim, generator=torch.Generator().manual_seed(1))).detach()
+    norm = lambda: torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in run.discriminator.parameters()]))
+    optimizer = torch.optim.SGD(run.discriminator.parameters(), lr=0.0)  # lr 0: the gradients are what is compared
+    objective = lambda: train_module._discriminator_objective(run, real, fake, torch.Generator())[0]
+    train_module._update(optimizer, objective(), run.discriminator, None)
+    unclipped = norm().item()
+    train_module._update(optimizer, objective(), run.discriminator, 0.01 * unclipped)
+    assert unclipped > 0 and norm().item() == pytest.approx(0.01 * unclipped, rel=1e-4)
 
 
 def test_mlp_architecture_trains(images):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from metagan_lib import fewshot
+from metagan_lib import fewshot, losses
 from metagan_lib import vae as V
 from metagan_lib.images import to_signed
 
@@ -46,6 +46,42 @@ def test_vae_and_vae_gan_training_lowers_the_negative_elbo_and_is_seeded(strokes
         assert negative_elbo(trained) < 0.9 * negative_elbo(untrained)
         again = V.train_vae(images, config, seed=3, progress=False)
         assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_vae_gan_step_descends_the_elbo_plus_the_weighted_adversarial_loss_after_one_critic_step(strokes):
+    images, _ = strokes.subset(strokes.seen_classes)
+    real, g = to_signed(images[:8]).double(), torch.Generator().manual_seed(0)  # float64: exact comparisons
+    eps, prior = (
+        torch.randn(8, 8, generator=g, dtype=torch.float64),
+        torch.randn(8, 8, generator=g, dtype=torch.float64),
+    )
+    config = V.VAEConfig(z_dim=8, width=8)
+
+    def networks():
+        vae, critic, _ = V.new_vae(config, seed=1)
+        return vae.double(), critic.double()
+
+    def step(weight):  # the library's step with plain SGD (rate 1 for the VAE: its change is minus its gradient)
+        vae, critic = networks()
+        sgd = (torch.optim.SGD(vae.parameters(), lr=1.0), torch.optim.SGD(critic.parameters(), lr=0.1))
+        before = [p.detach().clone() for p in vae.parameters()]
+        V.training_step(vae, critic, sgd, real, eps, prior, weight)
+        return [b - p.detach() for b, p in zip(before, vae.parameters())]
+
+    def reference(weight):  # written out: one critic step on real vs decoded + prior samples, then the VAE's loss
+        vae, critic = networks()
+        nll, kl, decoded = V.elbo_terms(vae, real, eps)
+        fake = torch.cat([decoded, vae(prior)])
+        critic_loss = losses.discriminator_loss(critic(real), critic(fake.detach()))
+        for p, grad in zip(critic.parameters(), torch.autograd.grad(critic_loss, list(critic.parameters()))):
+            p.data -= 0.1 * grad
+        loss = (nll + kl).mean() + weight * torch.nn.functional.softplus(-critic(fake)).mean()
+        return torch.autograd.grad(loss, list(vae.parameters()))
+
+    for weight in (0.0, 2.0):
+        for got, want in zip(step(weight), reference(weight)):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert not all(torch.allclose(a, b) for a, b in zip(step(0.0), step(2.0)))  # the adversarial term moves the VAE
 
 
 def test_vae_few_shot_sampling_is_per_class_and_refinement_improves_reconstruction(strokes, tmp_path, monkeypatch):
