@@ -610,3 +610,34 @@ def test_sweep_lines_add_the_least_diverse_point_above_when_the_nearest_is_below
     assert report.sweep_lines(sweeps, "learner", "baseline", 0.1)[4] == (
         "At baseline's diversity (0.1, 1.100x real), no learner point is as diverse."
     )
+
+
+def test_method_scores_are_per_class_metrics_with_the_real_and_generated_features_in_order():
+    """Two tight classes; each class's samples: 2 next to its reference images, 4 far off (towards class 1's side)."""
+    g = torch.Generator().manual_seed(0)
+    reference = [torch.randn(8, 4, generator=g) * 0.1 + c for c in range(2)]
+    fake = [torch.cat([r[:2] + 0.01, torch.randn(4, 4, generator=g) * 3 + 10]) for r in reference]
+    shots = [torch.randn(3, 4, generator=g) * 0.1 + c for c in range(2)]
+    prototypes = torch.stack([r.mean(0) for r in reference])
+    scores = fewshot.method_scores(fake, reference, shots, prototypes)
+    # closed forms: 2 of each class's 6 samples lie in its manifold; the far ones are all nearest class 1's prototype
+    assert scores["class_precision"] == pytest.approx(2 / 6)
+    assert scores["class_fidelity"] == pytest.approx((2 + 6) / 12)
+    per_class = lambda fn: sum(fn(f, r, s) for f, r, s in zip(fake, reference, shots)) / 2
+    assert scores["class_coverage"] == pytest.approx(per_class(lambda f, r, s: E.coverage(r, f)))
+    assert scores["class_coverage"] != pytest.approx(per_class(lambda f, r, s: E.coverage(f, r)))  # order matters
+    assert scores["copy_score"] == pytest.approx(per_class(E.copy_score))
+    assert scores["diversity"] == pytest.approx(per_class(lambda f, r, s: E.mean_pairwise_distance(f)))
+    assert scores["class_frechet_distance"] == pytest.approx(per_class(lambda f, r, s: E.frechet_distance(r, f)))
+    pooled = E.precision_recall(torch.cat(reference), torch.cat(fake))
+    assert (scores["precision"], scores["recall"]) == pytest.approx(pooled) and pooled[0] != pytest.approx(pooled[1])
+
+
+def test_mixed_prototypes_move_with_the_weight_of_the_generated_images():
+    """1-D: real shots of class 0 at 0, of class 1 at 2; a class-1 query at 1.2. Generated class-0 images at 1.1 pull
+    class 0's prototype to (1 - w) * 0 + w * 1.1, which takes the query once it is nearer than class 1's (0.8 away)."""
+    real = torch.tensor([[[0.0]], [[2.0]]])  # [N=2, K=1, d=1]
+    extra = torch.tensor([[[1.1]], [[2.0]]])
+    query, labels = torch.tensor([[1.2]]), torch.tensor([1])
+    accuracy = {w: fewshot.mixed_prototype_accuracy(real, extra, query, labels, w) for w in (0.0, 0.25, 0.5, 1.0)}
+    assert accuracy == {0.0: 1.0, 0.25: 1.0, 0.5: 0.0, 1.0: 0.0}  # prototype 0 at 0, 0.275, 0.55, 1.1
