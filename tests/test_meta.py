@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -262,4 +266,14 @@ def test_adaptation_and_sampling_streams_of_different_classes_never_coincide():
     noise = {stream: class_noise(0, 50, (8,), stream) for stream in ("adapt", "sample")}
     rows = torch.cat([noise["adapt"], noise["sample"]])
     assert len(torch.unique(rows, dim=0)) == 100
-    assert derive_seed(3, "adapt", 1) == derive_seed(3, "adapt", 1) and 0 <= derive_seed(3, "adapt", 1) < 2**63
+    assert 0 <= derive_seed(3, "adapt", 1) < 2**63
+
+
+@pytest.mark.slow  # spawns processes
+def test_derived_seeds_are_the_same_in_every_process_and_under_every_hash_seed():
+    code = "from metagan_lib.seeds import derive_seed; print(derive_seed(3, 'adapt', 1), derive_seed(0, 'sample', 7))"
+    here = f"{derive_seed(3, 'adapt', 1)} {derive_seed(0, 'sample', 7)}"
+    for hash_seed in ("1", "2"):  # Python's own hash() of the labels would differ between these two processes
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert printed.stdout.strip() == here

@@ -214,8 +214,14 @@ def test_a_cached_setting_choice_is_reused_and_checked_against_the_grid(store, m
         == (0.2, {0.1: 2.0, 0.2: 1.0, 0.4: 3.0})
     )
     assert len(calls) == 1
-    fewshot.select_setting_or_load(path, make, dataset, net, grid, shots=1)
+    stored = torch.load(path, weights_only=True)  # a file under the right key whose scores are not the grid's
+    stored["artefact"]["scores"] = [[0.1, 2.0], [0.3, 1.0], [0.4, 3.0]]
+    torch.save(stored, path)
+    with pytest.warns(A.DamagedArtifactWarning, match="not the grid.s"):
+        assert fewshot.select_setting_or_load(path, make, dataset, net, grid, shots=5) == first  # chosen again
     assert len(calls) == 2
+    fewshot.select_setting_or_load(path, make, dataset, net, grid, shots=1)
+    assert len(calls) == 3
 
 
 def test_the_readme_lists_every_shipped_file_with_its_size():
