@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.func import functional_call
 
 from metagan_lib import context as C
 from metagan_lib import evaluation, fewshot, inversion, losses, profiles
@@ -908,3 +909,27 @@ def test_mixed_shot_contexts_draw_each_sample_from_a_convex_mix_of_the_shots_con
             C.MixedShotContexts(model, **bad)
     with pytest.raises(ValueError, match="support images shape"):
         C.adapt_mixed_shots_and_sample(C.MixedShotContexts(model, 1.0), support[0], steps=2, n=4)
+
+
+def test_the_pair_discriminator_loss_is_the_gan_loss_plus_its_r1_penalty_and_a_step_trains_it(strokes):
+    model = C.new_context_gan(C.ContextConfig(width=8, r1=3.0, tasks=2, shots=2, queries=2), seed=0)
+    critic = lambda pairs: functional_call(model.discriminator, model.d_params, (pairs,))
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(4, 2, 28, 28, generator=g) * 2 - 1, torch.rand(4, 2, 28, 28, generator=g) * 2 - 1
+    expected = losses.discriminator_loss(critic(real), critic(fake)) + 3.0 / 2 * losses.r1_penalty(critic, real)
+    torch.testing.assert_close(C.discriminator_loss_r1(model, real, fake), expected)
+    assert losses.r1_penalty(critic, real) > 0
+    before = {k: v.detach().clone() for k, v in model.d_params.items()}
+    C.ContextTrainer(model, TaskSampler(strokes, strokes.seen_classes, seed=0)).step()
+    assert all(not torch.equal(before[k], model.d_params[k]) for k in before)  # every weight of D moved
+
+
+@pytest.mark.parametrize("rule", sorted(C.LEARNED_RATE_RULES))
+def test_learned_rates_are_clamped_at_zero_after_a_meta_step(strokes, rule):
+    config = C.ContextConfig(rule=rule, width=8, tasks=2, shots=2, queries=2, inner_samples=4, outer_samples=4)
+    model = C.new_context_gan(config, seed=0)
+    with torch.no_grad():  # rates a hair above zero: Adam's first step (about meta_lr per entry) pushes some below
+        model.meta_params["rates"].fill_(1e-9)
+    C.ContextTrainer(model, TaskSampler(strokes, strokes.seen_classes, seed=0)).step()
+    rates = model.meta_params["rates"]
+    assert (rates >= 0).all() and (rates == 0).any() and (rates > 1e-9).any()

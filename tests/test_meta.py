@@ -277,3 +277,15 @@ def test_derived_seeds_are_the_same_in_every_process_and_under_every_hash_seed()
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert printed.stdout.strip() == here
+
+
+def test_meta_sgd_rates_are_clamped_at_zero_after_an_outer_step(strokes):
+    config = M.MetaConfig(method="meta-sgd", tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1)
+    meta = M.new_meta_gan(config, seed=0)
+    rates = [*meta.g_lr.values(), *meta.d_lr.values()]
+    with torch.no_grad():  # a hair above zero: Adam's first step (about the outer rate per entry) pushes some below
+        for rate in rates:
+            rate.fill_(1e-9)
+    M.MetaTrainer(meta, TaskSampler(strokes, strokes.seen_classes, seed=0)).step()
+    flat = torch.cat([r.detach().flatten() for r in rates])
+    assert (flat >= 0).all() and (flat == 0).any() and (flat > 1e-9).any()
