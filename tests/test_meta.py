@@ -228,7 +228,7 @@ def test_adapt_and_sample_api(strokes):
 
 
 def test_meta_training_is_reproducible_and_saves(strokes, tmp_path):
-    config = M.MetaConfig(tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1, first_order=True)
+    config = M.MetaConfig(method="meta-sgd", tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1, first_order=True)
     runs = []
     for _ in range(2):
         meta = M.new_meta_gan(config, seed=0)
@@ -238,6 +238,9 @@ def test_meta_training_is_reproducible_and_saves(strokes, tmp_path):
     M.save_meta(runs[0], tmp_path / "meta.pt")
     loaded = M.load_meta(tmp_path / "meta.pt")
     assert torch.equal(A.sample(loaded, None, 3), A.sample(runs[0], None, 3)) and loaded.step == 2
+    # every tensor comes back: both players' weights and Meta-SGD's learned rates, and the history
+    assert len(loaded.trainable()) == len(runs[0].trainable()) and loaded.history == runs[0].history
+    assert all(torch.equal(a, b) for a, b in zip(loaded.trainable(), runs[0].trainable()))
 
 
 def test_adapting_many_classes_at_once_equals_one_by_one(strokes):

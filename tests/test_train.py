@@ -127,8 +127,12 @@ def test_gradient_clipping_bounds_the_update_norm(images):
 
 
 def test_mlp_architecture_trains(images):
-    run = train_gan(images, TINY.replace(architecture="mlp", steps=2), progress=False)
-    assert run.sample(4).shape == (4, 1, 28, 28)
+    config = TINY.replace(architecture="mlp", steps=2)
+    untrained, run = new_run(config, seed=0), train_gan(images, config, progress=False)
+    assert run.sample(4).shape == (4, 1, 28, 28) and not torch.equal(run.sample(4), untrained.sample(4))
+    assert all(torch.isfinite(torch.tensor(run.history[k])).all() for k in ("d_loss", "g_loss"))
+    moved = [not torch.equal(a, b) for a, b in zip(run.generator.parameters(), untrained.generator.parameters())]
+    assert all(moved)  # every generator weight took its two steps
 
 
 def test_checkpoint_round_trip_and_cache(images, tmp_path, monkeypatch):
