@@ -12,10 +12,20 @@ def test_counted_flops_of_a_matrix_product_is_its_closed_form():
     assert bench.counted_flops(lambda: a @ b) == 2 * 6 * 5 * 7
 
 
-def test_the_gan_step_counts_forward_and_backward_convolutions():
+def test_counted_flops_of_a_matrix_product_forward_and_backward_are_the_closed_form():
+    """``y = x W^T``, ``x [B, n]``, ``W [m, n]``: 2Bnm forward; backward 2Bnm for ``W``'s gradient and 2Bnm more for
+    ``x``'s when ``x`` needs one (a multiply and an add per term)."""
+    layer = torch.nn.Linear(5, 3, bias=False)
+    x = torch.randn(4, 5)
+    assert bench.counted_flops(lambda: layer(x).sum().backward()) == 2 * 2 * 4 * 5 * 3
+    x.requires_grad_(True)
+    assert bench.counted_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 4 * 5 * 3
+
+
+def test_the_gan_step_counts_the_same_work_every_step():
     step = bench.gan_training_step("conv", 8, 4, torch.device("cpu"))
     flops = bench.counted_flops(step)
-    assert flops > 0 and bench.counted_flops(step) == flops  # the same work every step
+    assert flops > 0 and bench.counted_flops(step) == flops
 
 
 @pytest.mark.parametrize("make_step", [lambda: bench.vae_training_step(10.0, 4, torch.device("cpu")),
