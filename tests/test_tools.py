@@ -136,19 +136,32 @@ def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, stro
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_the_sample_grid_shows_each_class_shots_then_samples(strokes, tmp_path):
+def test_the_sample_grid_shows_each_class_shots_then_samples(strokes, tmp_path, monkeypatch):
     from PIL import Image
 
-    from metagan_lib import context, fewshot
+    from metagan_lib import context, fewshot, plotting
+    from metagan_lib.tasks import TaskSampler
 
     tool = load_tool("validate_context")
     model = context.new_context_gan(context.ContextConfig(width=8), seed=0)
     method = fewshot.Method("context maml, 2 inner steps", kind="context", model=model, steps=2)
     split = tool.validation_split(strokes, held_out=5)
+    drawn = []
+    show_grid = plotting.show_grid
+    monkeypatch.setattr(
+        plotting, "show_grid", lambda images, **kw: drawn.append((images, kw)) or show_grid(images, **kw)
+    )
     path = tool.save_sample_grid(method, split, tmp_path / "figures")
     assert path == tmp_path / "figures" / "validation_context-maml_2-inner-steps.png"
     width, height = Image.open(path).size
-    assert width > 1.5 * height  # 12 thumbnails a row, 6 rows
+    assert width > 1.5 * height  # 12 thumbnails a row, 5 rows (one per held-out class)
+    ((images, kw),) = drawn
+    support = TaskSampler(split, split.unseen_classes, seed=0).sample(1, 5, 5).support[0]  # the held-out classes' task
+    rows = images.view(5, 12, 1, 28, 28)
+    assert kw["nrow"] == 12 and torch.equal(rows[:, :5], support)  # each row: the class's 5 shots ...
+    torch.testing.assert_close(
+        rows[:, 5:], fewshot.generate(method, support, None, 7, None, seed=0)
+    )  # ... its 7 samples
 
 
 def test_a_test_step_sweep_scores_one_model_at_each_number_of_steps():
