@@ -262,8 +262,17 @@ def save_sample_grid(method, data, folder: Path, prefix: str = "validation") -> 
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options: which candidates to meta-train, how to test them, and on which classes."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _add_candidate_options(parser)
+    _add_test_time_options(parser)
+    _add_split_options(parser)
+    return parser
+
+
+def _add_candidate_options(parser: argparse.ArgumentParser) -> None:
+    """The candidates: rule, inner steps, warm start, the ContextConfig settings, upsampling, moving average."""
     parser.add_argument("--dataset", default="glyphs")
     parser.add_argument("--rules", nargs="+", default=["reptile", "reptile-query"], choices=context.OUTER_RULES)
     parser.add_argument("--inner-steps", nargs="+", type=int, default=[3])
@@ -332,6 +341,10 @@ def main(argv: list[str] | None = None) -> None:
         help="keep a moving average of the meta-parameters with this decay; each candidate is then scored with it and "
         "with its raw weights (one training)",
     )
+
+
+def _add_test_time_options(parser: argparse.ArgumentParser) -> None:
+    """How each candidate is tested: sample grids, test steps and settings, filters, noise scales, per-shot contexts."""
     parser.add_argument(
         "--samples",
         type=Path,
@@ -407,6 +420,10 @@ def main(argv: list[str] | None = None) -> None:
         "random convex mix of them, weights softmax(g / TEMPERATURE), g ~ N(0, I) (context.MixedShotContexts); one "
         "method per temperature (and per --sample-scale, each test step and each --test-setting)",
     )
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    """Meta-steps, the validation split or the unseen classes, seeds, the guide network and the fit check."""
     parser.add_argument(
         "--meta-steps",
         type=int,
@@ -449,7 +466,10 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also score every candidate on as many of its own meta-training classes (underfitting or overfitting?)",
     )
-    args = parser.parse_args(argv)
+
+
+def check_candidate_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse candidate settings that cannot be trained (``parser.error``: a message and exit code 2)."""
     if min(args.adv_weight) < 0:
         parser.error(f"--adv-weight must be non-negative, got {min(args.adv_weight)}")
     if "yes" in args.warm_start and set(args.upsample) != {"transposed"}:
@@ -488,6 +508,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--warm-start-steps must be at least 1, got {args.warm_start_steps}")
     if args.meta_steps < 1:
         parser.error(f"--meta-steps must be at least 1, got {args.meta_steps}")
+
+
+def check_test_time_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[str, float]]:
+    """Refuse test-time options that do not fit the candidates; return the parsed ``--test-setting`` pairs."""
     if args.select and min(args.select) < 2:
         parser.error(f"--select takes ratios of at least 2, got {min(args.select)}")
     if args.select_by != ["discriminator"] and not args.select:
@@ -525,6 +549,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             "--test-setting inner_guide_weight needs candidates trained with a guide: --inner-guide-weight > 0"
         )
+    return test_settings
+
+
+def evaluation_data(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The classes to evaluate (a validation split of the seen classes, or the unseen ones), the cache folder, the
+    scoring feature network, its training steps and the split's tag: ``(data, folder, net, feature_steps, tag)``."""
     dataset = load_dataset(args.dataset)
     if not (args.test_unseen or args.held_out_alphabets) and not 2 <= args.held_out < len(dataset.seen_classes):
         parser.error(
@@ -549,6 +579,14 @@ def main(argv: list[str] | None = None) -> None:
     shared = profiles.artifact_path("full", args.dataset, 0, "06_feature_net")
     net_path = shared if args.test_unseen else folder / "feature_net.pt"
     net = evaluation.train_or_load_feature_net(net_path, data, feature_steps, seed=0)
+    return data, folder, net, feature_steps, split_tag
+
+
+def scored_candidates(
+    args: argparse.Namespace, data, folder: Path, feature_steps: int, test_settings
+) -> tuple[list, dict]:
+    """Meta-train (or load) every candidate and list the methods to score: ``(methods, swept)``, ``swept`` each
+    candidate's methods at its test-step counts."""
     methods = [
         fewshot.Method("real held-out", kind="ceiling", role="reference"),
         fewshot.Method("copy shots", kind="copy", role="reference"),
@@ -599,6 +637,16 @@ def main(argv: list[str] | None = None) -> None:
         methods += [per_shot(method) for method in swept[name]] if args.per_shot else []
         plain = [method for method in scored if method.kind == "context"]  # each test step and test setting
         methods += [mixed_shots(m, t, s) for t in args.mix_shots for s in [1.0, *args.sample_scale] for m in plain]
+    return methods, swept
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_candidate_arguments(parser, args)
+    test_settings = check_test_time_arguments(parser, args)
+    data, folder, net, feature_steps, split_tag = evaluation_data(parser, args)
+    methods, swept = scored_candidates(args, data, folder, feature_steps, test_settings)
     if args.samples is not None:
         for method in methods[2:]:
             prefix = f"{'unseen' if args.test_unseen else 'validation' + split_tag}_{args.meta_steps}-meta-steps"
