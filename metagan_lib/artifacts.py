@@ -23,6 +23,7 @@ import os
 import pickle
 import tempfile
 import warnings
+import zipfile
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -198,29 +199,47 @@ def save_payload(payload: dict, path: Path | str) -> Path:
     return path
 
 
-def read_payload(path: Path | str, device: torch.device | str = "cpu") -> dict | None:
-    """The payload at ``path``; ``None`` when there is no file, or (with a warning naming it) when it is damaged."""
+def read_payload(path: Path | str, device: torch.device | str = "cpu", then: str = "ignoring it") -> dict | None:
+    """The payload at ``path``; ``None`` when there is no file, or (with a warning naming it and what happens
+    ``then``) when it is damaged: unreadable, failing its archive's checksums (bytes changed on disk), or not a
+    store file."""
     path = Path(path)
     if not path.exists():
         return None
     try:
+        corrupt = _failed_checksum(path)
+        if corrupt is not None:  # torch.load does not verify the zip archive's CRCs: changed bytes would load
+            raise ValueError(f"the archive member {corrupt} fails its checksum")
         payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as cause:  # truncated, garbage, or holding objects other than tensors and plain values
-        return _damaged(path, cause)
+    except Exception as cause:  # truncated, garbage, changed bytes, or objects other than tensors and plain values
+        return _damaged(path, cause, then)
     if not isinstance(payload, dict) or set(payload) != {"key", "artefact"}:
-        return _damaged(path, ValueError("not an artefact-store file"))
+        return _damaged(path, ValueError("not an artefact-store file"), then)
     return payload
 
 
-def _damaged(path: Path, cause: Exception) -> None:
+def _failed_checksum(path: Path) -> str | None:
+    """The first member of the zip archive ``torch.save`` wrote whose CRC-32 does not match, else ``None`` (also for a
+    file that is not a zip archive: ``torch.load`` then refuses it)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        return archive.testzip()
+
+
+def _damaged(path: Path, cause: Exception, then: str) -> None:
     if isinstance(cause, pickle.UnpicklingError):
         reason = "not a torch file of tensors and plain values"
     else:
         reason = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
-    warnings.warn(
-        f"The cached file {path} cannot be used ({reason}); rebuilding it.", DamagedArtifactWarning, stacklevel=3
-    )
+    warnings.warn(f"The cached file {path} cannot be used ({reason}); {then}.", DamagedArtifactWarning, stacklevel=3)
     return None
+
+
+def _next_after_damage(path: Path) -> str:
+    """What :func:`load_or_build` does when the cache file ``path`` cannot be used, as its warning says it."""
+    shipped = None if retraining() else shipped_path(path)
+    return "rebuilding it" if shipped is None or not shipped.exists() else "trying the shipped file, else rebuilding it"
 
 
 def is_current(path: Path | str, key: dict) -> bool:
@@ -232,13 +251,13 @@ def _current_payloads(path: Path, key: dict, device: torch.device | str):
     """Yield ``(file, payload)`` for the cache file, then the shipped file (unless retraining), each holding ``key``;
     a shipped file under another key is announced (:class:`StaleArtifactWarning`) and skipped."""
     wanted = full_key(key)
-    payload = read_payload(path, device)
+    shipped = None if retraining() else shipped_path(path)
+    payload = read_payload(path, device, _next_after_damage(path))
     if payload is not None and payload["key"] == wanted:
         yield path, payload
-    shipped = None if retraining() else shipped_path(path)
     if shipped is None:
         return
-    payload = read_payload(shipped, device)
+    payload = read_payload(shipped, device, "rebuilding it")
     if payload is not None and payload["key"] != wanted:
         warnings.warn(stale_shipped_message(shipped, payload["key"], wanted), StaleArtifactWarning, stacklevel=4)
     elif payload is not None:
@@ -291,7 +310,7 @@ def load_or_build(
         try:
             artefact = from_payload(payload["artefact"])
         except Exception as cause:  # readable, but not what the caller can rebuild from
-            _damaged(source, cause)
+            _damaged(source, cause, _next_after_damage(path) if source == path else "rebuilding it")
             continue
         if source != path:  # a shipped file seeds the cache, so what reads the cache file (load_run, ...) finds it
             save_payload(payload, path)

@@ -38,7 +38,7 @@ def test_a_file_is_reused_only_under_the_same_key(tmp_path):
     assert len(calls) == 3
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "not a store file"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "not a store file", "bytes changed"])
 def test_a_damaged_file_is_rebuilt_with_a_warning_naming_it(tmp_path, damage):
     path = tmp_path / "net.pt"
     build, calls = _counting_build(2)
@@ -47,8 +47,13 @@ def test_a_damaged_file_is_rebuilt_with_a_warning_naming_it(tmp_path, damage):
         path.write_bytes(path.read_bytes()[:100])
     elif damage == "garbage":
         path.write_bytes(os.urandom(500))
-    else:
+    elif damage == "not a store file":
         torch.save({"weights": torch.zeros(3)}, path)
+    else:  # the stored 2.0s turned into 1.0s in place: torch.load alone would load them, the checksum catches it
+        stored, changed = torch.full((3,), 2.0).numpy().tobytes(), torch.full((3,), 1.0).numpy().tobytes()
+        assert path.read_bytes().count(stored) == 1
+        path.write_bytes(path.read_bytes().replace(stored, changed))
+        assert torch.equal(torch.load(path, weights_only=True)["artefact"]["weights"], torch.ones(3))
     with pytest.warns(A.DamagedArtifactWarning, match=f"{path.name} cannot be used.*rebuilding it"):
         rebuilt = _load(path, {"seed": 0}, build)
     assert len(calls) == 2 and torch.equal(rebuilt["weights"], torch.full((3,), 2.0))
