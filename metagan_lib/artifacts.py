@@ -242,6 +242,18 @@ def _next_after_damage(path: Path) -> str:
     return "rebuilding it" if shipped is None or not shipped.exists() else "trying the shipped file, else rebuilding it"
 
 
+def check_same_parameters(expected: dict, saved: dict, what: str) -> None:
+    """Refuse stored parameters ``saved`` whose names or shapes differ from a fresh model's ``expected`` (a file under
+    the right key whose contents were changed): ``ValueError`` naming ``what`` and the first difference."""
+    if set(expected) != set(saved):
+        differ = sorted(set(expected) ^ set(saved))
+        raise ValueError(f"{what}: parameter names differ from the config's ({', '.join(differ[:3])})")
+    for name in expected:
+        if not isinstance(saved[name], torch.Tensor) or saved[name].shape != expected[name].shape:
+            found = tuple(saved[name].shape) if isinstance(saved[name], torch.Tensor) else type(saved[name]).__name__
+            raise ValueError(f"{what}: {name} is {found}, the config's is {tuple(expected[name].shape)}")
+
+
 def is_current(path: Path | str, key: dict) -> bool:
     """Whether ``path`` or its shipped counterpart holds a readable artefact under ``key`` (:func:`load_or_build`)."""
     return any(True for _ in _current_payloads(Path(path), key, "cpu"))

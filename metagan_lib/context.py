@@ -50,7 +50,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from . import checks, seeds
-from .artifacts import KEY_WHEN_SET, load_or_build, meta_training_key, read_payload, save_payload
+from .artifacts import KEY_WHEN_SET, check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
 from .evaluation import COPY_FLAG, FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
@@ -1123,15 +1123,13 @@ def load_context_gan(path: Path | str, device: torch.device | str = "cpu") -> Co
 
 def _context_gan_from_payload(payload: dict, device: torch.device | str) -> ContextMetaGAN:
     model = new_context_gan(ContextConfig(**payload["config"]), device)
-    for target, saved in ((model.meta_params, payload["meta_params"]), (model.d_params, payload["d_params"])):
-        if set(target) != set(saved) or any(target[k].shape != saved[k].shape for k in target):
-            raise ValueError("parameter names or shapes differ from the config's")
+    for name, target in (("meta_params", model.meta_params), ("d_params", model.d_params)):
+        check_same_parameters(target, payload[name], name)
         for k in target:
-            target[k] = saved[k].to(device).clone().requires_grad_(True)
+            target[k] = payload[name][k].to(device).clone().requires_grad_(True)
     model.step, model.history = payload["step"], payload["history"]
     if payload.get("ema_params") is not None:
-        if set(payload["ema_params"]) != set(model.meta_params):
-            raise ValueError("the moving average's parameter names differ from the config's")
+        check_same_parameters(model.meta_params, payload["ema_params"], "ema_params")
         model.ema_params = {k: v.to(device) for k, v in payload["ema_params"].items()}
     if payload.get("guide_params") is not None:
         width = payload["guide_params"]["0.weight"].shape[0] if "0.weight" in payload["guide_params"] else FEATURE_WIDTH

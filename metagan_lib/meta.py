@@ -33,7 +33,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from . import checks, seeds
-from .artifacts import load_or_build, meta_training_key, read_payload, save_payload
+from .artifacts import check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import build_gan, template
 from .monitor import Monitor
@@ -433,9 +433,10 @@ def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
 
 def _meta_from_payload(payload: dict, device: torch.device | str) -> MetaGAN:
     meta = new_meta_gan(MetaConfig(**payload["config"]), device)
-    meta.g_params, meta.d_params = _leaf_copy(payload["g_params"], device), _leaf_copy(payload["d_params"], device)
-    if meta.config.learns_rates:
-        meta.g_lr, meta.d_lr = _leaf_copy(payload["g_lr"], device), _leaf_copy(payload["d_lr"], device)
+    stored = ["g_params", "d_params"] + (["g_lr", "d_lr"] if meta.config.learns_rates else [])
+    for name in stored:  # a file under the right key whose tensors were changed is refused, not half-loaded
+        check_same_parameters(getattr(meta, name), payload[name], name)
+        setattr(meta, name, _leaf_copy(payload[name], device))
     meta.step, meta.history = payload["step"], payload["history"]
     return meta
 

@@ -9,6 +9,7 @@ from torch.func import functional_call
 
 from metagan_lib import adaptation as A
 from metagan_lib import meta as M
+from metagan_lib.artifacts import DamagedArtifactWarning
 from metagan_lib.losses import discriminator_loss
 from metagan_lib.runtime import limited_threads
 from metagan_lib.seeds import class_noise, derive_seed
@@ -292,3 +293,24 @@ def test_meta_sgd_rates_are_clamped_at_zero_after_an_outer_step(strokes):
     M.MetaTrainer(meta, TaskSampler(strokes, strokes.seen_classes, seed=0)).step()
     flat = torch.cat([r.detach().flatten() for r in rates])
     assert (flat >= 0).all() and (flat == 0).any() and (flat > 1e-9).any()
+
+
+@pytest.mark.parametrize("tamper", ["a tensor reshaped", "a tensor missing"])
+def test_a_stored_meta_gan_whose_tensors_were_changed_is_refused_and_retrained(strokes, tmp_path, tamper):
+    config = M.MetaConfig(method="meta-sgd", tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1)
+    sampler = TaskSampler(strokes, strokes.seen_classes, seed=0)
+    path = tmp_path / "meta.pt"
+    trained = M.train_or_load_meta(path, config, sampler, 1, progress=False)
+    stored = torch.load(path, weights_only=True)
+    name = next(iter(stored["artefact"]["g_params"]))
+    if tamper == "a tensor reshaped":
+        stored["artefact"]["g_params"][name] = torch.zeros(3)
+    else:
+        del stored["artefact"]["g_params"][name]
+    torch.save(stored, path)  # the key is untouched: only the contents betray the change
+    expected = r"g_params: .* is \(3,\)" if tamper == "a tensor reshaped" else "g_params: parameter names differ"
+    with pytest.raises(ValueError, match=expected):
+        M.load_meta(path)
+    with pytest.warns(DamagedArtifactWarning, match="meta.pt cannot be used.*g_params"):
+        again = M.train_or_load_meta(path, config, sampler, 1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(again.trainable(), trained.trainable()))  # retrained, the same
