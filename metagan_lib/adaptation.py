@@ -28,6 +28,11 @@ class AdaptedGAN:
     steps: int
 
 
+def _dtype(meta: MetaGAN) -> torch.dtype:
+    """The meta-GAN's weights' dtype (support images are cast to it)."""
+    return next(iter(meta.g_params.values())).dtype
+
+
 def adapt(
     meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0, fake_batch: int | None = None
 ) -> AdaptedGAN:
@@ -37,7 +42,7 @@ def adapt(
     :func:`adapt_and_sample_many`).
     """
     check_image_batch(support_images, "support images")
-    support_images = checks.signed_images(support_images, "support images")
+    support_images = checks.signed_images(support_images, "support images", _dtype(meta))
     checks.non_negative_int("steps", steps)
     if fake_batch is not None:
         checks.positive_int("fake_batch", fake_batch)
@@ -59,7 +64,7 @@ def adapt_and_sample_many(
     :func:`~metagan_lib.seeds.class_noise`, seeds ``derive_seed(seed, stream, c)``: no two streams overlap,
     and class 0 gets what ``sample(meta, adapt(meta, support_images[0], steps, seed), n, seed)`` gives (tested).
     """
-    support_images = checks.signed_images(support_images, "support images")
+    support_images = checks.signed_images(support_images, "support images", _dtype(meta))
     checks.require(
         support_images.ndim == 5, "support images shape", tuple(support_images.shape), "[classes, K, 1, 28, 28]"
     )

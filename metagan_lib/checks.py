@@ -41,6 +41,10 @@ def non_negative(name: str, value: object) -> None:
     require(_is_real(value) and value >= 0, name, value, "a finite number >= 0")
 
 
+def flag(name: str, value: object) -> None:
+    require(isinstance(value, bool), name, value, "True or False (a string such as 'no' would count as true)")
+
+
 def conv_width(name: str, value: object) -> None:
     require(
         _is_int(value) and value > 0 and value % GROUPS == 0,
@@ -50,11 +54,14 @@ def conv_width(name: str, value: object) -> None:
     )
 
 
-def signed_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+def signed_images(images: torch.Tensor, name: str = "images", dtype: torch.dtype | None = None) -> torch.Tensor:
     """Images as float in [-1, 1], ``[..., 1, 28, 28]``: ``uint8`` (0-255) is converted; a float tensor outside
-    [-1, 1] (e.g. 0-255 floats) or with NaN/inf, or an empty one, is refused."""
+    [-1, 1] (e.g. 0-255 floats), one with no negative value (images in [0, 1], whose background would read as grey),
+    one with NaN/inf, or an empty one, is refused. ``dtype``: the model's, which the images are cast to (float64
+    images for a float32 network, say)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(images).__name__}.")
+    given_as_float = images.is_floating_point()
     if images.dtype == torch.uint8:
         images = to_signed(images)
     require(images.is_floating_point(), f"{name}.dtype", images.dtype, "uint8 (0-255) or floating point in [-1, 1]")
@@ -68,4 +75,10 @@ def signed_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
         (round(low, 3), round(high, 3)),
         "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)",
     )
-    return images
+    require(
+        not given_as_float or low < 0,
+        f"{name} range",
+        (round(low, 3), round(high, 3)),
+        "signed, the background at -1: these look like images in [0, 1]; convert them with x * 2 - 1",
+    )
+    return images if dtype is None else images.to(dtype)

@@ -160,6 +160,7 @@ class ContextConfig:
             checks.positive(name, getattr(self, name))
         for name in ("adv_weight", "r1", "blur", "inner_adv_weight", "inner_guide_weight", "outer_spread_weight"):
             checks.non_negative(name, getattr(self, name))
+        checks.flag("shot_encoder", self.shot_encoder)
         if self.outer_spread_weight and not self.inner_guide_weight:
             raise ValueError(
                 f"ContextConfig(outer_spread_weight={self.outer_spread_weight:g}) measures spread in the guide network "
@@ -822,7 +823,7 @@ class ContextTrainer:
 def adapt_contexts(model: ContextMetaGAN, support: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """Contexts ``[C, context_dim]`` adapted to ``C`` classes at once (support ``[C, K, 1, 28, 28]``), ``steps`` inner
     steps."""
-    support = checks.signed_images(support, "support images")
+    support = checks.signed_images(support, "support images", model.meta_params["context"].dtype)
     checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
     checks.non_negative_int("steps", steps)
     classes = len(support)
@@ -1022,7 +1023,7 @@ class PerShotContexts:
 def adapt_each_shot(model: ContextMetaGAN, support: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """One context adapted to each shot alone, each shot a 1-shot task: support ``[C, K, 1, 28, 28]`` ->
     ``[C, K, context_dim]`` (:func:`adapt_contexts` on the C x K shots)."""
-    support = checks.signed_images(support, "support images")
+    support = checks.signed_images(support, "support images", model.meta_params["context"].dtype)
     checks.require(support.ndim == 5, "support images shape", tuple(support.shape), "[classes, K, 1, 28, 28]")
     classes, shots = support.shape[:2]
     one_shot_tasks = support.reshape(classes * shots, 1, *support.shape[2:])

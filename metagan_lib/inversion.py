@@ -26,6 +26,10 @@ class LatentInversion:
     noise_scale: float = 0.3
     lr: float = 0.05
 
+    def __post_init__(self) -> None:
+        checks.non_negative("noise_scale", self.noise_scale)
+        checks.positive("lr", self.lr)
+
 
 def invert(inversion: LatentInversion, images: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """Latents ``[C, K, z_dim]`` that reconstruct images ``[C, K, 1, 28, 28]``: ``steps`` Adam steps from
@@ -61,7 +65,7 @@ def invert_and_sample(
     inversion: LatentInversion, shots: torch.Tensor, steps: int, n: int, seed: int = 0
 ) -> torch.Tensor:
     """Invert each class's shots ``[C, K, ...]`` (``steps`` Adam steps) and draw ``n`` images per class around them."""
-    shots = checks.signed_images(shots, "shots")
+    shots = checks.signed_images(shots, "shots", next(inversion.generator.parameters()).dtype)
     checks.require(shots.ndim == 5, "shots shape", tuple(shots.shape), "[classes, K, 1, 28, 28]")
     checks.non_negative_int("steps", steps)
     checks.positive_int("n", n)

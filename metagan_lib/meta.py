@@ -97,6 +97,7 @@ class MetaConfig:
         (checks.non_negative_int if self.method == "reptile" else checks.positive_int)("queries", self.queries)
         checks.positive("inner_lr", self.inner_lr)
         checks.positive("meta_lr", self.meta_lr)
+        checks.flag("first_order", self.first_order)
 
     def replace(self, **changes) -> "MetaConfig":
         return dataclasses.replace(self, **changes)

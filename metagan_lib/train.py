@@ -90,9 +90,14 @@ class GANConfig:
             checks.positive(name, getattr(self, name))
         for name in ("gp_weight", "r1_gamma"):
             checks.non_negative(name, getattr(self, name))
+        pair = isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
         checks.require(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas, "two numbers in [0, 1)"
+            pair and all(checks._is_real(b) and 0 <= b < 1 for b in self.betas),
+            "betas",
+            self.betas,
+            "two numbers in [0, 1)",
         )
+        checks.flag("augment", self.augment)
         if self.grad_clip is not None:
             checks.positive("grad_clip", self.grad_clip)
 

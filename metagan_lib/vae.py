@@ -81,6 +81,14 @@ class VAEConfig:
     width: int = 32
     adversarial_weight: float = 0.0
 
+    def __post_init__(self) -> None:
+        checks.non_negative_int("steps", self.steps)
+        for name in ("batch_size", "z_dim"):
+            checks.positive_int(name, getattr(self, name))
+        checks.conv_width("width", self.width)
+        checks.positive("lr", self.lr)
+        checks.non_negative("adversarial_weight", self.adversarial_weight)
+
 
 def _adversarial_step(vae, critic, critic_optimizer, real, decoded, prior_noise, weight) -> torch.Tensor:
     """One discriminator step on real vs decoded and prior samples; returns the decoder's weighted adversarial loss."""
@@ -166,6 +174,10 @@ class VAEFewShot:
     noise_scale: float = 1.0
     lr: float = 0.05
 
+    def __post_init__(self) -> None:
+        checks.non_negative("noise_scale", self.noise_scale)
+        checks.positive("lr", self.lr)
+
 
 def encode_shots(fewshot: VAEFewShot, shots: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means (refined by ``steps`` Adam steps on the reconstruction) and standard deviations,
@@ -199,7 +211,7 @@ def sample_around(fewshot: VAEFewShot, mu: torch.Tensor, sigma: torch.Tensor, n:
 
 def adapt_and_sample(fewshot: VAEFewShot, shots: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:
     """Encode each class's shots ``[C, K, ...]`` (``steps`` refinement steps) and decode ``n`` images per class."""
-    shots = checks.signed_images(shots, "shots")
+    shots = checks.signed_images(shots, "shots", next(fewshot.vae.parameters()).dtype)
     checks.require(shots.ndim == 5, "shots shape", tuple(shots.shape), "[classes, K, 1, 28, 28]")
     checks.non_negative_int("steps", steps)
     checks.positive_int("n", n)

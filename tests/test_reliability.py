@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import nbformat
@@ -17,10 +18,12 @@ import torch
 from metagan_lib import adaptation, meta, profiles, report, reproduce
 from metagan_lib import data as D
 from metagan_lib.context import ContextConfig
+from metagan_lib.inversion import LatentInversion
 from metagan_lib.meta import MetaConfig
 from metagan_lib.paths import DATA_ENV_VAR
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig, new_run
+from metagan_lib.vae import VAEConfig, VAEFewShot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -250,6 +253,19 @@ BAD_CONFIGS = [
     (ContextConfig, dict(inner_lr=-1.0), "inner_lr"),
     (ContextConfig, dict(context_dim=0), "context_dim"),
     (ContextConfig, dict(r1=-1.0), "r1"),
+    (GANConfig, dict(augment="yes"), "augment"),  # yes/no settings take booleans: 'no' would count as true
+    (GANConfig, dict(betas=0.5), "betas"),
+    (MetaConfig, dict(first_order="yes"), "first_order"),
+    (ContextConfig, dict(shot_encoder="no"), "shot_encoder"),
+    (VAEConfig, dict(steps=-5), "steps"),
+    (VAEConfig, dict(steps=2.5), "steps"),
+    (VAEConfig, dict(batch_size=0), "batch_size"),
+    (VAEConfig, dict(z_dim=0), "z_dim"),
+    (VAEConfig, dict(width=30), "width"),
+    (VAEConfig, dict(lr=-1.0), "lr"),
+    (VAEConfig, dict(adversarial_weight=-1.0), "adversarial_weight"),
+    (partial(VAEFewShot, None), dict(noise_scale=-1.0), "noise_scale"),
+    (partial(LatentInversion, None), dict(lr=0.0), "lr"),
 ]
 
 
@@ -275,6 +291,10 @@ def tiny_meta():
         (torch.full((5, 1, 28, 28), float("nan")), "support images=.* must be finite"),
         (torch.zeros(0, 1, 28, 28), r"support images.shape=.* must be non-empty"),
         (torch.zeros(5, 3, 28, 28), r"support images must have shape \[batch, 1, 28, 28\]"),
+        (
+            torch.rand(5, 1, 28, 28),
+            r"support images range=.* look like images in \[0, 1\]; convert them with x \* 2 - 1",
+        ),
     ],
 )
 def test_adapt_refuses_bad_support_images(tiny_meta, support, match):
@@ -287,6 +307,8 @@ def test_adapt_converts_uint8_like_training_and_refuses_bad_counts(tiny_meta):
     as_uint8 = adaptation.adapt(tiny_meta, images, steps=1)
     as_float = adaptation.adapt(tiny_meta, images.float() / 127.5 - 1, steps=1)
     assert all(torch.equal(as_uint8.g_params[k], as_float.g_params[k]) for k in as_uint8.g_params)
+    as_double = adaptation.adapt(tiny_meta, images.double() / 127.5 - 1, steps=1)  # cast to the network's float32
+    assert all(torch.allclose(as_double.g_params[k], as_float.g_params[k]) for k in as_float.g_params)
     signed = images.float() / 127.5 - 1
     for call, name in [
         (lambda: adaptation.adapt(tiny_meta, signed, steps=-3), "steps"),
