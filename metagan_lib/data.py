@@ -423,11 +423,18 @@ def _mnist_splits(raw: Path) -> dict[str, tuple[Path, Path]]:
 
 def _read_mnist_split(image_path: Path, label_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = _read_idx(image_path), _read_idx(label_path)
-    if labels.ndim != 1 or len(images) != len(labels):
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DatasetError(
+            f"{image_path} should hold images [N, 28, 28] and {label_path} labels [N]; they hold "
+            f"{tuple(images.shape)} and {tuple(labels.shape)} (swapped or wrong files?); download both files again."
+        )
+    if len(images) != len(labels):
         raise DatasetError(
             f"{label_path} holds {len(labels)} labels but {image_path} holds {len(images)} images; "
             "download both files again."
         )
+    if len(labels) and int(labels.max()) > 9:
+        raise DatasetError(f"{label_path} holds label {int(labels.max())}, not a digit 0-9; download it again.")
     return images, labels
 
 

@@ -46,7 +46,10 @@ class TaskSampler:
 
     def __init__(self, dataset: ImageDataset, classes: torch.Tensor, device: torch.device | str = "cpu", seed: int = 0):
         self.device = torch.device(device)
-        self.classes = torch.as_tensor(classes, dtype=torch.int64).flatten()
+        given = torch.as_tensor(classes)
+        if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
+            raise TypeError(f"classes must be integer class indices; got a {given.dtype} tensor ({given.tolist()}).")
+        self.classes = given.to(torch.int64).flatten()
         if len(self.classes) == 0:
             raise ValueError("TaskSampler needs at least one class.")
         if len(torch.unique(self.classes)) != len(self.classes):
@@ -103,6 +106,8 @@ class TaskSampler:
 
     def sample(self, tasks: int, ways: int, shots: int, queries: int = 0) -> Episode:
         """Draw ``tasks`` episodes of ``ways`` classes with ``shots`` + ``queries`` distinct images each."""
+        if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 1:
+            raise ValueError(f"tasks must be a positive integer; got {tasks!r}.")
         self._check(ways, shots, queries)
         g = self.generator
         class_rows = torch.rand(tasks, self.num_classes, generator=g, device=self.device).argsort(dim=1)[:, :ways]

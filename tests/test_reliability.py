@@ -211,23 +211,28 @@ def _idx(values: bytes, shape: tuple[int, ...]) -> bytes:
     return bytes([0, 0, 8, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape) + values
 
 
-@pytest.mark.parametrize("damage", ["truncated gzip", "label count"])
+MNIST_DAMAGE = {
+    "truncated gzip": "t10k-images-idx3-ubyte.gz is damaged",
+    "label count": "t10k-labels-idx1-ubyte.gz holds 2 labels but",
+    "label 42": "t10k-labels-idx1-ubyte.gz holds label 42, not a digit 0-9",
+    "files swapped": r"should hold images \[N, 28, 28\] .* \(swapped or wrong files\?\)",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(MNIST_DAMAGE))
 def test_damaged_mnist_files_name_the_file(tmp_path, damage):
     raw = tmp_path / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     images = gzip.compress(_idx(bytes(3 * 28 * 28), (3, 28, 28)))
-    labels = gzip.compress(
-        _idx(bytes([1, 2] if damage == "label count" else [1, 2, 3]), (2,) if damage == "label count" else (3,))
-    )
+    label_bytes = {"label count": bytes([1, 2]), "label 42": bytes([1, 42, 3])}.get(damage, bytes([1, 2, 3]))
+    labels = gzip.compress(_idx(label_bytes, (len(label_bytes),)))
+    if damage == "files swapped":
+        images, labels = labels, images
     (raw / "t10k-images-idx3-ubyte.gz").write_bytes(
         images[: len(images) // 2] if damage == "truncated gzip" else images
     )
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(labels)
-    expected = (
-        "t10k-images-idx3-ubyte.gz is damaged"
-        if damage == "truncated gzip"
-        else "t10k-labels-idx1-ubyte.gz holds 2 labels but"
-    )
+    expected = MNIST_DAMAGE[damage]
     with pytest.raises(D.DatasetError, match=expected):
         D.load_mnist(tmp_path / "mnist", download=False)
 
@@ -327,8 +332,15 @@ def test_adapt_converts_uint8_like_training_and_refuses_bad_counts(tiny_meta):
         ([0, 10_000], 2, r"indices in \[0, 950\]"),
         ([-1, 2], 2, "indices in"),
         ([1, 2, 3], 2.5, "ways must be an integer"),
+        ([0.5, 1.7], 2, "classes must be integer class indices"),  # (they were truncated to 0 and 1)
     ],
 )
 def test_task_sampler_refuses_bad_classes_and_counts(glyphs, classes, ways, match):
     with pytest.raises((ValueError, TypeError), match=match):
         TaskSampler(glyphs, torch.tensor(classes), seed=0).sample(1, ways=ways, shots=1)
+
+
+@pytest.mark.parametrize("tasks", [0, -1, 2.0])
+def test_task_sampler_refuses_a_task_count_that_is_not_positive(glyphs, tasks):
+    with pytest.raises(ValueError, match=f"tasks must be a positive integer; got {tasks}"):
+        TaskSampler(glyphs, glyphs.seen_classes[:5], seed=0).sample(tasks, ways=2, shots=1)
