@@ -307,16 +307,29 @@ def omniglot_alphabet(class_name: str) -> str:
     return class_name.split("/")[0]
 
 
-def _assemble_omniglot(groups: list[tuple[dict[tuple[str, str], list[bytes]], bool]]) -> dict:
-    """Build the payload from ``[(characters, is_unseen), ...]``."""
+def _assemble_omniglot(groups: list[tuple[dict[tuple[str, str], list[bytes]], bool]], source: Path) -> dict:
+    """Build the payload from ``[(characters, is_unseen), ...]`` read from ``source`` (named in its errors)."""
     images, labels, names, unseen = [], [], [], []
     for characters, is_unseen in groups:
+        kind = "unseen" if is_unseen else "seen"
+        if not any(characters.values()):
+            raise DatasetError(
+                f"{source} holds no {kind} Omniglot characters (<alphabet>/<character>/<file>.png); replace it with "
+                "torchvision's images_background and images_evaluation, or the original two small zips."
+            )
         for (alphabet, character), pngs in characters.items():
             label = len(names)
             names.append(f"{alphabet}/{character}")
             if is_unseen:
                 unseen.append(label)
-            images.append(_omniglot_resize([_omniglot_png_to_ink(b) for b in pngs]))
+            try:
+                inks = [_omniglot_png_to_ink(b) for b in pngs]
+            except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+                raise DatasetError(
+                    f"An image of {alphabet}/{character} in {source} cannot be read ({type(error).__name__}); "
+                    "the files are damaged: replace them with the original archive."
+                ) from None
+            images.append(_omniglot_resize(inks))
             labels.append(torch.full((len(pngs),), label, dtype=torch.int64))
     all_classes = torch.arange(len(names))
     unseen_t = torch.tensor(sorted(unseen), dtype=torch.int64)
@@ -354,7 +367,7 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
     if background.is_dir() and evaluation.is_dir():
         key = f"full-{background.stat().st_mtime_ns}"
         build = lambda: _assemble_omniglot(
-            [(_read_omniglot_folder(background), False), (_read_omniglot_folder(evaluation), True)]
+            [(_read_omniglot_folder(background), False), (_read_omniglot_folder(evaluation), True)], full_root
         )
         source = str(full_root)
     else:
@@ -364,7 +377,7 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
             characters = _read_omniglot_zips(small)
             seen = {k: v for k, v in characters.items() if k[0] not in OMNIGLOT_SMALL_UNSEEN_ALPHABETS}
             unseen = {k: v for k, v in characters.items() if k[0] in OMNIGLOT_SMALL_UNSEEN_ALPHABETS}
-            return _assemble_omniglot([(seen, False), (unseen, True)])
+            return _assemble_omniglot([(seen, False), (unseen, True)], folder)
 
         source = str(folder)
     digest = hashlib.sha256(f"{folder.resolve()}-{key}".encode()).hexdigest()[:12]

@@ -344,3 +344,27 @@ def test_task_sampler_refuses_bad_classes_and_counts(glyphs, classes, ways, matc
 def test_task_sampler_refuses_a_task_count_that_is_not_positive(glyphs, tasks):
     with pytest.raises(ValueError, match=f"tasks must be a positive integer; got {tasks}"):
         TaskSampler(glyphs, glyphs.seen_classes[:5], seed=0).sample(tasks, ways=2, shots=1)
+
+
+@pytest.mark.parametrize("case", ["not an image", "no seen characters", "empty folders"])
+def test_omniglot_files_that_hold_no_usable_characters_are_named(tmp_path, monkeypatch, case):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "omniglot"
+    if case == "empty folders":  # torchvision's layout, both sets present but empty
+        for name in ("images_background", "images_evaluation"):
+            (folder / "omniglot-py" / name).mkdir(parents=True)
+        expected = r"omniglot-py holds no seen Omniglot characters"
+    else:
+        folder.mkdir(parents=True)
+        alphabets = ("Greek",) if case == "no seen characters" else ("Latin", "Greek")  # Greek is an unseen alphabet
+        for name in D.OMNIGLOT_SMALL_ZIPS:
+            with zipfile.ZipFile(folder / name, "w") as archive:
+                for alphabet in alphabets:
+                    archive.writestr(f"images_background_small1/{alphabet}/character01/0001_01.png", b"not a png")
+        expected = (
+            "holds no seen Omniglot characters"
+            if case == "no seen characters"
+            else r"An image of Latin/character01 in .*omniglot cannot be read \(UnidentifiedImageError\)"
+        )
+    with pytest.raises(D.DatasetError, match=expected):
+        D.load_omniglot(folder, download=False)
