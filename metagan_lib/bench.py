@@ -499,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: each path's convolutions and matrix products vs the rest (torch.profiler; CPU)",
     )
     args = parser.parse_args(argv)
+    other_mode = next((f"--{m}" for m in ("parallel", "compile", "layouts", "kernels") if getattr(args, m)), None)
+    if other_mode and args.device not in ("auto", "cpu"):
+        parser.error(f"{other_mode} measures the CPU: drop --device {args.device} (or pass --device cpu)")
+    if other_mode and args.update_readme:
+        parser.error(f"--update-readme writes the standard benchmark's table only: drop it or {other_mode}")
     from .bench_modes import (
         format_compile,
         format_kernels,
@@ -529,9 +534,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     if args.update_readme:
-        if args.parallel or args.compile or args.layouts or args.kernels:
-            print("error: --update-readme writes the standard benchmark's table only", file=sys.stderr)
-            return 2
         update_readme(repo_root() / "README.md", result)
     return 0
 

@@ -155,3 +155,24 @@ def test_interleaved_timing_calls_every_step_in_turn_and_returns_each_median(mon
     medians = bench.time_interleaved(steps, torch.device("cpu"), warmup=1, repeats=3)
     assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, never a step twice in a row
     assert medians == {"a": 1, "b": 1}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--layouts", "--device", "cuda"], "--layouts measures the CPU: drop --device cuda"),
+        (["--parallel", "--device", "tpu"], "--parallel measures the CPU: drop --device tpu"),
+        (["--kernels", "--update-readme"], "--update-readme writes the standard benchmark's table only"),
+        (["--parallel", "--compile"], "not allowed with argument"),
+    ],
+)
+def test_modes_refuse_settings_they_would_ignore_before_running(argv, message, capsys, monkeypatch):
+    import metagan_lib.bench_modes as modes
+
+    for name in ("run_parallel_benchmark", "run_compile_benchmark", "run_layout_benchmark", "run_kernel_benchmark"):
+        monkeypatch.setattr(
+            modes, name, lambda *a, **k: pytest.fail("the benchmark ran before its settings were checked")
+        )
+    with pytest.raises(SystemExit) as stop:
+        bench.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
