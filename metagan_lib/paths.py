@@ -23,7 +23,13 @@ def cache_dir() -> Path:
     """Folder for processed datasets and trained artefacts (created on demand)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     path = Path(base) / "metagan"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(
+            f"The cache folder {path} cannot be made: {base} (XDG_CACHE_HOME, else ~/.cache) or {path} is a file; "
+            "point XDG_CACHE_HOME at a folder."
+        ) from None
     return path
 
 

@@ -150,8 +150,11 @@ def results_dir(profile: str) -> Path:
 
 
 def artifact_path(profile: str, dataset: str, seed: int, name: str) -> Path:
-    """Cache file for a trained artefact, keyed by profile, dataset and seed."""
+    """Cache file for a trained artefact, keyed by profile, dataset and seed (``name``: a file name, no folders)."""
     from . import __version__
+
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"Artefact name {name!r} must be a plain file name (no folders), e.g. '04_maml'.")
 
     path = (
         cache_dir() / "artifacts" / f"v{__version__}" / check_profile(profile) / dataset / f"seed{seed}" / f"{name}.pt"

@@ -157,6 +157,11 @@ def reproduce(
     notebooks = find_notebooks(folder, only=only)
     out_dir = output_root or repo_root() / "runs" / profile / ("solutions" if solutions else "")
     out_dir = out_dir if dataset == "glyphs" else out_dir / dataset
+    blocking = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ValueError(
+            f"The output folder {out_dir} cannot be made: {blocking} is a file; choose another --output-dir."
+        )
     results: list[NotebookResult] = []
     parameters = {"profile": profile, "dataset": dataset, "device": device, "retrain": retrain}
     for index, notebook in enumerate(notebooks, 1):

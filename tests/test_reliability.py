@@ -368,3 +368,27 @@ def test_omniglot_files_that_hold_no_usable_characters_are_named(tmp_path, monke
         )
     with pytest.raises(D.DatasetError, match=expected):
         D.load_omniglot(folder, download=False)
+
+
+def test_places_that_cannot_be_folders_are_named(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    assert reproduce.main(["--profile", "smoke", "--only", "01", "--output-dir", str(blocker / "runs")]) == 2
+    assert f"{blocker} is a file; choose another --output-dir" in capsys.readouterr().err
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(NotADirectoryError, match="point XDG_CACHE_HOME at a folder"):
+        profiles.artifact_path("smoke", "glyphs", 0, "04_maml")
+
+
+@pytest.mark.parametrize("name", ["../../escape", "sub/04_maml", ""])
+def test_an_artefact_name_is_a_plain_file_name(name):
+    with pytest.raises(ValueError, match="must be a plain file name"):
+        profiles.artifact_path("smoke", "glyphs", 0, name)
+
+
+def test_contexts_of_the_wrong_size_are_named():
+    from metagan_lib import context
+
+    model = context.new_context_gan(ContextConfig(width=8, context_dim=6), seed=0)
+    with pytest.raises(ValueError, match=r"contexts.shape=\(2, 7\) is not accepted: .* \[classes, 6\]"):
+        context.sample_contexts(model, torch.zeros(2, 7), 4)

@@ -93,6 +93,7 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--blur", "0", "-0.5"], "--blur must be non-negative"),
         (["--warm-start", "yes", "--upsample", "nearest"], "use it with --upsample transposed"),
         (["--warm-start-steps", "0"], "--warm-start-steps must be at least 1"),
+        (["--inner-steps", "3", "0"], "--inner-steps must be at least 1"),
         (["--warm-start", "yes", "--refine", "16"], "use it with --refine 0"),
         (["--refine", "0", "12"], "--refine takes 0 or multiples of 8"),
         (["--width", "32", "20"], "--width takes positive multiples of 8"),
@@ -134,6 +135,12 @@ def test_bad_arguments_are_clear_errors(argv, message, capsys, monkeypatch, stro
     with pytest.raises(SystemExit) as stop:
         tool.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unknown_dataset_is_a_clear_error_before_any_training(capsys):
+    with pytest.raises(SystemExit) as stop:
+        load_tool("validate_context").main(["--dataset", "nonsense"])
+    assert stop.value.code == 2 and "--dataset nonsense: Unknown dataset 'nonsense'" in capsys.readouterr().err
 
 
 def test_the_sample_grid_shows_each_class_shots_then_samples(strokes, tmp_path, monkeypatch):

@@ -50,7 +50,7 @@ from metagan_lib import context, evaluation, fewshot, plotting, profiles, runtim
 from metagan_lib.context import ContextConfig
 from metagan_lib.data import load_dataset, omniglot_alphabet, with_rotated_seen_classes
 from metagan_lib.models import UPSAMPLING
-from metagan_lib.paths import cache_dir
+from metagan_lib.paths import DatasetError, cache_dir
 from metagan_lib.seeds import derive_seed
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig, run_key
@@ -470,6 +470,8 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
 
 def check_candidate_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse candidate settings that cannot be trained (``parser.error``: a message and exit code 2)."""
+    if min(args.inner_steps) < 1:
+        parser.error(f"--inner-steps must be at least 1, got {min(args.inner_steps)}")
     if min(args.adv_weight) < 0:
         parser.error(f"--adv-weight must be non-negative, got {min(args.adv_weight)}")
     if "yes" in args.warm_start and set(args.upsample) != {"transposed"}:
@@ -555,7 +557,10 @@ def check_test_time_arguments(parser: argparse.ArgumentParser, args: argparse.Na
 def evaluation_data(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The classes to evaluate (a validation split of the seen classes, or the unseen ones), the cache folder, the
     scoring feature network, its training steps and the split's tag: ``(data, folder, net, feature_steps, tag)``."""
-    dataset = load_dataset(args.dataset)
+    try:
+        dataset = load_dataset(args.dataset)
+    except (DatasetError, FileNotFoundError) as error:  # an unknown name, missing files, METAGAN_DATA pointing nowhere
+        parser.error(f"--dataset {args.dataset}: {error}")
     if not (args.test_unseen or args.held_out_alphabets) and not 2 <= args.held_out < len(dataset.seen_classes):
         parser.error(
             f"--held-out must lie between 2 and {len(dataset.seen_classes) - 1} (the seen classes of {args.dataset} "
