@@ -149,7 +149,7 @@ def load_dataset(
         DatasetError: unknown name, or data missing and not downloadable (the message names the
             folder searched and the fixes).
     """
-    key = name.strip().lower()
+    key = name.strip().lower() if isinstance(name, str) else None
     if key not in DATASET_NAMES:
         raise DatasetError(
             f"Unknown dataset {name!r}. Choose one of {', '.join(DATASET_NAMES)} "

@@ -94,10 +94,11 @@ _SETTINGS: dict[str, dict[str, dict]] = {
 
 
 def check_profile(profile: str) -> str:
-    """Return ``profile`` if it is known, else raise a ``ValueError`` naming the choices."""
-    if profile not in PROFILE_NAMES:
+    """``profile`` as its known name (any case, spaces around ignored), else a ``ValueError`` naming the choices."""
+    name = profile.strip().lower() if isinstance(profile, str) else profile
+    if name not in PROFILE_NAMES:
         raise ValueError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}.")
-    return profile
+    return name
 
 
 def resolve_profile(profile: str, retrain: bool = False) -> str:

@@ -150,6 +150,7 @@ def reproduce(
     dataset = dataset.strip().lower()
     if dataset not in DATASET_NAMES:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}.")
+    device = device.strip().lower()  # names in any case, as for the dataset
     if device not in DEVICE_CHOICES:
         raise ValueError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
     choose_device(device)  # refuses cuda without CUDA here, not inside the first notebook

@@ -27,6 +27,10 @@ def choose_device(spec: str = "auto") -> torch.device:
     Raises:
         ValueError: unknown spec, or CUDA asked for where none is available.
     """
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda'; got {spec!r}.")
     key = spec.strip().lower()
     if key == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

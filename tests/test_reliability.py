@@ -60,6 +60,8 @@ def test_runner_refuses_bad_settings_before_the_first_notebook(monkeypatch, caps
     monkeypatch.delenv(profiles.PROFILE_ENV_VAR)
     reproduce.reproduce("smoke", dataset="MNIST", only=["01"], output_root=tmp_path)
     assert calls[-1][1]["dataset"] == "mnist"
+    reproduce.reproduce("Smoke", device="CPU", only=["01"], output_root=tmp_path)  # names in any case, as datasets
+    assert (calls[-1][1]["profile"], calls[-1][1]["device"]) == ("smoke", "cpu")
     if not torch.cuda.is_available():
         count = len(calls)
         assert reproduce.main(["--profile", "smoke", "--device", "cuda", "--only", "01"]) == 2
@@ -392,3 +394,15 @@ def test_contexts_of_the_wrong_size_are_named():
     model = context.new_context_gan(ContextConfig(width=8, context_dim=6), seed=0)
     with pytest.raises(ValueError, match=r"contexts.shape=\(2, 7\) is not accepted: .* \[classes, 6\]"):
         context.sample_contexts(model, torch.zeros(2, 7), 4)
+
+
+def test_names_are_taken_in_any_case_and_non_names_are_named():
+    assert profiles.check_profile(" Smoke ") == "smoke"
+    from metagan_lib.runtime import choose_device
+
+    assert choose_device(torch.device("cpu")) == torch.device("cpu") == choose_device("CPU")
+    with pytest.raises(TypeError, match="device must be a string"):
+        choose_device(5)
+    for name in (None, 5):
+        with pytest.raises(D.DatasetError, match=f"Unknown dataset {name!r}"):
+            D.load_dataset(name)
