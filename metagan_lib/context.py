@@ -844,9 +844,10 @@ def sample_contexts(
     (``scale`` 1: the noise of meta-training)."""
     checks.positive_int("n", n)
     checks.positive("scale", scale)
-    shape = (len(contexts), model.config.context_dim)
-    checks.require(contexts.ndim == 2 and contexts.shape[1] == shape[1], "contexts.shape", tuple(contexts.shape),
-                   f"[classes, {shape[1]}] (the model's context_dim)")  # fmt: skip
+    dim = model.config.context_dim
+    checks.require(
+        contexts.ndim == 2 and contexts.shape[1] == dim, "contexts.shape", tuple(contexts.shape), f"[classes, {dim}]"
+    )
     z = class_noise(seed, len(contexts), (n, model.config.z_dim), "sample", model.device) * scale
     g_params = model.generator_params(model.test_params())
     return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
