@@ -17,6 +17,7 @@ from . import evaluation as E
 from .artifacts import shipped_table
 from .fewshot import LOWER_IS_BETTER, METRICS
 from .methods import GENERATIVE_KINDS
+from .profiles import PROFILE_NAMES
 
 
 def results_path(folder: Path, dataset: str) -> Path:
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m metagan_lib.report", description=main.__doc__, allow_abbrev=False)
     parser.add_argument("--update-readme", action="store_true", required=True)
-    parser.add_argument("--profile", default="full")
+    parser.add_argument("--profile", default="full", choices=PROFILE_NAMES)
     parser.add_argument(
         "--force", action="store_true", help="allow a profile other than full (the README publishes full runs)"
     )

@@ -170,6 +170,9 @@ def test_update_readme_refuses_other_profiles_and_names_a_damaged_results_file(t
     damaged.write_text(json.dumps({"by_shots": {}}))
     with pytest.raises(ValueError, match="lacks by_steps"):
         report.read_results(damaged)
+    with pytest.raises(SystemExit) as stop:  # an unknown profile is named as such, not as one that would replace tables
+        report.main(["--update-readme", "--profile", "bogus"])
+    assert stop.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- data files
