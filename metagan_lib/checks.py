@@ -41,6 +41,11 @@ def non_negative(name: str, value: object) -> None:
     require(_is_real(value) and value >= 0, name, value, "a finite number >= 0")
 
 
+def adam_betas(name: str, value: object) -> None:
+    pair = isinstance(value, (tuple, list)) and len(value) == 2
+    require(pair and all(_is_real(b) and 0 <= b < 1 for b in value), name, value, "two numbers in [0, 1)")
+
+
 def flag(name: str, value: object) -> None:
     require(isinstance(value, bool), name, value, "True or False (a string such as 'no' would count as true)")
 

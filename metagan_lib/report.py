@@ -354,7 +354,8 @@ def update_readme(readme: Path, results_folder: Path) -> str:
 
 def _readme_order(file: Path) -> tuple[bool, bool, str]:
     """The README's order of results files: the default dataset's, then Omniglot's, then the rest by name."""
-    return file.name != results_path(file.parent, "glyphs").name, file.name != "few_shot_omniglot.json", file.name
+    name_of = lambda dataset: results_path(file.parent, dataset).name
+    return file.name != name_of("glyphs"), file.name != name_of("omniglot"), file.name
 
 
 def replace_block(text: str, name: str, body: str) -> str:

@@ -90,13 +90,7 @@ class GANConfig:
             checks.positive(name, getattr(self, name))
         for name in ("gp_weight", "r1_gamma"):
             checks.non_negative(name, getattr(self, name))
-        pair = isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
-        checks.require(
-            pair and all(checks._is_real(b) and 0 <= b < 1 for b in self.betas),
-            "betas",
-            self.betas,
-            "two numbers in [0, 1)",
-        )
+        checks.adam_betas("betas", self.betas)
         checks.flag("augment", self.augment)
         if self.grad_clip is not None:
             checks.positive("grad_clip", self.grad_clip)
