@@ -184,9 +184,20 @@ def load_or_build_module(
     )
 
 
+def _refuse_folder(path: Path) -> None:
+    """Raise ``IsADirectoryError`` naming the fix when a folder sits where the file ``path`` belongs (before any
+    training, which could not be saved there)."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder, where a cached file belongs; move or delete that folder (or point XDG_CACHE_HOME "
+            "at another cache) and run again."
+        )
+
+
 def save_payload(payload: dict, path: Path | str) -> Path:
     """``torch.save`` ``payload`` to ``path`` atomically, through a unique temporary file in the same folder."""
     path = Path(path)
+    _refuse_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
@@ -318,6 +329,7 @@ def load_or_build(
     ``to_payload`` turns the artefact into tensors and plain values; ``from_payload`` turns them back.
     """
     path = Path(path)
+    _refuse_folder(path)
     for source, payload in _current_payloads(path, key, device):
         try:
             artefact = from_payload(payload["artefact"])

@@ -469,7 +469,10 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+OTHER_MODES = ("parallel", "compile", "layouts", "kernels")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m metagan_lib.bench", description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
@@ -498,34 +501,34 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: each path's convolutions and matrix products vs the rest (torch.profiler; CPU)",
     )
+    return parser
+
+
+def _run_mode(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:
+    """Run the benchmark ``args`` name; return its result and the function that formats it."""
+    from . import bench_modes
+
+    if args.parallel:
+        return bench_modes.run_parallel_benchmark(args.quick), bench_modes.format_parallel
+    if args.compile:
+        return bench_modes.run_compile_benchmark(), bench_modes.format_compile
+    if args.layouts:
+        return bench_modes.run_layout_benchmark(args.quick), bench_modes.format_layouts
+    if args.kernels:
+        return bench_modes.run_kernel_benchmark(args.quick), bench_modes.format_kernels
+    return run_benchmark(args.quick, args.device), format_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    other_mode = next((f"--{m}" for m in ("parallel", "compile", "layouts", "kernels") if getattr(args, m)), None)
+    other_mode = next((f"--{m}" for m in OTHER_MODES if getattr(args, m)), None)
     if other_mode and args.device not in ("auto", "cpu"):
         parser.error(f"{other_mode} measures the CPU: drop --device {args.device} (or pass --device cpu)")
     if other_mode and args.update_readme:
         parser.error(f"--update-readme writes the standard benchmark's table only: drop it or {other_mode}")
-    from .bench_modes import (
-        format_compile,
-        format_kernels,
-        format_layouts,
-        format_parallel,
-        run_compile_benchmark,
-        run_kernel_benchmark,
-        run_layout_benchmark,
-        run_parallel_benchmark,
-    )
-
     try:
-        if args.parallel:
-            result, text = run_parallel_benchmark(args.quick), format_parallel
-        elif args.compile:
-            result, text = run_compile_benchmark(), format_compile
-        elif args.layouts:
-            result, text = run_layout_benchmark(args.quick), format_layouts
-        elif args.kernels:
-            result, text = run_kernel_benchmark(args.quick), format_kernels
-        else:
-            result, text = run_benchmark(args.quick, args.device), format_table
+        result, text = _run_mode(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import torch
 
 from .data import ImageDataset
 from .images import to_signed
+from .runtime import choose_device
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class TaskSampler:
     """
 
     def __init__(self, dataset: ImageDataset, classes: torch.Tensor, device: torch.device | str = "cpu", seed: int = 0):
-        self.device = torch.device(device)
+        self.device = choose_device(device)
         given = torch.as_tensor(classes)
         if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
             raise TypeError(f"classes must be integer class indices; got a {given.dtype} tensor ({given.tolist()}).")

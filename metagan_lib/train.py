@@ -360,9 +360,9 @@ def train_or_load_many(
     """
     from functools import partial
 
-    from .runtime import parallel_calls, worker_count
+    from .runtime import choose_device, parallel_calls, worker_count
 
-    device = torch.device(device)
+    device = choose_device(device)
     missing = {
         name: (Path(path), config)
         for name, (path, config) in jobs.items()

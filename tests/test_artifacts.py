@@ -38,6 +38,17 @@ def test_a_file_is_reused_only_under_the_same_key(tmp_path):
     assert len(calls) == 3
 
 
+def test_a_folder_where_the_cache_file_belongs_is_refused_before_building(tmp_path):
+    path = tmp_path / "net.pt"
+    path.mkdir()
+    build, calls = _counting_build(1)
+    with pytest.raises(IsADirectoryError, match=f"{path} is a folder.*move or delete that folder"):
+        _load(path, {"seed": 0}, build)
+    assert calls == []  # refused before any training that could not be saved
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        A.save_payload({"key": {}, "artefact": {}}, path)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not a store file", "bytes changed"])
 def test_a_damaged_file_is_rebuilt_with_a_warning_naming_it(tmp_path, damage):
     path = tmp_path / "net.pt"

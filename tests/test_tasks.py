@@ -48,6 +48,12 @@ def test_k_larger_than_a_class_holds_is_a_clear_error(sampler):
         sampler.sample(tasks=1, ways=10_000, shots=1)
 
 
+def test_an_unknown_device_name_is_refused_with_the_choices(glyphs):
+    with pytest.raises(ValueError, match="Unknown device 'gpu'; choose one of auto, cpu, cuda"):
+        TaskSampler(glyphs, glyphs.seen_classes, device="gpu")
+    assert TaskSampler(glyphs, glyphs.seen_classes, device="CPU").device == torch.device("cpu")
+
+
 def test_value_conversions_round_trip():
     raw = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
     assert torch.allclose(to_unit(to_signed(raw)) * 255, raw.float(), atol=1e-4)
