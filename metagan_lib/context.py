@@ -47,14 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import KEY_WHEN_SET, check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
 from .evaluation import COPY_FLAG, FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
-from .monitor import Monitor
+from .monitor import monitored_steps
 from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
@@ -803,14 +802,15 @@ class ContextTrainer:
         log_dir: Path | str | None = None,
     ) -> ContextMetaGAN:
         """``steps`` meta-steps; with ``log_dir``, the losses also go to TensorBoard there."""
-        bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
-        monitor = Monitor(log_dir)
-        for index in bar:
-            outer, d = self.step()
-            monitor.scalars(self.model.step, {"outer_loss": outer, "d_loss": d})
-            if progress and index % 20 == 0:
-                bar.set_postfix(outer=f"{outer:.3f}", d=f"{d:.3f}")
-        monitor.close()
+        monitored_steps(
+            lambda: dict(zip(("outer_loss", "d_loss"), self.step())),
+            steps,
+            lambda: self.model.step,
+            description=description,
+            progress=progress,
+            log_dir=log_dir,
+            postfix_every=20,
+        )
         return self.model
 
 

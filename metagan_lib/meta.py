@@ -30,13 +30,12 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from tqdm.auto import tqdm
 
 from . import checks, seeds
 from .artifacts import check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import build_gan, template
-from .monitor import Monitor
+from .monitor import monitored_steps
 
 Params = dict[str, torch.Tensor]
 MethodName = Literal["maml", "reptile", "meta-sgd"]
@@ -372,14 +371,14 @@ class MetaTrainer:
         self, steps: int, progress: bool = True, description: str = "meta-training", log_dir: str | Path | None = None
     ) -> MetaGAN:
         """``steps`` meta-steps; with ``log_dir``, the losses also go to TensorBoard there."""
-        bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
-        monitor = Monitor(log_dir)
-        for index in bar:
-            d_value, g_value = self.step()
-            monitor.scalars(self.meta.step, {"d_loss": d_value, "g_loss": g_value})
-            if progress and index % 10 == 0:
-                bar.set_postfix(d=f"{d_value:.3f}", g=f"{g_value:.3f}")
-        monitor.close()
+        monitored_steps(
+            lambda: dict(zip(("d_loss", "g_loss"), self.step())),
+            steps,
+            lambda: self.meta.step,
+            description=description,
+            progress=progress,
+            log_dir=log_dir,
+        )
         return self.meta
 
 

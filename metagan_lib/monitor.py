@@ -7,9 +7,11 @@ there (``tensorboard --logdir <log_dir>`` shows them), when it is ``None`` nothi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torchvision.utils import make_grid
+from tqdm.auto import tqdm
 
 from .images import to_unit
 
@@ -43,3 +45,27 @@ class Monitor:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def monitored_steps(
+    step: Callable[[], dict[str, float]],
+    steps: int,
+    step_count: Callable[[], int],
+    *,
+    description: str,
+    progress: bool = True,
+    log_dir: str | Path | None = None,
+    postfix_every: int = 10,
+) -> None:
+    """Call ``step`` ``steps`` times under a progress bar; the losses it returns (name -> value) go to TensorBoard at
+    ``step_count()`` when ``log_dir`` is set, and to the bar every ``postfix_every`` calls."""
+    bar = tqdm(range(steps), desc=description, disable=not progress, leave=False)
+    monitor = Monitor(log_dir)
+    try:
+        for index in bar:
+            losses = step()
+            monitor.scalars(step_count(), losses)
+            if progress and index % postfix_every == 0:
+                bar.set_postfix({name: f"{value:.3f}" for name, value in losses.items()})
+    finally:
+        monitor.close()

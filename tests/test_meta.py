@@ -314,3 +314,18 @@ def test_a_stored_meta_gan_whose_tensors_were_changed_is_refused_and_retrained(s
     with pytest.warns(DamagedArtifactWarning, match="meta.pt cannot be used.*g_params"):
         again = M.train_or_load_meta(path, config, sampler, 1, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(again.trainable(), trained.trainable()))  # retrained, the same
+
+
+def test_meta_training_writes_both_players_losses_to_tensorboard(strokes, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = M.MetaConfig(method="reptile", tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1)
+    meta = M.new_meta_gan(config, seed=0)
+    M.MetaTrainer(meta, TaskSampler(strokes, strokes.seen_classes, seed=0), seed=0).train(
+        3, progress=False, log_dir=tmp_path
+    )
+    events = EventAccumulator(str(tmp_path)).Reload()
+    for name in ("d_loss", "g_loss"):
+        logged = events.Scalars(name)
+        assert [e.step for e in logged] == [1, 2, 3]  # the meta-step each loss came from
+        assert [e.value for e in logged] == pytest.approx(meta.history[name], rel=1e-6)
