@@ -84,7 +84,7 @@ def fingerprint(tensor: torch.Tensor) -> str:
     """A short hash of a tensor's dtype, shape and values (keys artefacts by their training data)."""
     data = tensor.detach().cpu().contiguous()
     digest = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
-    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")  # 0-dim too
     return digest.hexdigest()[:16]
 
 

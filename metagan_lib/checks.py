@@ -59,6 +59,14 @@ def conv_width(name: str, value: object) -> None:
     )
 
 
+def same_device(name: str, device: torch.device, expected: torch.device, fix: str) -> None:
+    """Raise a clear ``ValueError`` unless ``device`` is ``expected`` (``cuda`` and ``cuda:0`` count as one where
+    either gives no index)."""
+    device, expected = torch.device(device), torch.device(expected)
+    same = (device.type == expected.type and None in (device.index, expected.index)) or device == expected
+    require(same, name, str(device), f"{expected}, where the model is ({fix})")
+
+
 def signed_images(images: torch.Tensor, name: str = "images", dtype: torch.dtype | None = None) -> torch.Tensor:
     """Images as float in [-1, 1], ``[..., 1, 28, 28]``: ``uint8`` (0-255) is converted; a float tensor outside
     [-1, 1] (e.g. 0-255 floats), one with no negative value (images in [0, 1], whose background would read as grey),

@@ -15,7 +15,7 @@ al. 2019; Noguchi & Harada 2019) and/or condition on the shots (DAGAN's pair dis
   same chamfer distance plus ``adv_weight`` times the non-saturating GAN loss against a *pair*
   discriminator ``D([shot, image])`` that sees a shot next to a real or generated image of the
   class (DAGAN), trained alongside with R1;
-* the **outer rules** (one dispatch, :data:`OUTER_RULES`): ``maml`` differentiates through the
+* the **outer rules** (one dispatch, :data:`OUTER_RULES_DISPATCH`): ``maml`` differentiates through the
   inner steps (second order), ``fomaml`` treats the inner gradients as constants, ``meta-sgd``
   learns one inner rate per context entry as well, ``reptile`` moves ``(theta, c0)`` towards the
   task-adapted values (the inner steps, then one step of all weights on the support loss); its
@@ -52,7 +52,7 @@ from . import checks, seeds
 from .artifacts import KEY_WHEN_SET, check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
 from .evaluation import COPY_FLAG, FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
-from .models import UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
+from .models import ADAM_BETAS, UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import monitored_steps
 from .seeds import class_noise
 
@@ -165,11 +165,17 @@ class ContextConfig:
                 f"ContextConfig(outer_spread_weight={self.outer_spread_weight:g}) measures spread in the guide network "
                 "that inner_guide_weight > 0 brings: set inner_guide_weight > 0, or outer_spread_weight=0."
             )
+        if self.outer_spread_weight:  # a spread is a mean over pairs: the outer loss's samples and target need two
+            target = ("shots", self.shots) if self.rule == "reptile" else ("queries", self.queries)
+            for name, value in (("outer_samples", self.outer_samples), target):
+                checks.require(
+                    value >= 2, name, value, "at least 2 with outer_spread_weight > 0 (a spread needs a pair)"
+                )
         checks.require(
-            type(self.refine) is int and self.refine >= 0 and self.refine % 8 == 0,
+            type(self.refine) is int and self.refine >= 0 and self.refine % checks.GROUPS == 0,
             "refine",
             self.refine,
-            "0 or a multiple of 8",
+            f"0 or a multiple of {checks.GROUPS}",
         )
         if self.ema_decay is not None:
             checks.require(0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "a decay in (0, 1), or None")
@@ -330,10 +336,6 @@ class ContextMetaGAN:
         meta-parameters."""
         params = self.meta_params if self.ema_params is None else self.ema_params
         return {k: v.detach() for k, v in params.items()}
-
-    def rates(self) -> float | torch.Tensor:
-        """The inner learning rate: ``inner_lr``, or Meta-SGD's learned per-entry rates ``[context_dim]``."""
-        return self.meta_params["rates"] if "rates" in self.meta_params else self.config.inner_lr
 
 
 def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", seed: int = 0) -> ContextMetaGAN:
@@ -753,10 +755,11 @@ class ContextTrainer:
     """
 
     def __init__(self, model: ContextMetaGAN, sampler, seed: int = 0, vectorised: bool = True):
+        checks.same_device("sampler.device", sampler.device, model.device, "make the TaskSampler with that device")
         self.model, self.sampler, self.vectorised = model, sampler, vectorised
         self.noise = seeds.generator(seed, "meta-training noise", device=model.device)
-        self.meta_optimizer = torch.optim.Adam(model.meta_params.values(), lr=model.config.meta_lr, betas=(0.5, 0.999))
-        self.d_optimizer = torch.optim.Adam(model.d_params.values(), lr=model.config.d_lr, betas=(0.5, 0.999))
+        self.meta_optimizer = torch.optim.Adam(model.meta_params.values(), lr=model.config.meta_lr, betas=ADAM_BETAS)
+        self.d_optimizer = torch.optim.Adam(model.d_params.values(), lr=model.config.d_lr, betas=ADAM_BETAS)
         for key in ("step", "outer_loss", "d_loss"):
             model.history.setdefault(key, [])
         if model.config.ema_decay is not None and model.ema_params is None:
@@ -850,7 +853,7 @@ def sample_contexts(
     )
     z = class_noise(seed, len(contexts), (n, model.config.z_dim), "sample", model.device) * scale
     g_params = model.generator_params(model.test_params())
-    return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts, z)
+    return vmap(lambda c, zz: generate(model, g_params, zz, c))(contexts.to(model.device), z)
 
 
 def adapt_and_sample(
@@ -873,7 +876,7 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
         pairs = pair_up(class_shots, images.repeat_interleave(shots, dim=0))  # each image beside every shot
         return functional_call(model.discriminator, d_params, (pairs,)).reshape(len(images), shots).mean(1)
 
-    return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples)])
+    return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples.to(model.device))])
 
 
 def class_guide_features(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
@@ -970,6 +973,7 @@ def adapt_and_select(
     """:func:`adapt_and_sample` drawing ``oversample * n`` images per class and keeping the ``n`` the selection's
     judge scores highest (spread out when ``selection.spread > 0``), in the order drawn: ``[C, n, 1, 28, 28]``."""
     model = selection.model
+    support = checks.signed_images(support, "support images", model.meta_params["context"].dtype).to(model.device)
     drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed, scale)
     with torch.no_grad():  # the drawn images' guide features, computed once for the judge and the spread
         needs_features = selection.judge in FEATURE_JUDGES or selection.spread > 0
@@ -1137,11 +1141,11 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
         check_same_parameters(model.meta_params, payload["ema_params"], "ema_params")
         model.ema_params = {k: v.to(device) for k, v in payload["ema_params"].items()}
     if payload.get("guide_params") is not None:
-        width = payload["guide_params"]["0.weight"].shape[0] if "0.weight" in payload["guide_params"] else FEATURE_WIDTH
-        guide = FeatureNet(num_classes=1, width=width).body
-        if set(payload["guide_params"]) != {k for k, _ in guide.named_parameters()}:
-            raise ValueError("the guide network's parameter names differ from a FeatureNet's")
-        model.guide, model.guide_params = template(guide), {k: v.to(device) for k, v in payload["guide_params"].items()}
+        saved = payload["guide_params"]
+        checks.require("0.weight" in saved, "guide_params", sorted(saved)[:3], "a FeatureNet body's (0.weight, ...)")
+        guide = FeatureNet(num_classes=1, width=saved["0.weight"].shape[0]).body  # its width: the first layer's
+        check_same_parameters(dict(guide.named_parameters()), saved, "guide_params")
+        model.guide, model.guide_params = template(guide), {k: v.to(device) for k, v in saved.items()}
     return model
 
 

@@ -35,7 +35,7 @@ FEATURE_WIDTH = 32  # the scoring feature network's channels (FeatureNet's defau
 
 
 class FeatureNet(nn.Module):
-    """Four conv blocks (3x3, GroupNorm, ReLU, 2x2 max-pool): ``[B, 1, 28, 28]`` -> features ``[B, dim]``, plus a
+    """Three conv blocks (3x3, GroupNorm, ReLU, 2x2 max-pool): ``[B, 1, 28, 28]`` -> features ``[B, dim]``, plus a
     classifier head."""
 
     def __init__(self, num_classes: int, width: int = FEATURE_WIDTH, dim: int = 128):

@@ -8,6 +8,7 @@ meta-learning: the generator is a GAN trained on the seen classes (notebook 02's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -31,34 +32,62 @@ class LatentInversion:
         checks.positive("lr", self.lr)
 
 
+def fit_latents(
+    decoder: nn.Module,
+    latents: torch.Tensor,
+    targets: torch.Tensor,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    steps: int,
+    lr: float,
+) -> torch.Tensor:
+    """``steps`` Adam steps on latents ``[B, z_dim]`` minimising ``loss(decoder(latents), targets)`` (one value per
+    image ``[B]``, summed), the decoder's weights frozen (no gradient reaches them); returns the fitted latents."""
+    frozen = {k: v.detach() for k, v in decoder.named_parameters()}
+    latents = latents.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latents], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            total = loss(functional_call(decoder, frozen, (latents,)), targets).sum()
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+    return latents.detach()
+
+
+def squared_error(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image: ``[B, 1, 28, 28]`` twice -> ``[B]``."""
+    return (images - targets).pow(2).flatten(1).mean(1)
+
+
 def invert(inversion: LatentInversion, images: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
     """Latents ``[C, K, z_dim]`` that reconstruct images ``[C, K, 1, 28, 28]``: ``steps`` Adam steps from
     ``N(0, I)``."""
     generator = inversion.generator
     device = next(generator.parameters()).device
-    frozen = {k: v.detach() for k, v in generator.named_parameters()}
     classes, shots = images.shape[:2]
-    z = class_noise(seed, classes, (shots, generator.z_dim), "invert", device).flatten(0, 1).requires_grad_(True)
-    targets = images.flatten(0, 1).to(device)
-    optimizer = torch.optim.Adam([z], lr=inversion.lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = (functional_call(generator, frozen, (z,)) - targets).pow(2).flatten(1).mean(1).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return z.detach().view(classes, shots, -1)
+    start = class_noise(seed, classes, (shots, generator.z_dim), "invert", device).flatten(0, 1)
+    fitted = fit_latents(generator, start, images.flatten(0, 1).to(device), squared_error, steps, inversion.lr)
+    return fitted.view(classes, shots, -1)
 
 
 @torch.no_grad()
-def sample_around(inversion: LatentInversion, latents: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` images per class ``[C, n, 1, 28, 28]``: sample ``i`` of class ``c`` is
-    ``G(z_{c, i mod K} + sigma * eps)``."""
+def decode_around(
+    decoder: nn.Module, latents: torch.Tensor, spread: torch.Tensor | float, n: int, seed: int = 0
+) -> torch.Tensor:
+    """``n`` images per class ``[C, n, 1, 28, 28]`` around latents ``[C, K, z_dim]``: sample ``i`` of class ``c``
+    decodes ``z_{c, i mod K} + spread_{c, i mod K} * eps`` (``spread``: a number, or ``[C, K, z_dim]``)."""
     classes, shots, z_dim = latents.shape
     index = torch.arange(n, device=latents.device) % shots
     eps = class_noise(seed, classes, (n, z_dim), "sample", latents.device)
-    z = latents[:, index] + inversion.noise_scale * eps
-    return inversion.generator(z.flatten(0, 1)).view(classes, n, 1, IMAGE_SIZE, IMAGE_SIZE)
+    spread = spread[:, index] if isinstance(spread, torch.Tensor) else spread
+    z = latents[:, index] + spread * eps
+    return decoder(z.flatten(0, 1)).view(classes, n, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def sample_around(inversion: LatentInversion, latents: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` images per class ``[C, n, 1, 28, 28]``: sample ``i`` of class ``c`` is
+    ``G(z_{c, i mod K} + sigma * eps)``."""
+    return decode_around(inversion.generator, latents, inversion.noise_scale, n, seed)
 
 
 def invert_and_sample(

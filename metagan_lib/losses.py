@@ -1,8 +1,9 @@
 """GAN losses as small pure functions of discriminator **logits** ``l`` (``D(x) = sigmoid(l)``).
 
 Writing ``log D = log sigmoid(l) = -softplus(-l)`` and ``log(1 - D) = -softplus(l)`` keeps every
-loss finite for any logit (a probability of exactly 0 or 1 never appears). All losses return a
-scalar: the mean over the batch.
+loss finite for any logit (a probability of exactly 0 or 1 never appears). The GAN losses and
+penalties return a scalar, the mean over the batch; the image distances at the end (``pyramid_distances``,
+``chamfer_distance``) and ``gaussian_blur`` say their shapes.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from torch.func import functional_call, grad, vmap
 from . import checks, seeds
 from .artifacts import check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
 from .losses import discriminator_loss, generator_loss_nonsaturating
-from .models import build_gan, template
+from .models import ADAM_BETAS, build_gan, template
 from .monitor import monitored_steps
 
 Params = dict[str, torch.Tensor]
@@ -186,8 +186,14 @@ def new_meta_gan(
     generator: nn.Module | None = None,
     discriminator: nn.Module | None = None,
 ) -> MetaGAN:
-    """A meta-GAN with fresh ``conv`` networks from ``seed`` (or the given modules' weights)."""
-    if generator is None or discriminator is None:
+    """A meta-GAN with fresh ``conv`` networks from ``seed`` (or the weights of the given generator and
+    discriminator: both, or neither)."""
+    if (generator is None) != (discriminator is None):
+        raise ValueError(
+            "new_meta_gan takes both players or neither: pass generator= and discriminator= together "
+            "(e.g. models.build_gan('conv', z_dim, width)), or neither for fresh networks from seed."
+        )
+    if generator is None:
         generator, discriminator = build_gan("conv", config.z_dim, config.width, seed=seed)
     g_params = _leaf_copy(dict(generator.named_parameters()), device)
     d_params = _leaf_copy(dict(discriminator.named_parameters()), device)
@@ -343,11 +349,12 @@ class MetaTrainer:
     """
 
     def __init__(self, meta: MetaGAN, sampler, seed: int = 0, vectorised: bool = True):
+        checks.same_device("sampler.device", sampler.device, meta.device, "make the TaskSampler with that device")
         self.meta, self.sampler, self.vectorised = meta, sampler, vectorised
         self.noise = seeds.generator(seed, "meta-training noise", device=meta.device)
         uses_optimizer = meta.config.method != "reptile"
         self.optimizer = (
-            torch.optim.Adam(meta.trainable(), lr=meta.config.meta_lr, betas=(0.5, 0.999)) if uses_optimizer else None
+            torch.optim.Adam(meta.trainable(), lr=meta.config.meta_lr, betas=ADAM_BETAS) if uses_optimizer else None
         )
         for key in ("step", "d_loss", "g_loss"):
             meta.history.setdefault(key, [])

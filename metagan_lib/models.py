@@ -1,6 +1,6 @@
 """Generators and discriminators for 28x28 grayscale images.
 
-All four modules are plain ``nn.Module`` s with parameters only (no buffers), so they can be
+Every module here is a plain ``nn.Module`` with parameters only (no buffers), so they can be
 called functionally with an explicit parameter dict::
 
     params = dict(model.named_parameters())
@@ -24,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import GROUPS
 from .images import IMAGE_SIZE
+
+ADAM_BETAS = (0.5, 0.999)  # Adam's (beta1, beta2) for every GAN player and meta-optimiser here (the DCGAN recipe)
 
 
 class MLPGenerator(nn.Module):
@@ -70,7 +73,7 @@ class ConvGenerator(nn.Module):
     GroupNorm instead of BatchNorm (see the module docstring).
     """
 
-    def __init__(self, z_dim: int = 64, width: int = 32, groups: int = 8):
+    def __init__(self, z_dim: int = 64, width: int = 32, groups: int = GROUPS):
         super().__init__()
         self.z_dim = z_dim
         self.width = width
@@ -166,7 +169,7 @@ class ContextGenerator(nn.Module):
         z_dim: int = 16,
         context_dim: int = 64,
         width: int = 32,
-        groups: int = 8,
+        groups: int = GROUPS,
         upsample: str = "transposed",
         refine: int = 0,
     ):

@@ -22,8 +22,9 @@ from . import checks, losses, seeds
 from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
 from .images import check_image_batch
-from .models import build_gan
+from .models import ADAM_BETAS, build_gan
 from .monitor import Monitor
+from .runtime import choose_device
 
 LossName = Literal["nonsaturating", "saturating", "wgan-gp", "hinge"]
 LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
@@ -66,7 +67,7 @@ class GANConfig:
     d_steps: int = 1
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    betas: tuple[float, float] = ADAM_BETAS
     gp_weight: float = 10.0
     r1_gamma: float = 0.0
     grad_clip: float | None = None
@@ -206,6 +207,13 @@ def _snapshot(run: GANRun, fixed_z: torch.Tensor) -> None:
 def _continue_or_start(run: GANRun | None, config: GANConfig, device, seed: int) -> GANRun:
     if run is None:
         run = new_run(config, device or "cpu", seed)
+    elif device is not None:
+        held, asked = next(run.generator.parameters()).device, choose_device(device)
+        if held.type != asked.type or asked.index not in (None, held.index):
+            raise ValueError(
+                f"train_gan(run=..., device={device!r}): the run's networks are on {held}; drop device= to train "
+                "them where they are, or move the run first (load_run(path, device))."
+            )
     run.config = config
     if config.ema_decay is not None and run.ema_generator is None:
         run.ema_generator = copy.deepcopy(run.generator)
@@ -229,10 +237,11 @@ def train_gan(
     step, ``config.d_steps`` :func:`discriminator_step` s, then one :func:`generator_step`; ``config.steps`` steps.
 
     ``run`` continues (fine-tunes) that run's networks; a fresh run is initialised from ``seed``, and all sampling
-    comes from its ``"training noise"`` stream (:func:`~metagan_lib.seeds.derive_seed`). ``device`` defaults to the
-    run's device, else CPU; with ``log_dir``, losses and sample grids also go to TensorBoard
-    (:class:`~metagan_lib.monitor.Monitor`). Returns the run: ``history`` holds the per-step ``d_loss``, ``g_loss``,
-    ``d_real``, ``d_fake`` (mean logits), ``snapshots`` the pairs ``(step, samples [16, 1, 28, 28])``.
+    comes from its ``"training noise"`` stream (:func:`~metagan_lib.seeds.derive_seed`). ``device``: where a fresh
+    run trains (default CPU); a given run trains where its networks are (a different ``device`` is refused). With
+    ``log_dir``, losses and sample grids also go to TensorBoard (:class:`~metagan_lib.monitor.Monitor`). Returns the
+    run: ``history`` holds the per-step ``d_loss``, ``g_loss``, ``d_real``, ``d_fake`` (mean logits), ``snapshots``
+    the pairs ``(step, samples [16, 1, 28, 28])``.
     """
     check_image_batch(images, "training images")
     run = _continue_or_start(run, config, device, seed)
@@ -360,7 +369,7 @@ def train_or_load_many(
     """
     from functools import partial
 
-    from .runtime import choose_device, parallel_calls, worker_count
+    from .runtime import parallel_calls, worker_count
 
     device = choose_device(device)
     missing = {

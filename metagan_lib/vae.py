@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 
 from . import checks, losses
 from .artifacts import fingerprint, load_or_build_module
-from .images import IMAGE_SIZE, to_signed
-from .models import ConvDiscriminator, ConvGenerator, strided_conv_features
-from .seeds import class_noise, derive_seed, generator
+from .images import check_image_batch
+from .inversion import decode_around, fit_latents
+from .models import ADAM_BETAS, ConvDiscriminator, ConvGenerator, strided_conv_features
+from .seeds import derive_seed, generator
 
 
 class VAE(nn.Module):
@@ -131,7 +132,7 @@ def new_vae(config: VAEConfig, seed: int = 0, device: torch.device | str = "cpu"
         vae, critic = VAE(config.z_dim, config.width).to(device), ConvDiscriminator().to(device)
     optimizers = (
         torch.optim.Adam(vae.parameters(), lr=config.lr),
-        torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+        torch.optim.Adam(critic.parameters(), lr=2e-4, betas=ADAM_BETAS),
     )
     return vae, critic, optimizers
 
@@ -139,13 +140,15 @@ def new_vae(config: VAEConfig, seed: int = 0, device: torch.device | str = "cpu"
 def train_vae(
     images: torch.Tensor, config: VAEConfig, *, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True
 ) -> VAE:
-    """A :class:`VAE` (or VAE-GAN) trained on ``uint8`` images ``[N, 1, 28, 28]`` with Adam; returned in eval mode."""
-    images = images.to(device)
+    """A :class:`VAE` (or VAE-GAN) trained on images ``[N, 1, 28, 28]`` (``uint8``, or float in [-1, 1]) with Adam;
+    returned in eval mode."""
+    check_image_batch(images, "training images")
+    images = checks.signed_images(images.to(device), "training images").float()
     vae, critic, optimizers = new_vae(config, seed, device)
     noise = generator(seed, "vae batches", device=device)
     description = "VAE-GAN" if config.adversarial_weight > 0 else "VAE"
     for _ in tqdm(range(config.steps), desc=description, disable=not progress, leave=False):
-        real = to_signed(images[torch.randint(len(images), (config.batch_size,), generator=noise, device=device)])
+        real = images[torch.randint(len(images), (config.batch_size,), generator=noise, device=device)]
         eps, prior = torch.randn(2, config.batch_size, config.z_dim, generator=noise, device=device)
         training_step(vae, critic, optimizers, real, eps, prior, config.adversarial_weight)
     return vae.eval()
@@ -180,33 +183,21 @@ class VAEFewShot:
 
 
 def encode_shots(fewshot: VAEFewShot, shots: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means (refined by ``steps`` Adam steps on the reconstruction) and standard deviations,
-    ``[C, K, z_dim]`` each, of shots ``[C, K, 1, 28, 28]``."""
+    """Posterior means (refined by ``steps`` Adam steps on the reconstruction, the VAE frozen) and standard
+    deviations, ``[C, K, z_dim]`` each, of shots ``[C, K, 1, 28, 28]``."""
     vae = fewshot.vae
     flat = shots.flatten(0, 1)
     with torch.no_grad():
         mu, logvar = vae.encode(flat)
-    mu = mu.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([mu], lr=fewshot.lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = reconstruction_nll(vae(mu), flat).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    view = lambda t: t.detach().view(*shots.shape[:2], -1)
+    mu = fit_latents(vae, mu, flat, reconstruction_nll, steps, fewshot.lr)
+    view = lambda t: t.view(*shots.shape[:2], -1)
     return view(mu), view((0.5 * logvar).exp())
 
 
-@torch.no_grad()
 def sample_around(fewshot: VAEFewShot, mu: torch.Tensor, sigma: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images per class ``[C, n, 1, 28, 28]``: sample ``i`` of class ``c`` decodes
     ``mu_{c, i mod K} + noise_scale * sigma_{c, i mod K} * eps``."""
-    classes, shots, z_dim = mu.shape
-    index = torch.arange(n, device=mu.device) % shots
-    eps = class_noise(seed, classes, (n, z_dim), "sample", mu.device)
-    z = mu[:, index] + fewshot.noise_scale * sigma[:, index] * eps
-    return fewshot.vae(z.flatten(0, 1)).view(classes, n, 1, IMAGE_SIZE, IMAGE_SIZE)
+    return decode_around(fewshot.vae, mu, fewshot.noise_scale * sigma, n, seed)
 
 
 def adapt_and_sample(fewshot: VAEFewShot, shots: torch.Tensor, steps: int, n: int, seed: int = 0) -> torch.Tensor:

@@ -139,3 +139,9 @@ def test_dataset_cache_from_an_older_format_is_rebuilt(tmp_path, monkeypatch):
     assert calls == [1] and torch.equal(
         D._cached(path, {"name": "test"}, lambda: pytest.fail("rebuilt twice"))["images"], torch.ones(1)
     )
+
+
+def test_fingerprints_tell_values_apart_and_take_a_zero_dim_tensor():
+    assert A.fingerprint(torch.tensor(1.0)) != A.fingerprint(torch.tensor(2.0))
+    assert A.fingerprint(torch.tensor(1.0)) != A.fingerprint(torch.tensor([1.0]))  # the shape counts
+    assert A.content_hash({"weight": torch.tensor(0.5)}) == A.content_hash({"weight": torch.tensor(0.5)})

@@ -11,6 +11,7 @@ from metagan_lib import evaluation, fewshot, inversion, losses, profiles
 from metagan_lib import meta as M
 from metagan_lib.artifacts import DamagedArtifactWarning, meta_training_key
 from metagan_lib.evaluation import FeatureNet
+from metagan_lib.images import to_signed
 from metagan_lib.models import ConvGenerator
 from metagan_lib.tasks import TaskSampler
 
@@ -572,6 +573,13 @@ def test_latent_inversion_reconstructs_images_the_generator_can_make():
     assert noisy.shape == (2, 3, 1, 28, 28) and not torch.allclose(
         noisy, inversion.invert_and_sample(method, targets, 20, n=3)
     )
+    assert all(p.grad is None for p in generator.parameters())  # the generator stays frozen
+    latents = torch.randn(2, 3, 8)
+    around = inversion.decode_around(generator, latents, 0.0, n=7)  # sample i of class c decodes z_{c, i mod K}
+    with torch.no_grad():
+        torch.testing.assert_close(
+            around, generator(latents[:, torch.arange(7) % 3].flatten(0, 1)).view(2, 7, 1, 28, 28)
+        )
 
 
 def test_meta_training_writes_its_losses_to_tensorboard(strokes, tmp_path):
@@ -726,6 +734,11 @@ def test_the_spread_term_is_the_shortfall_of_the_samples_pairwise_guide_distance
         C.ContextConfig(outer_spread_weight=1.0)
     with pytest.raises(ValueError, match="outer_spread_weight"):
         C.ContextConfig(inner_guide_weight=1.0, outer_spread_weight=-1.0)
+    spread = dict(inner_guide_weight=1.0, outer_spread_weight=1.0)  # a spread of one image would be 0/0
+    for rule, one_image in (("reptile-query", "queries"), ("reptile", "shots"), ("maml", "outer_samples")):
+        with pytest.raises(ValueError, match=f"{one_image}.*at least 2 with outer_spread_weight > 0"):
+            C.ContextConfig(rule=rule, **spread, **{one_image: 1})
+    C.ContextConfig(rule="reptile-query", shots=1, **spread)  # its target is the queries: one shot is fine
 
 
 def test_the_guide_weight_enters_cache_keys_only_when_set_and_the_guide_is_saved(strokes, tmp_path):
@@ -752,6 +765,14 @@ def test_the_guide_weight_enters_cache_keys_only_when_set_and_the_guide_is_saved
     assert all(torch.equal(v, dict(net.body.named_parameters())[k]) for k, v in model.guide_params.items())
     support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 2, 2).support[0]
     assert torch.equal(C.adapt_contexts(loaded, support, 1), C.adapt_contexts(model, support, 1))
+    C.save_context_gan(loaded, tmp_path / "saved.pt")  # a model kept outside the cache reads back the same
+    again = C.load_context_gan(tmp_path / "saved.pt")
+    assert torch.equal(C.adapt_contexts(again, support, 1), C.adapt_contexts(model, support, 1))
+    last = list(loaded.guide_params)[-1]
+    loaded.guide_params = {**loaded.guide_params, last: torch.zeros(1)}  # a changed file, names intact
+    C.save_context_gan(loaded, tmp_path / "changed.pt")
+    with pytest.raises(ValueError, match=f"guide_params: {last} is \\(1,\\)"):
+        C.load_context_gan(tmp_path / "changed.pt")
 
 
 def test_pair_scores_average_the_discriminator_over_the_shots():
@@ -815,6 +836,16 @@ def test_guide_judges_score_nearness_to_the_prototype_and_novelty_and_select_by_
     for judge in ("guide", "guide-novelty"):  # a model without a guide network has nothing to judge with
         with pytest.raises(ValueError, match="guide network"):
             C.SampleSelection(C.new_context_gan(C.ContextConfig(width=8), seed=0), oversample=2, judge=judge)
+
+
+@pytest.mark.parametrize("judge", ["discriminator", "guide", "guide-novelty"])
+def test_selection_from_uint8_shots_keeps_what_signed_shots_keep(strokes, judge):
+    guided = C.attach_guide(C.new_context_gan(C.ContextConfig(width=8), seed=0), FeatureNet(num_classes=3))
+    raw = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support_index[0]
+    shots = strokes.images[raw]  # uint8, [3, 5, 1, 28, 28]
+    selection = C.SampleSelection(guided, oversample=4, judge=judge, spread=0.1)
+    kept_uint8 = C.adapt_and_select(selection, shots, steps=2, n=3, seed=5)
+    assert torch.equal(kept_uint8, C.adapt_and_select(selection, to_signed(shots), steps=2, n=3, seed=5))
 
 
 def test_spread_out_selection_is_greedy_marginal_relevance_and_keeps_no_duplicate(strokes):

@@ -329,3 +329,10 @@ def test_meta_training_writes_both_players_losses_to_tensorboard(strokes, tmp_pa
         logged = events.Scalars(name)
         assert [e.step for e in logged] == [1, 2, 3]  # the meta-step each loss came from
         assert [e.value for e in logged] == pytest.approx(meta.history[name], rel=1e-6)
+
+
+def test_a_meta_gan_from_one_given_player_is_refused():
+    generator, discriminator = TinyGenerator(), TinyDiscriminator()
+    for given in ({"generator": generator}, {"discriminator": discriminator}):
+        with pytest.raises(ValueError, match="both players or neither"):
+            M.new_meta_gan(M.MetaConfig(), **given)

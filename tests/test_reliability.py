@@ -411,3 +411,19 @@ def test_names_are_taken_in_any_case_and_non_names_are_named():
     for name in (None, 5):
         with pytest.raises(D.DatasetError, match=f"Unknown dataset {name!r}"):
             D.load_dataset(name)
+
+
+def test_a_sampler_on_another_device_than_the_model_is_named_before_training(glyphs):
+    from types import SimpleNamespace
+
+    from metagan_lib import checks
+    from metagan_lib import context as C
+
+    on_gpu = SimpleNamespace(device=torch.device("cuda", 0))  # a sampler's device, as a GPU machine would have it
+    with pytest.raises(ValueError, match=r"sampler.device='cuda:0' is not accepted.*cpu, where the model is"):
+        meta.MetaTrainer(meta.new_meta_gan(MetaConfig()), on_gpu)
+    with pytest.raises(ValueError, match=r"sampler.device='cuda:0' is not accepted.*cpu, where the model is"):
+        C.ContextTrainer(C.new_context_gan(C.ContextConfig(width=8)), on_gpu)
+    checks.same_device("d", torch.device("cuda"), torch.device("cuda", 1), "")  # no index: the current GPU
+    with pytest.raises(ValueError, match="cuda:0"):
+        checks.same_device("d", torch.device("cuda", 0), torch.device("cuda", 1), "")

@@ -153,13 +153,18 @@ def test_checkpoint_round_trip_and_cache(images, tmp_path, monkeypatch):
     assert retrained.step == 3  # a different config is trained again, not loaded
 
 
-def test_bad_config_and_images_are_clear_errors(images):
+def test_bad_config_and_images_are_clear_errors(images, monkeypatch):
     with pytest.raises(ValueError, match="Unknown loss 'lsgan'"):
         GANConfig(loss="lsgan")
     with pytest.raises(ValueError, match="ema_decay must lie in"):
         GANConfig(ema_decay=1.5)
     with pytest.raises(ValueError, match=r"\[batch, 1, 28, 28\]"):
         train_gan(torch.zeros(10, 3, 28, 28, dtype=torch.uint8), TINY)
+    cpu_run = train_gan(images, TINY, progress=False)
+    assert train_gan(images, TINY, run=cpu_run, device="CPU", progress=False) is cpu_run  # where it is: fine
+    monkeypatch.setattr(train_module, "choose_device", lambda spec: torch.device("cuda", 0))  # as on a GPU machine
+    with pytest.raises(ValueError, match=r"the run's networks are on cpu; drop device="):
+        train_gan(images, TINY, run=cpu_run, device="cuda", progress=False)
 
 
 @pytest.mark.slow  # spawns processes

@@ -95,8 +95,10 @@ def test_vae_few_shot_sampling_is_per_class_and_refinement_improves_reconstructi
     assert trained.keys() == reloaded.keys() and all(torch.equal(trained[k], reloaded[k]) for k in trained)
     shots = to_signed(strokes.subset(strokes.unseen_classes)[0][:12]).view(3, 4, 1, 28, 28)
     few = V.VAEFewShot(vae, noise_scale=0.5)
+    vae.zero_grad(set_to_none=True)  # what training left
     both = V.adapt_and_sample(few, shots, steps=5, n=6, seed=7)
     assert both.shape == (3, 6, 1, 28, 28) and both.abs().max() <= 1
+    assert all(p.grad is None for p in vae.parameters())  # refining the latents leaves the trained VAE untouched
     # a class's images do not depend on which other classes are adapted beside it
     torch.testing.assert_close(V.adapt_and_sample(few, shots[:1], steps=5, n=6, seed=7)[0], both[0])
     flat = shots.flatten(0, 1)
@@ -107,3 +109,10 @@ def test_vae_few_shot_sampling_is_per_class_and_refinement_improves_reconstructi
     torch.testing.assert_close(V.adapt_and_sample(exact, shots, 0, 4, seed=0).flatten(0, 1), vae(mu).detach())
     method = fewshot.Method("VAE", kind="vae", model=few, steps=5)
     torch.testing.assert_close(fewshot.generate(method, shots, None, 6, None, seed=7), both)
+
+
+def test_training_images_a_vae_cannot_learn_from_are_refused_before_training():
+    with pytest.raises(ValueError, match=r"look like images in \[0, 1\]; convert them with x \* 2 - 1"):
+        V.train_vae(torch.rand(10, 1, 28, 28), V.VAEConfig(steps=1), progress=False)
+    with pytest.raises(ValueError, match=r"must have shape \[batch, 1, 28, 28\]"):
+        V.train_vae(torch.zeros(10, 3, 28, 28, dtype=torch.uint8), V.VAEConfig(steps=1), progress=False)
