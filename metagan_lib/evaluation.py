@@ -203,12 +203,17 @@ def copy_score(fake: torch.Tensor, reference: torch.Tensor, shots: torch.Tensor)
     return nearest_is_shot.float().mean().item() * (len(shots) + len(reference)) / len(shots)
 
 
+def nearest_prototype_accuracy(prototypes: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor) -> float:
+    """The fraction of queries ``[Q, d]`` whose nearest prototype ``[ways, d]`` (Euclidean) is their label's."""
+    return (torch.cdist(query, prototypes).argmin(1) == query_labels).float().mean().item()
+
+
 def prototype_accuracy(
     support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor, ways: int
 ) -> float:
     """Nearest-prototype classification accuracy; labels in ``0..ways-1``."""
     prototypes = torch.stack([support[support_labels == c].mean(0) for c in range(ways)])
-    return (torch.cdist(query, prototypes).argmin(1) == query_labels).float().mean().item()
+    return nearest_prototype_accuracy(prototypes, query, query_labels)
 
 
 @torch.no_grad()

@@ -221,8 +221,7 @@ def mixed_prototype_accuracy(
 ) -> float:
     """Nearest-prototype accuracy with prototypes ``(1 - weight) mean(real) + weight mean(extra)`` (features
     ``[N, K, d]``, ``[N, n, d]``)."""
-    prototypes = (1 - weight) * real.mean(1) + weight * extra.mean(1)
-    return (torch.cdist(query, prototypes).argmin(1) == query_labels).float().mean().item()
+    return E.nearest_prototype_accuracy((1 - weight) * real.mean(1) + weight * extra.mean(1), query, query_labels)
 
 
 def downstream_seed(
@@ -287,13 +286,10 @@ def choose_mix_weights(validation: dict[str, dict[float, float]]) -> dict[str, f
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     """``[{method: {metric: v}}]`` over seeds -> ``{method: {metric: {"mean", "ci95", "n"}}}``."""
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for method in per_seed[0]:
-        summary[method] = {}
-        for metric in per_seed[0][method]:
-            estimate = E.mean_confidence_interval([seed[method][metric] for seed in per_seed])
-            summary[method][metric] = {"mean": estimate.mean, "ci95": estimate.half_width, "n": estimate.n}
-    return summary
+    return {
+        method: {metric: _estimate([seed[method][metric] for seed in per_seed]) for metric in per_seed[0][method]}
+        for method in per_seed[0]
+    }
 
 
 def downstream_settings(dataset: ImageDataset, default_shots: int) -> list[tuple[str, dict[str, int]]]:
@@ -526,10 +522,7 @@ def table_scores(
     bit for bit (on the same machine). Returns ``{method: {metric: {"mean", "ci95", "n"}}}`` plus
     ``"_real_diversity"``."""
     jobs = [partial(evaluate_seed, methods, dataset, net, steps=None, seed=seed, **budget) for seed in seeds]
-    runs = parallel_calls(jobs, device=next(net.parameters()).device, description=description)
-    return {
-        name: {metric: _estimate([run[name][metric] for run in runs]) for metric in runs[0][name]} for name in runs[0]
-    }
+    return summarise(parallel_calls(jobs, device=next(net.parameters()).device, description=description))
 
 
 def table_scores_or_load(

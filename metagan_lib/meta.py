@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ from .monitor import monitored_steps
 
 Params = dict[str, torch.Tensor]
 MethodName = Literal["maml", "reptile", "meta-sgd"]
-METHODS = ("maml", "reptile", "meta-sgd")
+METHODS: tuple[str, ...] = get_args(MethodName)  # the names, from the type (one list)
 
 
 def sgd_step(
