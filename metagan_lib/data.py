@@ -132,6 +132,18 @@ def with_rotated_seen_classes(dataset: ImageDataset) -> ImageDataset:
     )
 
 
+def dataset_name(name: str) -> str:
+    """``name`` as its known dataset name (any case, spaces around ignored), else a :class:`DatasetError` naming the
+    choices."""
+    key = name.strip().lower() if isinstance(name, str) else None
+    if key not in DATASET_NAMES:
+        raise DatasetError(
+            f"Unknown dataset {name!r}. Choose one of {', '.join(DATASET_NAMES)} "
+            "('glyphs' and 'digits' are embedded and need no download)."
+        )
+    return key
+
+
 def load_dataset(
     name: str = "glyphs",
     *,
@@ -148,13 +160,9 @@ def load_dataset(
     Raises:
         DatasetError: unknown name, or data missing and not downloadable (the message names the
             folder searched and the fixes).
+        FileNotFoundError: ``$METAGAN_DATA`` set to a path that is not a folder.
     """
-    key = name.strip().lower() if isinstance(name, str) else None
-    if key not in DATASET_NAMES:
-        raise DatasetError(
-            f"Unknown dataset {name!r}. Choose one of {', '.join(DATASET_NAMES)} "
-            "('glyphs' and 'digits' are embedded and need no download)."
-        )
+    key = dataset_name(name)
     if key == "glyphs":
         return load_glyphs()
     if key == "digits":
@@ -342,6 +350,21 @@ def _assemble_omniglot(groups: list[tuple[dict[tuple[str, str], list[bytes]], bo
     }
 
 
+def _tree_stamp(root: Path) -> str:
+    """How many files lie under ``root``, their bytes and the newest modification time: changes when a file is added,
+    removed, resized or rewritten (keys the processed dataset's cache by the files it was read from)."""
+    count = size = newest = 0
+    for path in root.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return f"{count}-{size}-{newest}"
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
     """Omniglot from ``folder`` (full background/evaluation sets, or the two small sets)."""
     full_root = folder / "omniglot-py"
@@ -365,13 +388,13 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
                 cause,
             )
     if background.is_dir() and evaluation.is_dir():
-        key = f"full-{background.stat().st_mtime_ns}"
+        key = f"full-{_tree_stamp(background)}-{_tree_stamp(evaluation)}"
         build = lambda: _assemble_omniglot(
             [(_read_omniglot_folder(background), False), (_read_omniglot_folder(evaluation), True)], full_root
         )
         source = str(full_root)
     else:
-        key = "small-" + "-".join(str(p.stat().st_size) for p in small)
+        key = "small-" + "-".join(_file_digest(p) for p in small)  # the zips' contents
 
         def build() -> dict:
             characters = _read_omniglot_zips(small)
@@ -417,6 +440,8 @@ def _read_idx(path: Path) -> torch.Tensor:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file (bad header); delete it and download again.")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DatasetError(f"{path} is truncated inside its header; delete it and download it again.")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if values.size != int(np.prod(shape)):
@@ -436,7 +461,7 @@ def _mnist_splits(raw: Path) -> dict[str, tuple[Path, Path]]:
 
 def _read_mnist_split(image_path: Path, label_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = _read_idx(image_path), _read_idx(label_path)
-    if images.ndim != 3 or labels.ndim != 1:
+    if images.ndim != 3 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE) or labels.ndim != 1:
         raise DatasetError(
             f"{image_path} should hold images [N, 28, 28] and {label_path} labels [N]; they hold "
             f"{tuple(images.shape)} and {tuple(labels.shape)} (swapped or wrong files?); download both files again."

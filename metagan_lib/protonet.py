@@ -20,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import checks
 from .artifacts import load_or_build_module, seen_classes_key
 from .data import ImageDataset
 from .evaluation import FeatureNet
+from .runtime import choose_device
 from .seeds import derive_seed
 from .tasks import TaskSampler
 
@@ -85,6 +87,10 @@ def train_protonet(
     """A :class:`ProtoNet` trained on ``episodes`` ``ways``-way ``shots``-shot episodes of the **seen** classes (Adam).
 
     ``ways`` is capped at the number of seen classes (MNIST-style datasets have five)."""
+    for name, value in (("episodes", episodes), ("ways", ways), ("shots", shots), ("queries", queries)):
+        checks.positive_int(name, value)  # an episode without queries has no loss
+    checks.positive("lr", lr)
+    device = choose_device(device)
     sampler = TaskSampler(dataset, dataset.seen_classes, device=device, seed=derive_seed(seed, "protonet episodes"))
     ways = min(ways, sampler.num_classes)
     with torch.random.fork_rng(devices=[]):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-from .data import DATASET_NAMES
+from .data import DATASET_NAMES, dataset_name
 from .paths import repo_root
 from .profiles import PROFILE_NAMES, check_profile, resolve_profile
 from .runtime import DEVICE_CHOICES, choose_device
@@ -147,13 +147,9 @@ def reproduce(
     profile = resolve_profile(
         check_profile(profile), retrain=retrain
     )  # a bad --profile is an error even when the variable overrides it
-    dataset = dataset.strip().lower()
-    if dataset not in DATASET_NAMES:
-        raise ValueError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}.")
-    device = device.strip().lower()  # names in any case, as for the dataset
-    if device not in DEVICE_CHOICES:
-        raise ValueError(f"Unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
-    choose_device(device)  # refuses cuda without CUDA here, not inside the first notebook
+    dataset = dataset_name(dataset)
+    device = device.strip().lower() if isinstance(device, str) else device  # names in any case, as for the dataset
+    choose_device(device)  # refuses unknown names, and cuda without CUDA, here, not inside the first notebook
     folder = repo_root() / "notebooks" / "solutions" if solutions else None
     notebooks = find_notebooks(folder, only=only)
     out_dir = output_root or repo_root() / "runs" / profile / ("solutions" if solutions else "")

@@ -39,7 +39,14 @@ def choose_device(spec: str = "auto") -> torch.device:
     if key.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device={spec!r} was asked for but no CUDA GPU is available here; use 'cpu' or 'auto'.")
-        return torch.device(key)
+        try:
+            device = torch.device(key)
+        except RuntimeError:
+            raise ValueError(f"Unknown device {spec!r}; write 'cuda' or 'cuda:<index>'.") from None
+        count = torch.cuda.device_count()
+        if device.type != "cuda" or (device.index or 0) >= count:
+            raise ValueError(f"device={spec!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}.")
+        return device
     raise ValueError(f"Unknown device {spec!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
 
 

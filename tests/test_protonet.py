@@ -65,3 +65,17 @@ def test_protonet_cache_round_trip(strokes, tmp_path, monkeypatch):
     images = torch.rand(5, 1, 28, 28) * 2 - 1
     torch.testing.assert_close(net.embed(images), loaded.embed(images), rtol=0, atol=0)
     assert not F.normalize(net.embed(images), dim=1).allclose(net.embed(images))  # raw features, not unit vectors
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [({"episodes": 0}, "episodes"), ({"queries": 0}, "queries"), ({"lr": 0.0}, "lr"), ({"device": "CPU "}, None)],
+)
+def test_training_settings_that_train_nothing_are_refused(strokes, bad, match):
+    settings = {"episodes": 1, "ways": 3, "shots": 1, "queries": 1, "progress": False, **bad}
+    episodes = settings.pop("episodes")
+    if match is None:  # a device name in any case is taken
+        assert P.train_protonet(strokes, episodes, **settings) is not None
+        return
+    with pytest.raises(ValueError, match=match):
+        P.train_protonet(strokes, episodes, **settings)

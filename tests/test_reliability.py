@@ -221,6 +221,8 @@ MNIST_DAMAGE = {
     "label count": "t10k-labels-idx1-ubyte.gz holds 2 labels but",
     "label 42": "t10k-labels-idx1-ubyte.gz holds label 42, not a digit 0-9",
     "files swapped": r"should hold images \[N, 28, 28\] .* \(swapped or wrong files\?\)",
+    "32x32 images": r"should hold images \[N, 28, 28\] .* hold \(3, 32, 32\)",
+    "header only": "t10k-images-idx3-ubyte.gz is truncated inside its header",
 }
 
 
@@ -229,6 +231,10 @@ def test_damaged_mnist_files_name_the_file(tmp_path, damage):
     raw = tmp_path / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     images = gzip.compress(_idx(bytes(3 * 28 * 28), (3, 28, 28)))
+    if damage == "32x32 images":
+        images = gzip.compress(_idx(bytes(3 * 32 * 32), (3, 32, 32)))
+    elif damage == "header only":
+        images = gzip.compress(bytes([0, 0, 8, 3]))
     label_bytes = {"label count": bytes([1, 2]), "label 42": bytes([1, 42, 3])}.get(damage, bytes([1, 2, 3]))
     labels = gzip.compress(_idx(label_bytes, (len(label_bytes),)))
     if damage == "files swapped":
@@ -401,8 +407,12 @@ def test_contexts_of_the_wrong_size_are_named():
         context.sample_contexts(model, torch.zeros(2, 7), 4)
 
 
-def test_names_are_taken_in_any_case_and_non_names_are_named():
+def test_names_are_taken_in_any_case_and_non_names_are_named(monkeypatch):
     assert profiles.check_profile(" Smoke ") == "smoke"
+    assert profiles.settings("06", "Full") == profiles.settings("06", "full")
+    assert profiles.figure_dir("FULL") == profiles.figure_dir("full")
+    monkeypatch.setenv(profiles.PROFILE_ENV_VAR, "SMOKE")
+    assert profiles.resolve_profile("smoke") == "smoke"
     from metagan_lib.runtime import choose_device
 
     assert choose_device(torch.device("cpu")) == torch.device("cpu") == choose_device("CPU")
@@ -424,6 +434,34 @@ def test_a_sampler_on_another_device_than_the_model_is_named_before_training(gly
         meta.MetaTrainer(meta.new_meta_gan(MetaConfig()), on_gpu)
     with pytest.raises(ValueError, match=r"sampler.device='cuda:0' is not accepted.*cpu, where the model is"):
         C.ContextTrainer(C.new_context_gan(C.ContextConfig(width=8)), on_gpu)
-    checks.same_device("d", torch.device("cuda"), torch.device("cuda", 1), "")  # no index: the current GPU
-    with pytest.raises(ValueError, match="cuda:0"):
-        checks.same_device("d", torch.device("cuda", 0), torch.device("cuda", 1), "")
+    checks.same_device("d", torch.device("cuda"), torch.device("cuda", 0), "")  # no index: the current GPU, 0 here
+    for other in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match="cuda"):
+            checks.same_device("d", torch.device(other), torch.device("cuda", 1), "")
+
+
+def test_a_rewritten_omniglot_image_is_read_again_not_taken_from_the_cache(tmp_path, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "omniglot" / "omniglot-py"
+
+    def write_png(path: Path, value: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        Image.new("L", (105, 105), value).save(buffer, format="PNG")
+        path.write_bytes(buffer.getvalue())
+
+    for name, alphabet in (("images_background", "Latin"), ("images_evaluation", "Greek")):
+        for i in range(2):
+            write_png(root / name / alphabet / "character01" / f"000{i}.png", 255)  # white paper: no ink
+    first = D.load_omniglot(tmp_path / "omniglot", download=False)
+    assert first.images[first.labels == 1].max() == 0
+    for i in range(2):  # the unseen character's images rewritten in place as solid ink
+        path = root / "images_evaluation" / "Greek" / "character01" / f"000{i}.png"
+        write_png(path, 0)
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later write, surely
+    again = D.load_omniglot(tmp_path / "omniglot", download=False)
+    assert again.images[again.labels == 1].min() == 255

@@ -61,3 +61,13 @@ def test_choose_device_names_the_choices():
     assert choose_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="choose one of auto, cpu, cuda"):
         choose_device("tpu")
+
+
+def test_a_gpu_index_the_machine_lacks_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a one-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert choose_device("CUDA:0") == torch.device("cuda", 0) and choose_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"device='cuda:7': this machine has 1 GPU\(s\), cuda:0 to cuda:0"):
+        choose_device("cuda:7")
+    with pytest.raises(ValueError, match="Unknown device 'cudax'"):
+        choose_device("cudax")

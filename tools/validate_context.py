@@ -177,9 +177,20 @@ VALIDATION_META_STEPS = 1000  # the candidates' meta-training budget in the expe
 TEST_SETTINGS = ("inner_samples", "inner_lr", "inner_adv_weight", "inner_guide_weight")
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and infinities are refused at parse time, not after the training)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def parse_test_setting(text: str) -> tuple[str, float | int]:
-    """``"inner_samples=64"`` -> ``("inner_samples", 64)``: a :data:`TEST_SETTINGS` field and a non-negative value of
-    its type (``ValueError`` naming the problem otherwise)."""
+    """``"inner_samples=64"`` -> ``("inner_samples", 64)``: a :data:`TEST_SETTINGS` field and a value of its type
+    that :class:`~metagan_lib.context.ContextConfig` accepts (``ValueError`` naming the problem otherwise)."""
     field, _, value = text.partition("=")
     if field not in TEST_SETTINGS or not value:
         raise ValueError(f"{text!r} is not KEY=VALUE with KEY one of {', '.join(TEST_SETTINGS)}")
@@ -188,8 +199,7 @@ def parse_test_setting(text: str) -> tuple[str, float | int]:
         number = kind(value)
     except ValueError:
         raise ValueError(f"{field} takes {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-    if number < 0 or (kind is int and number < 1):
-        raise ValueError(f"{field} must be {'at least 1' if kind is int else 'non-negative'}, got {value}")
+    ContextConfig().replace(**{field: number})  # the config's own check, now rather than after the training
     return field, number
 
 
@@ -325,7 +335,7 @@ def _add_candidate_options(parser: argparse.ArgumentParser) -> None:
         ("--d-lr", ContextConfig.d_lr, "Adam's learning rate of the pair discriminator"),
         ("--tasks", ContextConfig.tasks, "tasks per meta-step (a meta-step's cost grows with them)"),
     ):
-        kind = type(default)  # float settings, or the integer channels and tasks
+        kind = finite_float if isinstance(default, float) else int  # float settings, or the integer channels and tasks
         parser.add_argument(option, nargs="+", type=kind, default=[default], help=f"{meaning}; one value or several")
     parser.add_argument(
         "--upsample",
@@ -336,7 +346,7 @@ def _add_candidate_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ema-decay",
-        type=float,
+        type=finite_float,
         default=None,
         help="keep a moving average of the meta-parameters with this decay; each candidate is then scored with it and "
         "with its raw weights (one training)",
@@ -388,7 +398,7 @@ def _add_test_time_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--select-spread",
         nargs="+",
-        type=float,
+        type=finite_float,
         default=[0.0],
         metavar="SPREAD",
         help="the spreads of --select: 0 keeps the top-scored samples; SPREAD > 0 keeps them greedily, rewarding "
@@ -398,7 +408,7 @@ def _add_test_time_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sample-scale",
         nargs="+",
-        type=float,
+        type=finite_float,
         default=[],
         metavar="SCALE",
         help="also score each scored method (the filtered ones too) with its samples drawn from z ~ N(0, SCALE^2 I) "
@@ -413,7 +423,7 @@ def _add_test_time_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mix-shots",
         nargs="+",
-        type=float,
+        type=finite_float,
         default=[],
         metavar="TEMPERATURE",
         help="also score each candidate with one context adapted to each shot alone and each sample drawn from a "
@@ -686,8 +696,8 @@ def print_test_step_choice(summary: dict, swept: dict[str, list], real: str) -> 
 
 
 def print_table(methods, data, net, seeds, title: str, class_pool: torch.Tensor | None = None) -> dict:
-    """Score ``methods`` on 20-way K = 5 tasks of the evaluated classes (or ``class_pool``) per seed; print means and
-    95% intervals; return the summary (method -> metric -> mean, ci95)."""
+    """Score ``methods`` on 20-way K = 5 tasks of the evaluated classes (or ``class_pool``; fewer ways where it holds
+    fewer classes) per seed; print means and 95% intervals; return the summary (method -> metric -> mean, ci95)."""
     per_seed = [
         fewshot.evaluate_seed(
             methods, data, net, shots=5, steps=None, classes=20, generated_per_class=20, seed=s, class_pool=class_pool
@@ -695,7 +705,8 @@ def print_table(methods, data, net, seeds, title: str, class_pool: torch.Tensor 
         for s in seeds
     ]
     summary = fewshot.summarise([{m: r for m, r in seed.items() if not m.startswith("_")} for seed in per_seed])
-    print(f"{title}, 20-way K=5, seeds {seeds} (mean ± 95% CI)")
+    ways = min(20, len(data.unseen_classes if class_pool is None else class_pool))
+    print(f"{title}, {ways}-way K=5, seeds {seeds} (mean ± 95% CI)")
     print(f"{'method':56s}" + "".join(f"{m:>24s}" for m in METRICS))
     for method, scores in summary.items():
         cells = "".join(f"{scores[m]['mean']:>14.3f} ± {scores[m]['ci95']:<7.3f}" for m in METRICS)
