@@ -33,9 +33,7 @@ def _dtype(meta: MetaGAN) -> torch.dtype:
     return next(iter(meta.g_params.values())).dtype
 
 
-def adapt(
-    meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0, fake_batch: int | None = None
-) -> AdaptedGAN:
+def adapt(meta: MetaGAN, support_images: torch.Tensor, steps: int, seed: int = 0) -> AdaptedGAN:
     """Adapt the meta-initialisation to ``support_images`` (``[K, 1, 28, 28]`` in [-1, 1]) with ``steps`` inner steps.
 
     The noise is class 0's ``"adapt"`` stream of :func:`~metagan_lib.seeds.class_noise` (as in
@@ -44,10 +42,7 @@ def adapt(
     check_image_batch(support_images, "support images")
     support_images = checks.signed_images(support_images, "support images", _dtype(meta))
     checks.non_negative_int("steps", steps)
-    if fake_batch is not None:
-        checks.positive_int("fake_batch", fake_batch)
-    batch = fake_batch or meta.config.fake_batch
-    noise = class_noise(seed, 1, (steps, 2, batch, meta.config.z_dim), "adapt", meta.device)[0]
+    noise = class_noise(seed, 1, (steps, 2, meta.config.fake_batch, meta.config.z_dim), "adapt", meta.device)[0]
     with torch.no_grad():
         g_params, d_params = inner_adapt(
             meta, meta.g_params, meta.d_params, support_images.to(meta.device), noise, first_order=True

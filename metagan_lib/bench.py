@@ -227,7 +227,6 @@ def vae_training_step(adversarial_weight: float, batch: int, device: torch.devic
 def protonet_episode_step(ways: int, shots: int, queries: int, device: torch.device) -> Callable[[], None]:
     """One training episode of :func:`metagan_lib.protonet.train_protonet` (notebook 06's prototypical network)."""
     from . import protonet
-    from .tasks import TaskSampler
 
     sampler = TaskSampler(synthetic_dataset(classes=ways), torch.arange(ways), device=device, seed=0)
     net = protonet.ProtoNet().to(device)
@@ -392,7 +391,7 @@ def _vector_isa() -> str:
     return ""
 
 
-SPEED_MARKERS = ("<!-- speed:start -->", "<!-- speed:end -->")
+SPEED_MARKERS = ("<!-- speed:start -->", "<!-- speed:end -->")  # what report.replace_block writes for "speed"
 
 
 def markdown_table(result: dict) -> str:
@@ -519,6 +518,24 @@ def _run_mode(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:
     return run_benchmark(args.quick, args.device), format_table
 
 
+def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` when the ``--json`` file or the README's speed block cannot be written."""
+    from .report import replace_block
+
+    if args.json:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--json {args.json}: the folder {args.json.parent} cannot be made ({error.strerror})")
+        if args.json.is_dir():
+            parser.error(f"--json {args.json} is a folder; give a file name")
+    if args.update_readme:
+        try:
+            replace_block((repo_root() / "README.md").read_text(), "speed", "")
+        except (OSError, ValueError) as error:
+            parser.error(f"--update-readme: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -527,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{other_mode} measures the CPU: drop --device {args.device} (or pass --device cpu)")
     if other_mode and args.update_readme:
         parser.error(f"--update-readme writes the standard benchmark's table only: drop it or {other_mode}")
+    _check_outputs(parser, args)  # before the minutes of measuring, not after
     try:
         result, text = _run_mode(args)
     except ValueError as error:

@@ -492,9 +492,10 @@ def _digit_dataset(name: str, images: torch.Tensor, labels: torch.Tensor, source
 
 
 DIGITS_FOLDER = Path(__file__).parent / "digits"
+DIGITS_IMAGES, DIGITS_LABELS = "digits-images-idx3-ubyte.gz", "digits-labels-idx1-ubyte.gz"
 DIGITS_SHA256 = {
-    "digits-images-idx3-ubyte.gz": "d3ca3edc94479149c931c39d29bea0c74930710546d49c0f007a2743c1436a66",
-    "digits-labels-idx1-ubyte.gz": "90a5104fcc3b28740476f5545ec6579a11daed8a4330dc2ede05ea153f69fb98",
+    DIGITS_IMAGES: "d3ca3edc94479149c931c39d29bea0c74930710546d49c0f007a2743c1436a66",
+    DIGITS_LABELS: "90a5104fcc3b28740476f5545ec6579a11daed8a4330dc2ede05ea153f69fb98",
 }
 
 

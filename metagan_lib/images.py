@@ -34,7 +34,7 @@ def fit_to_canvas(ink: torch.Tensor, size: int = IMAGE_SIZE, box: int = 20) -> t
     to ``box`` pixels (aspect kept, as MNIST does) and centre it on a ``size`` x ``size`` canvas."""
     rows = torch.nonzero(ink.amax(dim=1) > 0.05).flatten()
     cols = torch.nonzero(ink.amax(dim=0) > 0.05).flatten()
-    canvas = torch.zeros(size, size)
+    canvas = torch.zeros(size, size, device=ink.device)
     if len(rows) == 0:
         return canvas
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]

@@ -1,7 +1,9 @@
 """Watching training in TensorBoard: losses as scalars, sample grids as images.
 
-Every trainer takes ``log_dir``; when it is set, a :class:`Monitor` writes TensorBoard event files
-there (``tensorboard --logdir <log_dir>`` shows them), when it is ``None`` nothing is written.
+The GAN, meta-GAN and context meta-GAN trainers (``train_gan``, ``MetaTrainer.train``, ``ContextTrainer.train``) take
+``log_dir``; when it is set, a :class:`Monitor` writes TensorBoard event files there (``tensorboard --logdir
+<log_dir>`` shows them), when it is ``None`` nothing is written. The smaller trainers (VAE, feature and prototypical
+networks, the sine regressors) show a progress bar only.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def use_png_inline() -> None:
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
-    """Tile ``[B, 1, H, W]`` images in [-1, 1] into one ``[rows*(H+pad), nrow*(W+pad)]`` array in [0, 1]."""
+    """Tile ``[B, 1, H, W]`` images in [-1, 1] into one ``[rows*(H+pad)+pad, nrow*(W+pad)+pad]`` array in [0, 1]
+    (grey ``pad``-pixel borders)."""
     images = to_unit(images.detach().float().cpu())[:, 0]
     count, height, width = images.shape
     rows = (count + nrow - 1) // nrow

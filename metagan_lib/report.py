@@ -19,6 +19,9 @@ from .fewshot import LOWER_IS_BETTER, METRICS
 from .methods import GENERATIVE_KINDS
 from .profiles import PROFILE_NAMES
 
+# what each verdict compares: (label, metric)
+PER_CLASS_METRICS = (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+
 
 def results_path(folder: Path, dataset: str) -> Path:
     """``few_shot.json`` for the default dataset, ``few_shot_<dataset>.json`` for the others."""
@@ -101,7 +104,7 @@ def rescored_lines(table: dict, rescored: dict, learner: str, baselines: list[st
     :func:`~metagan_lib.fewshot.table_scores`), each line saying whether the two verdicts agree."""
     lines = []
     for baseline in baselines:
-        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity")):
+        for label, metric in PER_CLASS_METRICS:
             pairs = [(rows[learner][metric], rows[baseline][metric]) for rows in (table, rescored)]
             agree = "the same verdict" if len({_winner(a, b, metric) for a, b in pairs}) == 1 else "ANOTHER VERDICT"
             verdicts = [f"{where}: {_compare(learner, a, baseline, b, metric)}" for where, (a, b) in zip(
@@ -131,7 +134,7 @@ def _against(rows: dict, learner: str, baseline: str) -> str:
     row, other = rows[learner], rows[baseline]
     comparisons = "; ".join(
         f"{label}: " + _compare(learner, row[metric], baseline, other[metric], metric)
-        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+        for label, metric in PER_CLASS_METRICS
     )
     return (
         f"{comparisons}; diversity {_relative_diversity(rows, learner)} vs {_relative_diversity(rows, baseline)} "
@@ -237,7 +240,7 @@ def _at_diversity(sweeps: dict, learner: str, value: float, baseline: str, targe
     side = "no lower than" if point["diversity"]["mean"] >= target["diversity"]["mean"] else "below"
     comparisons = "; ".join(
         f"{label}: " + _compare(name, point[metric], baseline, target[metric], metric)
-        for label, metric in (("class FD", "class_frechet_distance"), ("class fidelity", "class_fidelity"))
+        for label, metric in PER_CLASS_METRICS
     )
     return f"{name} {how} ({point['diversity']['mean'] / real:.3f}x, {side} it): {comparisons}."
 
@@ -321,7 +324,11 @@ def read_results(path: Path) -> dict:
         raise ValueError(
             f"{path} is not valid JSON ({error}); re-run notebook 06 to rewrite it, or restore it with git."
         ) from None
-    missing = {"by_shots", "by_steps", "downstream", "methods", "dataset"} - set(results)
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"{path} holds JSON of type {type(results).__name__}, not notebook 06's results; re-run notebook 06."
+        )
+    missing = {"by_shots", "downstream", "methods", "dataset", "settings"} - set(results)  # what the tables read
     if missing:
         raise ValueError(f"{path} lacks {', '.join(sorted(missing))}; re-run notebook 06 to rewrite it.")
     return results
@@ -375,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     from .paths import repo_root
 
     parser = argparse.ArgumentParser(prog="python -m metagan_lib.report", description=main.__doc__, allow_abbrev=False)
-    parser.add_argument("--update-readme", action="store_true", required=True)
+    parser.add_argument(
+        "--update-readme", action="store_true", required=True, help="the one action, named: rewrite README.md's blocks"
+    )
     parser.add_argument("--profile", default="full", choices=PROFILE_NAMES)
     parser.add_argument(
         "--force", action="store_true", help="allow a profile other than full (the README publishes full runs)"

@@ -50,12 +50,12 @@ def choose_device(spec: str = "auto") -> torch.device:
     raise ValueError(f"Unknown device {spec!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch, and return a fresh CPU ``torch.Generator`` with that seed."""
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (every device's); the library's own draws come from
+    :mod:`metagan_lib.seeds`, whose generators are made on the device they draw for."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------------------------

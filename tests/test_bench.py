@@ -176,3 +176,21 @@ def test_modes_refuse_settings_they_would_ignore_before_running(argv, message, c
     with pytest.raises(SystemExit) as stop:
         bench.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run_benchmark", lambda *a, **k: pytest.fail("measured before the outputs were checked"))
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    for argv, message in (
+        (["--json", str(blocker / "speed.json")], f"the folder {blocker} cannot be made"),
+        (["--json", str(tmp_path)], "is a folder; give a file name"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            bench.main(["--quick", *argv])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    monkeypatch.setattr(bench, "repo_root", lambda: tmp_path)  # a README without the speed markers
+    (tmp_path / "README.md").write_text("no markers\n")
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--update-readme"])
+    assert "--update-readme: the README must hold one <!-- speed:start -->" in capsys.readouterr().err

@@ -426,6 +426,7 @@ def test_adaptation_compute_measures_the_networks_the_notebooks_compare():
         (["--select-spread", "0.05"], "--select-spread must be a finite number >= 0, and > 0 only with --select"),
         (["--select", "4", "--select-spread", "-1"], "--select-spread must be a finite number >= 0"),
         (["--select", "4", "--select-spread", "nan"], "--select-spread must be a finite number >= 0"),
+        (["--device", "gpu"], "--device: Unknown device 'gpu'; choose one of auto, cpu, cuda"),
     ],
 )
 def test_adaptation_compute_refuses_bad_arguments_with_the_reason(bad, message, capsys):
@@ -434,8 +435,12 @@ def test_adaptation_compute_refuses_bad_arguments_with_the_reason(bad, message, 
     assert message in capsys.readouterr().err
 
 
-def test_compare_adaptation_time_runs_another_checkout_on_the_same_networks(tmp_path):
+def test_compare_adaptation_time_runs_another_checkout_on_the_same_networks(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(repo_root() / "tools"))  # the tool imports adaptation_compute beside it
     tool = load_tool("compare_adaptation_time")
+    with pytest.raises(SystemExit):
+        tool.main([str(repo_root()), "--repeats", "0"])  # refused before any timing
+    assert "argument --repeats: 0 is not a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="has no metagan_lib"):
         tool.load_package(tmp_path)
     package = tool.load_package(repo_root(), name="second_copy_of_metagan_lib")  # this checkout, imported a second time
@@ -464,3 +469,38 @@ def test_build_glyphs_writes_the_classes_file_the_loader_reads(glyphs, monkeypat
     assert {**written, "rendered_with": None} == {**shipped, "rendered_with": None}
     with pytest.raises(ValueError, match="not grouped by class"):
         tool.classes_json({**rendered, "labels": glyphs.labels.flip(0)})
+
+
+def test_build_digits_round_trips_the_shipped_format_and_names_bad_arguments(tmp_path, monkeypatch, capsys):
+    """Digits written from the npm package's JSON layout read back through the loader as the bytes they came from;
+    --help writes nothing, a missing source file and a file as destination are named."""
+    import json
+
+    import numpy as np
+
+    from metagan_lib import data
+
+    tool = load_tool("build_digits")
+    source, out = tmp_path / "src", tmp_path / "out"
+    source.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, size=(10, 2, 28 * 28))
+    for digit in range(10):
+        (source / f"{digit}.json").write_text(json.dumps({"data": np.round(pixels[digit] / 255, 3).tolist()}))
+    tool.main([str(source), str(out)])
+    images, labels = data._read_mnist_split(out / data.DIGITS_IMAGES, out / data.DIGITS_LABELS)
+    assert torch.equal(images, torch.from_numpy(pixels.reshape(20, 28, 28).astype(np.uint8)))
+    assert labels.tolist() == [d for d in range(10) for _ in range(2)]
+    assert "(NOT the shipped file's)" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    for argv, message in ((["--help"], "source"), ([str(source)], "required: destination")):
+        with pytest.raises(SystemExit):
+            tool.main(argv)
+        captured = capsys.readouterr()
+        assert message in captured.out + captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # --help wrote no folder
+    (source / "3.json").unlink()
+    with pytest.raises(SystemExit, match=r"3.json is missing: give the package's src/digits folder"):
+        tool.main([str(source), str(out)])
+    with pytest.raises(SystemExit):
+        tool.main([str(source), str(source / "0.json")])
+    assert "is a file; give the folder" in capsys.readouterr().err

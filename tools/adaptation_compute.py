@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.select_spread and args.select is None
     ):
         parser.error("--select-spread must be a finite number >= 0, and > 0 only with --select (the filter it spreads)")
-    device = choose_device(args.device)
+    try:
+        device = choose_device(args.device)
+    except ValueError as error:
+        parser.error(f"--device: {error}")
     generator = torch.Generator(device=device).manual_seed(0)
     support = torch.rand(args.ways, args.shots, 1, 28, 28, generator=generator, device=device) * 2 - 1
     jobs = adaptation_jobs(

