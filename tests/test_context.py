@@ -981,3 +981,8 @@ def test_learned_rates_are_clamped_at_zero_after_a_meta_step(strokes, rule):
     C.ContextTrainer(model, TaskSampler(strokes, strokes.seen_classes, seed=0)).step()
     rates = model.meta_params["rates"]
     assert (rates >= 0).all() and (rates == 0).any() and (rates > 1e-9).any()
+
+
+def test_every_named_rule_has_its_outer_step_and_no_step_is_unnamed():
+    assert tuple(C.OUTER_RULES_DISPATCH) == C.OUTER_RULES
+    assert set(M.OUTER_STEPS) == set(M.METHODS)
