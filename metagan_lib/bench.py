@@ -224,6 +224,11 @@ def vae_training_step(adversarial_weight: float, batch: int, device: torch.devic
     return step
 
 
+def images_per_meta_step(config: MetaConfig) -> int:
+    """Generated images a meta-step of ``config`` produces: ``tasks * (2 * inner_steps + 1) * fake_batch``."""
+    return config.tasks * (2 * config.inner_steps + 1) * config.fake_batch
+
+
 def protonet_episode_step(ways: int, shots: int, queries: int, device: torch.device) -> Callable[[], None]:
     """One training episode of :func:`metagan_lib.protonet.train_protonet` (notebook 06's prototypical network)."""
     from . import protonet
@@ -275,7 +280,7 @@ def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
         return MetaTrainer(new_meta_gan(config, device, seed=0), sampler, seed=0, vectorised=vectorised).step
 
     for name, config, kinds in _meta_cases(base, quick):
-        images = config.tasks * (2 * config.inner_steps + 1) * config.fake_batch
+        images = images_per_meta_step(config)
         paths += [(name, kind, images, meta_step(config, kind == "vmap"), meta_step(config, False)) for kind in kinds]
 
     def context_step(config, vectorised):
@@ -295,7 +300,7 @@ def _timed_paths(device, sampler, base: MetaConfig, quick: bool) -> list[tuple]:
         step = make_higher_maml_step(
             new_meta_gan(base, device, seed=0), sampler, torch.Generator(device=device).manual_seed(1)
         )
-        images = base.tasks * (2 * base.inner_steps + 1) * base.fake_batch
+        images = images_per_meta_step(base)
         paths.append(("MAML 2nd order", "higher (loop)", images, step, meta_step(base, False)))
     return paths
 
@@ -333,7 +338,7 @@ def run_benchmark(quick: bool = False, device_name: str = "auto") -> dict:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 trainer.step()
 
-        images = base.tasks * (2 * base.inner_steps + 1) * base.fake_batch
+        images = images_per_meta_step(base)
         seconds = time_steps(autocast_step, device, 1, 3 if quick else 10)
         useful = next(r for r in rows if (r["method"], r["path"]) == ("MAML 2nd order", "loop"))["gflop_per_step"] * 1e9
         rows.append(_row("MAML 2nd order", "vmap + bf16 autocast", images, useful, seconds, peak))
