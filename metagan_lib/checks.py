@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .images import to_signed
+from .images import IMAGE_SIZE, to_signed
 
 GROUPS = 8  # GroupNorm groups of the convolutional generators: channel widths must be multiples of it
 
@@ -79,7 +79,10 @@ def signed_images(images: torch.Tensor, name: str = "images", dtype: torch.dtype
         images = to_signed(images)
     require(images.is_floating_point(), f"{name}.dtype", images.dtype, "uint8 (0-255) or floating point in [-1, 1]")
     require(images.numel() > 0, f"{name}.shape", tuple(images.shape), "non-empty")
-    require(tuple(images.shape[-3:]) == (1, 28, 28), f"{name}.shape", tuple(images.shape), "[..., 1, 28, 28]")
+    size = (1, IMAGE_SIZE, IMAGE_SIZE)
+    require(
+        tuple(images.shape[-3:]) == size, f"{name}.shape", tuple(images.shape), f"[..., 1, {IMAGE_SIZE}, {IMAGE_SIZE}]"
+    )
     require(bool(torch.isfinite(images).all()), name, "<tensor with NaN or inf>", "finite")
     low, high = images.min().item(), images.max().item()
     require(
