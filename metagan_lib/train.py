@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checks, losses, seeds
-from .artifacts import fingerprint, is_current, load_or_build, read_payload, save_payload
+from .artifacts import config_key, fingerprint, is_current, load_or_build, read_payload, save_payload
 from .augment import diff_augment
 from .images import check_image_batch
 from .models import ADAM_BETAS, build_gan
@@ -300,7 +300,7 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> GANRun:
 
 def run_key(images: torch.Tensor, config: GANConfig, seed: int) -> dict:
     """Everything that determines a trained GAN: its config, seed and training images."""
-    return {"kind": "gan", "config": asdict(config), "seed": seed, "data": fingerprint(images)}
+    return {"kind": "gan", "config": config_key(config), "seed": seed, "data": fingerprint(images)}
 
 
 def _run_from_payload(payload: dict, device: torch.device | str) -> GANRun:

@@ -18,7 +18,7 @@ on the seen classes only.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checks, losses
-from .artifacts import fingerprint, load_or_build_module
+from .artifacts import config_key, fingerprint, load_or_build_module
 from .images import check_image_batch
 from .inversion import decode_around, fit_latents
 from .models import ADAM_BETAS, ConvDiscriminator, ConvGenerator, strided_conv_features
@@ -164,7 +164,7 @@ def train_or_load_vae(
     progress: bool = True,
 ) -> VAE:
     """The VAE cached at ``path`` for these images, settings and seed, else trained (:func:`train_vae`) and saved."""
-    key = {"kind": "vae", "config": asdict(config), "seed": seed, "data": fingerprint(images)}
+    key = {"kind": "vae", "config": config_key(config), "seed": seed, "data": fingerprint(images)}
     build = lambda: train_vae(images, config, seed=seed, device=device, progress=progress)
     return load_or_build_module(path, key, build, lambda: VAE(config.z_dim, config.width), device)
 
