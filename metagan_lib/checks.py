@@ -59,12 +59,17 @@ def conv_width(name: str, value: object) -> None:
     )
 
 
-def same_device(name: str, device: torch.device, expected: torch.device, fix: str) -> None:
-    """Raise a clear ``ValueError`` unless ``device`` is ``expected`` (``cuda`` without an index is the current GPU,
-    so ``cuda`` and ``cuda:0`` are one device where GPU 0 is current)."""
+def devices_match(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether ``a`` and ``b`` name one device (``cuda`` without an index is the current GPU, so ``cuda`` and
+    ``cuda:0`` are one device where GPU 0 is current)."""
     current = torch.cuda.current_device() if torch.cuda.is_available() else 0
     indexed = lambda d: (torch.device(d).type, current if torch.device(d).index is None else torch.device(d).index)
-    require(indexed(device) == indexed(expected), name, str(device), f"{expected}, where the model is ({fix})")
+    return indexed(a) == indexed(b)
+
+
+def same_device(name: str, device: torch.device, expected: torch.device, fix: str) -> None:
+    """Raise a clear ``ValueError`` unless ``device`` is ``expected`` (:func:`devices_match`)."""
+    require(devices_match(device, expected), name, str(device), f"{expected}, where the model is ({fix})")
 
 
 def signed_images(images: torch.Tensor, name: str = "images", dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -351,14 +351,14 @@ def _assemble_omniglot(groups: list[tuple[dict[tuple[str, str], list[bytes]], bo
 
 
 def _tree_stamp(root: Path) -> str:
-    """How many files lie under ``root``, their bytes and the newest modification time: changes when a file is added,
-    removed, resized or rewritten (keys the processed dataset's cache by the files it was read from)."""
-    count = size = newest = 0
-    for path in root.rglob("*"):
-        if path.is_file():
-            stat = path.stat()
-            count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
-    return f"{count}-{size}-{newest}"
+    """A hash of every file's path under ``root``, size and modification time: changes when a file is added, removed,
+    moved, resized or rewritten (keys the processed dataset's cache by the files it was read from; a file replaced by
+    one of the same size and time, as ``cp -p`` copies, is not seen)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _file_digest(path: Path) -> str:

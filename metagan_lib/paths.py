@@ -30,9 +30,10 @@ def cache_dir() -> Path:
             f"The cache folder {path} cannot be made: {base} (XDG_CACHE_HOME, else ~/.cache) or {path} is a file; "
             "point XDG_CACHE_HOME at a folder."
         ) from None
-    except OSError as error:  # no permission, a read-only or missing file system
-        raise PermissionError(
-            f"The cache folder {path} cannot be made ({error.strerror}); point XDG_CACHE_HOME at a writable folder."
+    except OSError as error:  # no permission, a read-only or missing file system: the same kind of error, named
+        raise type(error)(
+            error.errno,
+            f"The cache folder {path} cannot be made ({error.strerror}); point XDG_CACHE_HOME at a writable folder",
         ) from None
     return path
 

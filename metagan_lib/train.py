@@ -209,7 +209,7 @@ def _continue_or_start(run: GANRun | None, config: GANConfig, device, seed: int)
         run = new_run(config, device or "cpu", seed)
     elif device is not None:
         held, asked = next(run.generator.parameters()).device, choose_device(device)
-        if held.type != asked.type or asked.index not in (None, held.index):
+        if not checks.devices_match(held, asked):
             raise ValueError(
                 f"train_gan(run=..., device={device!r}): the run's networks are on {held}; drop device= to train "
                 "them where they are, or move the run first (load_run(path, device))."

@@ -392,7 +392,7 @@ def test_places_that_cannot_be_folders_are_named(tmp_path, monkeypatch, capsys):
     with pytest.raises(NotADirectoryError, match="point XDG_CACHE_HOME at a folder"):
         profiles.artifact_path("smoke", "glyphs", 0, "04_maml")
     monkeypatch.setenv("XDG_CACHE_HOME", "/proc/metagan-cache")  # a file system where no folder can be made
-    with pytest.raises(PermissionError, match="cannot be made .*point XDG_CACHE_HOME at a writable folder"):
+    with pytest.raises(FileNotFoundError, match="cannot be made .*point XDG_CACHE_HOME at a writable folder"):
         profiles.artifact_path("smoke", "glyphs", 0, "04_maml")
 
 
@@ -470,3 +470,7 @@ def test_a_rewritten_omniglot_image_is_read_again_not_taken_from_the_cache(tmp_p
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later write, surely
     again = D.load_omniglot(tmp_path / "omniglot", download=False)
     assert again.images[again.labels == 1].min() == 255
+    moved = root / "images_evaluation" / "Greek" / "character02" / "0001.png"  # a relabel: sizes and times unchanged
+    moved.parent.mkdir()
+    os.replace(root / "images_evaluation" / "Greek" / "character01" / "0001.png", moved)
+    assert D.load_omniglot(tmp_path / "omniglot", download=False).class_names[-1] == "Greek/character02"

@@ -109,6 +109,10 @@ def test_an_alphabet_split_needs_alphabets(strokes):
         (["--test-setting", "inner_guide_weight=2"], "inner_guide_weight needs candidates trained with a guide"),
         (["--test-setting", "inner_lr=-1"], "inner_lr must be a finite number > 0"),
         (["--test-setting", "inner_lr=0"], "inner_lr must be a finite number > 0"),
+        (
+            ["--test-setting", "inner_guide_weight=0", "--inner-guide-weight", "1", "--outer-spread-weight", "1"],
+            "--test-setting inner_guide_weight=0 drops the guide that --outer-spread-weight > 0",
+        ),
         (["--test-setting", "inner_adv_weight=nan"], "inner_adv_weight must be a finite number >= 0"),
         (["--inner-lr", "nan"], "argument --inner-lr: 'nan' is not a finite number"),
         (["--blur", "inf"], "argument --blur: 'inf' is not a finite number"),

@@ -190,7 +190,8 @@ def finite_float(text: str) -> float:
 
 def parse_test_setting(text: str) -> tuple[str, float | int]:
     """``"inner_samples=64"`` -> ``("inner_samples", 64)``: a :data:`TEST_SETTINGS` field and a value of its type
-    that :class:`~metagan_lib.context.ContextConfig` accepts (``ValueError`` naming the problem otherwise)."""
+    that :class:`~metagan_lib.context.ContextConfig` accepts on its own (``ValueError`` naming the problem otherwise;
+    :func:`check_test_time_arguments` checks it against the candidates' other settings)."""
     field, _, value = text.partition("=")
     if field not in TEST_SETTINGS or not value:
         raise ValueError(f"{text!r} is not KEY=VALUE with KEY one of {', '.join(TEST_SETTINGS)}")
@@ -199,7 +200,9 @@ def parse_test_setting(text: str) -> tuple[str, float | int]:
         number = kind(value)
     except ValueError:
         raise ValueError(f"{field} takes {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-    ContextConfig().replace(**{field: number})  # the config's own check, now rather than after the training
+    ContextConfig().replace(
+        **{field: number}
+    )  # the config's check of the value alone, now rather than after the training
     return field, number
 
 
@@ -560,6 +563,13 @@ def check_test_time_arguments(parser: argparse.ArgumentParser, args: argparse.Na
     ):
         parser.error(
             "--test-setting inner_guide_weight needs candidates trained with a guide: --inner-guide-weight > 0"
+        )
+    if any(field == "inner_guide_weight" and value == 0 for field, value in test_settings) and max(
+        args.outer_spread_weight
+    ):
+        parser.error(
+            "--test-setting inner_guide_weight=0 drops the guide that --outer-spread-weight > 0 measures spread in: "
+            "keep the guide weight above 0, or drop the outer spread weight"
         )
     return test_settings
 
