@@ -869,6 +869,7 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
     """The pair discriminator's logit for ``[shot, sample]``, averaged over a class's K shots: support
     ``[C, K, 1, 28, 28]``, samples ``[C, M, 1, 28, 28]`` -> ``[C, M]`` (higher: more like another image of the
     class)."""
+    support, samples = _judged_pairs(model, support, samples)
     d_params = {k: v.detach() for k, v in model.d_params.items()}
     shots = support.shape[1]
 
@@ -876,7 +877,24 @@ def pair_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Ten
         pairs = pair_up(class_shots, images.repeat_interleave(shots, dim=0))  # each image beside every shot
         return functional_call(model.discriminator, d_params, (pairs,)).reshape(len(images), shots).mean(1)
 
-    return torch.stack([one_class(s, x) for s, x in zip(support.to(model.device), samples.to(model.device))])
+    return torch.stack([one_class(s, x) for s, x in zip(support, samples)])
+
+
+def _judged_pairs(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A judge's inputs checked and converted (uint8 or [-1, 1] images, on the model's device and dtype): support
+    ``[C, K, 1, 28, 28]`` and samples ``[C, M, 1, 28, 28]`` for the same C classes."""
+    dtype = model.meta_params["context"].dtype
+    support = checks.signed_images(support, "support images", dtype).to(model.device)
+    samples = checks.signed_images(samples, "samples", dtype).to(model.device)
+    checks.require(support.dim() == 5, "support images.shape", tuple(support.shape), "[C, K, 1, 28, 28]")
+    checks.require(samples.dim() == 5, "samples.shape", tuple(samples.shape), "[C, M, 1, 28, 28]")
+    checks.require(
+        len(samples) == len(support),
+        "samples.shape",
+        tuple(samples.shape),
+        f"one row per class of the support, [{len(support)}, M, 1, 28, 28]",
+    )
+    return support, samples
 
 
 def class_guide_features(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
@@ -907,6 +925,7 @@ def guide_scores(model: ContextMetaGAN, support: torch.Tensor, samples: torch.Te
     """Minus the squared distance of each sample's guide features to the mean guide features of its class's shots
     (L2-normalised, as in :func:`guide_distance`): support ``[C, K, 1, 28, 28]``, samples ``[C, M, 1, 28, 28]`` ->
     ``[C, M]`` (higher: nearer the shots' prototype)."""
+    support, samples = _judged_pairs(model, support, samples)
     features = class_guide_features(model, support), class_guide_features(model, samples)
     return _prototype_nearness(*_feature_distances(*features))
 
@@ -916,6 +935,7 @@ def guide_novelty_scores(model: ContextMetaGAN, support: torch.Tensor, samples: 
     """How much nearer each sample lies to its shots' prototype than to its nearest shot, in the guide network's
     features: ``min_k |f(x) - f(s_k)|^2 - |f(x) - mean_k f(s_k)|^2`` (``[C, M]``; higher: a new instance of the class
     rather than a copy of one shot; a copy of a shot scores below 0)."""
+    support, samples = _judged_pairs(model, support, samples)
     features = class_guide_features(model, support), class_guide_features(model, samples)
     return _novelty(*_feature_distances(*features))
 
@@ -954,6 +974,9 @@ def keep_spread_out(scores: torch.Tensor, features: torch.Tensor, n: int, spread
     """Greedy maximal-marginal-relevance selection: per row of ``scores [C, M]`` (features ``[C, M, d]``), first the
     top-scored sample, then repeatedly the one maximising ``score + spread * min_kept |f - f_kept|^2``; returns the
     ``n`` kept indices ``[C, n]`` in the order kept (``spread = 0``: the top ``n`` by score)."""
+    checks.positive_int("n", n)
+    checks.require(n <= scores.shape[1], "n", n, f"at most the {scores.shape[1]} samples to choose from")
+    checks.non_negative("spread", spread)
     rows = torch.arange(len(scores), device=scores.device)
     pairwise = torch.cdist(features, features).pow(2)  # [C, M, M]
     taken = torch.zeros_like(scores, dtype=torch.bool)
@@ -973,6 +996,7 @@ def adapt_and_select(
     """:func:`adapt_and_sample` drawing ``oversample * n`` images per class and keeping the ``n`` the selection's
     judge scores highest (spread out when ``selection.spread > 0``), in the order drawn: ``[C, n, 1, 28, 28]``."""
     model = selection.model
+    checks.positive_int("n", n)
     support = checks.signed_images(support, "support images", model.meta_params["context"].dtype).to(model.device)
     drawn = sample_contexts(model, adapt_contexts(model, support, steps, seed), n * selection.oversample, seed, scale)
     with torch.no_grad():  # the drawn images' guide features, computed once for the judge and the spread
@@ -1077,6 +1101,7 @@ def mixing_weights(
 ) -> torch.Tensor:
     """Random convex weights ``[classes, n, shots]`` (each row sums to 1): ``softmax(g / temperature)``, ``g`` the
     seed rule's class noise of stream ``"mix"``."""
+    checks.positive("temperature", temperature)
     return torch.softmax(class_noise(seed, classes, (n, shots), "mix", device) / temperature, dim=-1)
 
 

@@ -13,10 +13,11 @@ from typing import Callable
 
 import torch
 
-from . import context, inversion, profiles, seeds, vae
+from . import checks, context, inversion, profiles, seeds, vae
 from .adaptation import adapt_and_sample_many
 from .augment import diff_augment
 from .data import ImageDataset
+from .meta import MetaGAN
 from .train import GANConfig, GANRun, train_or_load
 
 ROLES = ("meta-learner", "baseline", "reference")
@@ -69,6 +70,12 @@ class Method:
             raise ValueError(f"compute_within names a method kind, one of {kinds}; got {self.compute_within!r}.")
         if self.kind in GENERATIVE_KINDS and self.model is None:
             raise ValueError(f"Method {self.name!r} of kind {self.kind!r} needs a model.")
+        expected = MODEL_TYPES.get(self.kind)
+        if expected is not None and not isinstance(self.model, expected):
+            raise TypeError(
+                f"Method {self.name!r} of kind {self.kind!r} needs a {expected.__name__} as its model, got "
+                f"{type(self.model).__name__}; pass the model that kind adapts, or choose the kind that fits the model."
+            )
 
 
 def pretrained_gan_job(profile: str, dataset_name: str, seed: int = 0) -> tuple[Path, GANConfig]:
@@ -132,6 +139,27 @@ def _copy_shots(
     return augmented.view(classes, n, *shots.shape[2:])
 
 
+def held_out_images(ceiling: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The first ``n`` of each class's held-out real images ``[C, M, ...]`` -> ``[C, n, ...]`` (the ceiling method)."""
+    if ceiling is None:
+        raise ValueError("The ceiling method needs held-out real images; pass them as ceiling [C, M, 1, 28, 28].")
+    checks.positive_int("n", n)
+    checks.require(n <= ceiling.shape[1], "n", n, f"at most the {ceiling.shape[1]} held-out images per class given")
+    return ceiling[:, :n]
+
+
+# the type of model each generative kind adapts (checked when a Method is made)
+MODEL_TYPES: dict[str, type] = {
+    "adapt": MetaGAN,
+    "context": context.ContextMetaGAN,
+    "context-select": context.SampleSelection,
+    "context-scaled": context.ScaledSampling,
+    "context-per-shot": context.PerShotContexts,
+    "context-mixed-shots": context.MixedShotContexts,
+    "invert": inversion.LatentInversion,
+    "vae": vae.VAEFewShot,
+}
+
 GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
     "adapt": lambda method, shots, ceiling, n, steps, seed: adapt_and_sample_many(
         method.model, shots, steps, n, seed=seed
@@ -157,7 +185,7 @@ GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
     "vae": lambda method, shots, ceiling, n, steps, seed: vae.adapt_and_sample(
         method.model, shots, steps, n, seed=seed
     ),
-    "ceiling": lambda method, shots, ceiling, n, steps, seed: ceiling[:, :n],
+    "ceiling": lambda method, shots, ceiling, n, steps, seed: held_out_images(ceiling, n),
     "copy": _copy_shots,
 }
 

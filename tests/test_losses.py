@@ -118,8 +118,10 @@ def test_optimal_discriminator_identity():
     # D* beats any other discriminator, e.g. constant ones and a shifted sigmoid
     for other in (torch.full_like(grid, 0.5), torch.full_like(grid, 0.3), torch.sigmoid(-grid)):
         assert losses.value_function(other, p_data, p_model, dx) < v_star
-    # the JSD of a distribution with itself is 0 and V(D*, G) = -log 4 there
+    # the JSD of a distribution with itself is 0 and V(D*, G) = -log 4 there (D* = 1/2 everywhere)
     assert close(losses.jensen_shannon(p_data, p_data, dx), 0.0, 1e-12)
+    d_half = losses.optimal_discriminator(p_data, p_data)
+    assert close(losses.value_function(d_half, p_data, p_data, dx), -math.log(4), 1e-8)
 
 
 @pytest.mark.parametrize("weight", [0.1, 1.0, 10.0])

@@ -202,10 +202,11 @@ def test_meta_sgd_learning_rates_receive_gradients_and_change(strokes):
     config = M.MetaConfig(method="meta-sgd", tasks=2, shots=2, queries=2, fake_batch=4, inner_steps=1)
     meta = M.new_meta_gan(config, seed=0)
     trainer = M.MetaTrainer(meta, TaskSampler(strokes, strokes.seen_classes, seed=0))
-    before = {k: v.detach().clone() for k, v in meta.g_lr.items()}
+    rates = lambda: {**{f"g.{k}": v for k, v in meta.g_lr.items()}, **{f"d.{k}": v for k, v in meta.d_lr.items()}}
+    before = {k: v.detach().clone() for k, v in rates().items()}
     trainer.step()
-    changed = [k for k in before if not torch.equal(before[k], meta.g_lr[k])]
-    assert len(changed) == len(before)
+    changed = [k for k, v in rates().items() if not torch.equal(before[k], v)]
+    assert len(changed) == len(before) and any(k.startswith("d.") for k in changed)  # both players' rates
     meta2, support, query, inner, outer = tiny_problem("meta-sgd")
     grads = M.meta_gradients(meta2, M.batched_outer_losses(meta2, support, query, inner, outer))
     by_tensor = {id(t): g for t, g in zip(meta2.trainable(), grads)}

@@ -62,19 +62,23 @@ def test_runner_refuses_bad_settings_before_the_first_notebook(monkeypatch, caps
     assert calls[-1][1]["dataset"] == "mnist"
     reproduce.reproduce("Smoke", device="CPU", only=["01"], output_root=tmp_path)  # names in any case, as datasets
     assert (calls[-1][1]["profile"], calls[-1][1]["device"]) == ("smoke", "cpu")
-    if not torch.cuda.is_available():
-        count = len(calls)
-        assert reproduce.main(["--profile", "smoke", "--device", "cuda", "--only", "01"]) == 2
-        assert "no CUDA GPU" in capsys.readouterr().err and len(calls) == count
+    count = len(calls)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU, on every machine
+    assert reproduce.main(["--profile", "smoke", "--device", "cuda", "--only", "01"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err and len(calls) == count
 
 
 @pytest.mark.parametrize("argv", [["--profil", "smoke"], ["--profile", "smoke", "--dev", "cpu"]])
-def test_abbreviated_flags_are_refused(argv):
+def test_abbreviated_flags_are_refused(argv, monkeypatch, capsys):
+    # were an abbreviation taken, nothing would run: no notebook, no README rewritten
+    monkeypatch.setattr(reproduce, "run_notebook", lambda *a, **k: pytest.fail("ran a notebook"))
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: pytest.fail("rewrote the README"))
     with pytest.raises(SystemExit) as exit_info:
         reproduce.main(argv)
-    assert exit_info.value.code == 2
-    with pytest.raises(SystemExit):
+    assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
         report.main(["--update", "--profile", "full"])
+    assert exit_info.value.code == 2 and "required: --update-readme" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # spawns processes

@@ -39,7 +39,7 @@ def test_an_error_in_one_job_stops_the_others_instead_of_waiting_for_them():
 def test_worker_count(monkeypatch):
     monkeypatch.delenv(WORKERS_ENV_VAR, raising=False)
     assert worker_count(1) == 1
-    assert worker_count(50) == torch.get_num_threads()
+    assert worker_count(50) == min(torch.get_num_threads(), 50)
     assert worker_count(50, "cuda") == 1  # a GPU runs the jobs in turn, in one process
     monkeypatch.setenv(WORKERS_ENV_VAR, "1")
     assert worker_count(50) == 1

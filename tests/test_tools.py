@@ -368,9 +368,7 @@ def test_the_validation_table_prints_a_column_per_metric_coverage_included(strok
 
 def test_the_validation_tool_prints_the_test_steps_the_rule_picks(capsys):
     tool = load_tool("validate_context")
-    methods = [
-        fewshot.Method(f"candidate, {t} test steps", kind="context", model=object(), steps=t) for t in (5, 10, 20)
-    ]
+    methods = [fewshot.Method(f"candidate, {t} test steps", kind="copy", steps=t) for t in (5, 10, 20)]
     entry = lambda copy, div: {"copy_score": {"mean": copy, "ci95": 0.1}, "diversity": {"mean": div, "ci95": 0.01}}
     summary = {"real held-out": entry(1.0, 0.4), **{m.name: entry(c, 0.4) for m, c in zip(methods, (1.3, 1.45, 1.6))}}
     tool.print_test_step_choice(summary, {"candidate": methods}, real="real held-out")

@@ -178,7 +178,7 @@ def test_runs_trained_side_by_side_equal_runs_trained_in_turn(images, tmp_path, 
     runs = train_or_load_many(jobs, images, seed=3)
     for name, (path, config) in jobs.items():
         assert path.exists() and runs[name].step == config.steps
-        with limited_threads(1):  # a worker's thread count: the same sums in the same order, so the same bits
+        with limited_threads(max(1, torch.get_num_threads() // 2)):  # a worker's threads, so the same sums in order
             reference = train_gan(images, config, seed=3, progress=False)
         for a, b in zip(reference.generator.parameters(), runs[name].generator.parameters()):
             assert torch.equal(a, b)
