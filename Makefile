@@ -16,19 +16,25 @@ PROFILE ?= smoke
 DATASET ?= glyphs
 DEVICE ?= auto
 RETRAIN ?= 0
+ifneq ($(filter-out 0 1,$(RETRAIN))$(words $(RETRAIN)),1)
+$(error RETRAIN=$(RETRAIN) is not accepted: RETRAIN must be 1 (train every network here) or 0 (load the shipped ones))
+endif
 RETRAIN_FLAG := $(if $(filter 1,$(RETRAIN)),--retrain)
 
 .PHONY: reproduce full solutions test unit lint venv book clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys, pip; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	  echo "$(VENV) is not a Python 3.11 environment with pip ($$($(PY) --version 2>&1)); remove it (rm -rf $(VENV))" \
+	       "and run make again with a Python 3.11: make PYTHON=python3.11 ..."; exit 1; }
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,notebooks]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 reproduce: $(STAMP)
-	$(PY) -m metagan_lib.reproduce --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE)
+	$(PY) -m metagan_lib.reproduce --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE) $(RETRAIN_FLAG)
 
 full: $(STAMP)
 	$(PY) -m metagan_lib.reproduce --profile full --dataset $(DATASET) --device $(DEVICE) $(RETRAIN_FLAG)

@@ -5,10 +5,13 @@ tests never reuse what an earlier run or a user's notebooks left in ~/.cache/met
 notebooks run by nbval are forced to the ``smoke`` profile.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="metagan-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)  # left nothing behind in /tmp
 os.environ["METAGAN_PROFILE"] = "smoke"
 
 

@@ -64,7 +64,23 @@ def shipped_dir() -> Path:
     """The repository's folder of shipped artefacts (``artifacts/``)."""
     from .paths import repo_root
 
-    return repo_root() / "artifacts"
+    folder = repo_root() / "artifacts"
+    if not folder.is_dir() and not _warned_no_shipped_folder:
+        _warn_no_shipped_folder(folder)
+    return folder
+
+
+_warned_no_shipped_folder = False
+
+
+def _warn_no_shipped_folder(folder: Path) -> None:
+    global _warned_no_shipped_folder
+    _warned_no_shipped_folder = True
+    warnings.warn(
+        f"No shipped networks at {folder} (metagan_lib is not imported from a checkout of the repository): every "
+        "network is trained here. Install it from a clone with `pip install -e .` to load the shipped ones.",
+        stacklevel=3,
+    )
 
 
 def shipped_path(path: Path | str) -> Path | None:

@@ -481,7 +481,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m metagan_lib.bench", description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
     parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats (under a minute on a 2-core CPU)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", type=str.lower, help="auto, cpu or cuda")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument(
         "--update-readme", action="store_true", help="also write this run's table into the README's speed block"
@@ -547,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     other_mode = next((f"--{m}" for m in OTHER_MODES if getattr(args, m)), None)
     if other_mode and args.device not in ("auto", "cpu"):
         parser.error(f"{other_mode} measures the CPU: drop --device {args.device} (or pass --device cpu)")
+    if args.compile and args.quick:
+        parser.error("--compile has no quick version (it compiles both cases, minutes): drop --quick")
     if other_mode and args.update_readme:
         parser.error(f"--update-readme writes the standard benchmark's table only: drop it or {other_mode}")
     _check_outputs(parser, args)  # before the minutes of measuring, not after

@@ -337,6 +337,13 @@ def _assemble_omniglot(groups: list[tuple[dict[tuple[str, str], list[bytes]], bo
                     f"An image of {alphabet}/{character} in {source} cannot be read ({type(error).__name__}); "
                     "the files are damaged: replace them with the original archive."
                 ) from None
+            sizes = sorted({tuple(ink.shape) for ink in inks})
+            if not inks or len(sizes) > 1:
+                what = "no .png image" if not inks else f"images of several sizes ({', '.join(map(str, sizes))})"
+                raise DatasetError(
+                    f"{alphabet}/{character} in {source} holds {what}; the copy is incomplete or edited: replace it "
+                    "with the original archive."
+                )
             images.append(_omniglot_resize(inks))
             labels.append(torch.full((len(pngs),), label, dtype=torch.int64))
     all_classes = torch.arange(len(names))

@@ -53,6 +53,15 @@ def data_dir() -> Path:
     return cache_dir() / "data"
 
 
+def absolute_path_settings() -> None:
+    """Make a relative ``$METAGAN_DATA`` or ``$XDG_CACHE_HOME`` absolute (from the current folder), in this process's
+    environment, so that processes started in another folder (notebook kernels, workers) read the same folders."""
+    for name in (DATA_ENV_VAR, "XDG_CACHE_HOME"):
+        value = os.environ.get(name)
+        if value and not Path(value).expanduser().is_absolute():
+            os.environ[name] = str(Path(value).expanduser().absolute())
+
+
 def repo_root() -> Path:
     """The repository checkout this package was imported from (notebooks/, figures/ live here)."""
     return Path(__file__).resolve().parent.parent

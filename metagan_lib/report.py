@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--update-readme", action="store_true", required=True, help="the one action, named: rewrite README.md's blocks"
     )
-    parser.add_argument("--profile", default="full", choices=PROFILE_NAMES)
+    parser.add_argument("--profile", default="full", choices=PROFILE_NAMES, type=str.lower)
     parser.add_argument(
         "--force", action="store_true", help="allow a profile other than full (the README publishes full runs)"
     )

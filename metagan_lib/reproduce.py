@@ -32,7 +32,7 @@ from pathlib import Path
 import nbformat
 
 from .data import DATASET_NAMES, dataset_name
-from .paths import repo_root
+from .paths import absolute_path_settings, repo_root
 from .profiles import PROFILE_NAMES, check_profile, resolve_profile
 from .runtime import DEVICE_CHOICES, choose_device
 
@@ -56,6 +56,11 @@ def find_notebooks(folder: Path | None = None, only: list[str] | None = None) ->
     """``NN_*.ipynb`` in ``folder`` (default ``notebooks/``), sorted; ``only`` keeps the listed numbers."""
     folder = folder or repo_root() / "notebooks"
     notebooks = sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+    if not notebooks:
+        raise ValueError(
+            f"No notebook NN_*.ipynb in {folder}: metagan_lib runs the notebooks of the checkout it is imported from; "
+            "install it from a clone of the repository with `pip install -e .` (or `make venv`) and run it there."
+        )
     if only:
         wanted = {o.zfill(2) for o in only}
         unknown = wanted - {p.name[:2] for p in notebooks}
@@ -122,6 +127,12 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "
             f"{notebook.name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
             f"{error.ename}: {error.evalue}. Executed copy with the traceback: {partial_output}"
         ) from None
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # the kernel died (out of memory, killed), or it could not start
+        raise NotebookFailed(
+            f"{notebook.name} stopped: {type(error).__name__}: {error}. The cells run so far: {partial_output}"
+        ) from None
     executed = nbformat.read(partial_output, as_version=4)
     strip_progress_bars(executed)
     portable_paths(executed, notebook, output)
@@ -147,6 +158,7 @@ def reproduce(
     profile = resolve_profile(
         check_profile(profile), retrain=retrain
     )  # a bad --profile is an error even when the variable overrides it
+    absolute_path_settings()  # the kernels start in notebooks/: a relative folder would be read from there
     dataset = dataset_name(dataset)
     device = device.strip().lower() if isinstance(device, str) else device  # names in any case, as for the dataset
     choose_device(device)  # refuses unknown names, and cuda without CUDA, here, not inside the first notebook
@@ -197,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(DATASET_NAMES)} (default glyphs)")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} (default auto)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
-    parser.add_argument("--output-dir", type=Path, help="folder for the executed notebooks (default runs/<profile>)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="folder for the executed notebooks (default runs/<profile>, runs/<profile>/solutions with --solutions); "
+        "a dataset other than glyphs writes to its /<dataset> subfolder, of this folder too",
+    )
     parser.add_argument("--solutions", action="store_true", help="run notebooks/solutions/NN_solutions.ipynb instead")
     parser.add_argument(
         "--retrain", action="store_true", help="train every network instead of loading those shipped in artifacts/"

@@ -66,6 +66,8 @@ def test_pinned_torch_and_the_tools_the_project_needs():
         "pytest",
         "jupyterlab",
         "tensorboard",
+        "pillow",  # read by the Omniglot loader itself, not only through matplotlib and torchvision
+        "packaging",  # read by the tests
     } <= names
 
 

@@ -1,6 +1,7 @@
 """Bad input is a clear error naming the argument or file; interrupted runs stop cleanly."""
 
 import gzip
+import importlib.util
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from metagan_lib import data as D
 from metagan_lib.context import ContextConfig
 from metagan_lib.inversion import LatentInversion
 from metagan_lib.meta import MetaConfig
-from metagan_lib.paths import DATA_ENV_VAR
+from metagan_lib.paths import DATA_ENV_VAR, repo_root
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig, new_run
 from metagan_lib.vae import VAEConfig, VAEFewShot
@@ -478,3 +479,73 @@ def test_a_rewritten_omniglot_image_is_read_again_not_taken_from_the_cache(tmp_p
     moved.parent.mkdir()
     os.replace(root / "images_evaluation" / "Greek" / "character01" / "0001.png", moved)
     assert D.load_omniglot(tmp_path / "omniglot", download=False).class_names[-1] == "Greek/character02"
+
+
+@pytest.mark.parametrize("case", ["an empty character folder", "images of two sizes"])
+def test_an_incomplete_omniglot_character_is_named_not_stacked_inside_torch(tmp_path, monkeypatch, case):
+    import io
+
+    from PIL import Image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "omniglot" / "omniglot-py"
+
+    def write_png(path: Path, size: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        Image.new("L", (size, size), 255).save(buffer, format="PNG")
+        path.write_bytes(buffer.getvalue())
+
+    write_png(root / "images_background" / "Latin" / "character01" / "0001.png", 105)
+    write_png(root / "images_evaluation" / "Greek" / "character01" / "0001.png", 105)
+    if case == "an empty character folder":  # an interrupted extraction
+        (root / "images_background" / "Latin" / "character02").mkdir()
+        expected = r"Latin/character02 in .* holds no .png image; the copy is incomplete"
+    else:
+        write_png(root / "images_background" / "Latin" / "character01" / "0002.png", 64)
+        expected = r"Latin/character01 in .* holds images of several sizes \(\(64, 64\), \(105, 105\)\)"
+    with pytest.raises(D.DatasetError, match=expected):
+        D.load_omniglot(tmp_path / "omniglot", download=False)
+
+
+def test_relative_folder_settings_are_made_absolute_before_a_kernel_starts_elsewhere(tmp_path, monkeypatch):
+    from metagan_lib.paths import absolute_path_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ENV_VAR, "shared/data")
+    monkeypatch.setenv("XDG_CACHE_HOME", "~/cache")  # absolute once expanded: left as given
+    absolute_path_settings()
+    assert os.environ[DATA_ENV_VAR] == str(tmp_path / "shared" / "data")
+    assert os.environ["XDG_CACHE_HOME"] == "~/cache"
+
+
+def test_no_notebooks_and_a_dead_kernel_are_named(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"No notebook NN_\*.ipynb in .*pip install -e \."):
+        reproduce.find_notebooks(tmp_path)  # as outside a checkout: it printed an empty table and exited 0
+    import papermill
+
+    def die(*args, **kwargs):
+        raise RuntimeError("Kernel died")  # nbclient's DeadKernelError is a RuntimeError
+
+    monkeypatch.setattr(papermill, "execute_notebook", die)
+    notebook = reproduce.find_notebooks(only=["01"])[0]
+    with pytest.raises(reproduce.NotebookFailed, match=r"^01_gan_from_formulas.ipynb stopped: RuntimeError: Kernel"):
+        reproduce.run_notebook(notebook, tmp_path / "out.ipynb", {"profile": "smoke"})
+
+
+def test_options_that_would_be_ignored_or_fail_late_are_refused_up_front(tmp_path, capsys):
+    from metagan_lib import bench
+
+    with pytest.raises(SystemExit):
+        bench.main(["--compile", "--quick"])  # --quick was ignored: minutes of compiling
+    assert "--compile has no quick version" in capsys.readouterr().err
+    assert report.main(["--update-readme", "--profile", "Smoke"]) == 2  # any case, as elsewhere; then refused
+    assert "--profile smoke would replace them" in capsys.readouterr().err
+    spec = importlib.util.spec_from_file_location("validate_context", repo_root() / "tools" / "validate_context.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    blocker = tmp_path / "grids.png"
+    blocker.write_text("a file")
+    with pytest.raises(SystemExit):  # was a FileExistsError after the meta-training
+        tool.main(["--rules", "fomaml", "--samples", str(blocker / "more")])
+    assert f"--samples {blocker / 'more'}: {blocker} is a file" in capsys.readouterr().err

@@ -551,6 +551,10 @@ def check_test_time_arguments(parser: argparse.ArgumentParser, args: argparse.Na
         )
     if args.mix_shots and not all(math.isfinite(t) and t > 0 for t in args.mix_shots):
         parser.error(f"--mix-shots takes finite temperatures > 0, got {args.mix_shots}")
+    if args.samples is not None:  # checked before the meta-training, not after
+        blocking = next((p for p in (args.samples, *args.samples.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            parser.error(f"--samples {args.samples}: {blocking} is a file; give a folder for the figures")
     if args.test_steps is not None and min(args.test_steps) < 0:
         parser.error(f"--test-steps must be non-negative, got {min(args.test_steps)}")
     try:
