@@ -175,11 +175,19 @@ def load_dataset(
 
 def _missing_data_error(name: str, folder: Path, expected: str, cause: Exception | None) -> DatasetError:
     reason = f" (download failed: {type(cause).__name__}: {cause})" if cause else " (download disabled)"
+    if isinstance(cause, PermissionError):  # online, but the folder cannot be written: connecting again will not help
+        fix = (
+            f"Fix: point {DATA_ENV_VAR} at a writable folder so that it can be downloaded there, or put the data in "
+            f"{folder} by hand."
+        )
+    else:
+        fix = (
+            f"Fix: connect to the internet so that it can be downloaded, or set {DATA_ENV_VAR} to a folder that holds "
+            f"'{name}/' with the data (archives extracted there)."
+        )
     return DatasetError(
-        f"Dataset {name!r} was not found in {folder}{reason}. Expected {expected}. "
-        f"Fix: connect to the internet so that it can be downloaded, or set {DATA_ENV_VAR} to a "
-        f"folder that holds '{name}/' with the data. It will not be replaced by another dataset; "
-        "use name='glyphs' for the embedded dataset that needs no download."
+        f"Dataset {name!r} was not found in {folder}{reason}. Expected {expected}. {fix} It will not be replaced by "
+        "another dataset; use name='glyphs' for the embedded dataset that needs no download."
     )
 
 

@@ -191,3 +191,19 @@ def test_missing_data_offline_names_dataset_folder_and_fixes(name, tmp_path, mon
 def test_wrong_image_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\[batch, 1, 28, 28\].*got \[4, 1, 32, 32\]"):
         check_image_batch(torch.zeros(4, 1, 32, 32))
+
+
+@pytest.mark.parametrize("name", ["omniglot", "mnist"])
+def test_a_folder_that_cannot_be_written_gets_its_own_fix_not_connect_to_the_internet(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("METAGAN_DATA", str(tmp_path))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / name))
+
+    import torchvision.datasets as tv
+
+    monkeypatch.setattr(tv, "Omniglot", read_only)
+    monkeypatch.setattr(tv, "MNIST", read_only)
+    with pytest.raises(DatasetError, match="point METAGAN_DATA at a writable folder") as caught:
+        load_dataset(name)
+    assert "connect to the internet" not in str(caught.value)
