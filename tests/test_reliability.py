@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -549,3 +550,15 @@ def test_options_that_would_be_ignored_or_fail_late_are_refused_up_front(tmp_pat
     with pytest.raises(SystemExit):  # was a FileExistsError after the meta-training
         tool.main(["--rules", "fomaml", "--samples", str(blocker / "more")])
     assert f"--samples {blocker / 'more'}: {blocker} is a file" in capsys.readouterr().err
+
+
+def test_a_package_outside_a_checkout_warns_that_it_trains_every_network(tmp_path, monkeypatch):
+    from metagan_lib import artifacts, paths
+
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)  # as a non-editable install: no artifacts/ beside it
+    monkeypatch.setattr(artifacts, "_warned_no_shipped_folder", False)
+    with pytest.warns(UserWarning, match=r"No shipped networks at .*: every network is trained here"):
+        assert artifacts.shipped_dir() == tmp_path / "artifacts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process, not once per network
+        artifacts.shipped_dir()
