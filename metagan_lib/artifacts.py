@@ -18,6 +18,7 @@ cache is trained here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -65,17 +66,13 @@ def shipped_dir() -> Path:
     from .paths import repo_root
 
     folder = repo_root() / "artifacts"
-    if not folder.is_dir() and not _warned_no_shipped_folder:
-        _warn_no_shipped_folder(folder)
+    if not folder.is_dir():
+        warn_no_shipped_folder(folder)
     return folder
 
 
-_warned_no_shipped_folder = False
-
-
-def _warn_no_shipped_folder(folder: Path) -> None:
-    global _warned_no_shipped_folder
-    _warned_no_shipped_folder = True
+@functools.cache  # once per folder, not once per network
+def warn_no_shipped_folder(folder: Path) -> None:
     warnings.warn(
         f"No shipped networks at {folder} (metagan_lib is not imported from a checkout of the repository): every "
         "network is trained here. Install it from a clone with `pip install -e .` to load the shipped ones.",

@@ -1,7 +1,6 @@
 """Bad input is a clear error naming the argument or file; interrupted runs stop cleanly."""
 
 import gzip
-import importlib.util
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from metagan_lib import data as D
 from metagan_lib.context import ContextConfig
 from metagan_lib.inversion import LatentInversion
 from metagan_lib.meta import MetaConfig
-from metagan_lib.paths import DATA_ENV_VAR, repo_root
+from metagan_lib.paths import DATA_ENV_VAR
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig, new_run
 from metagan_lib.vae import VAEConfig, VAEFewShot
@@ -451,28 +450,30 @@ def test_a_sampler_on_another_device_than_the_model_is_named_before_training(gly
             checks.same_device("d", torch.device(other), torch.device("cuda", 1), "")
 
 
-def test_a_rewritten_omniglot_image_is_read_again_not_taken_from_the_cache(tmp_path, monkeypatch):
+def write_omniglot_png(path: Path, value: int = 255, size: int = 105) -> None:
+    """A grey PNG (``value``: 255 white paper, 0 solid ink), ``size`` x ``size`` pixels, as Omniglot stores them."""
     import io
 
     from PIL import Image
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), value).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())
+
+
+def test_a_rewritten_omniglot_image_is_read_again_not_taken_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "omniglot" / "omniglot-py"
 
-    def write_png(path: Path, value: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.new("L", (105, 105), value).save(buffer, format="PNG")
-        path.write_bytes(buffer.getvalue())
-
     for name, alphabet in (("images_background", "Latin"), ("images_evaluation", "Greek")):
         for i in range(2):
-            write_png(root / name / alphabet / "character01" / f"000{i}.png", 255)  # white paper: no ink
+            write_omniglot_png(root / name / alphabet / "character01" / f"000{i}.png", 255)  # white paper: no ink
     first = D.load_omniglot(tmp_path / "omniglot", download=False)
     assert first.images[first.labels == 1].max() == 0
     for i in range(2):  # the unseen character's images rewritten in place as solid ink
         path = root / "images_evaluation" / "Greek" / "character01" / f"000{i}.png"
-        write_png(path, 0)
+        write_omniglot_png(path, 0)
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later write, surely
     again = D.load_omniglot(tmp_path / "omniglot", download=False)
     assert again.images[again.labels == 1].min() == 255
@@ -484,26 +485,16 @@ def test_a_rewritten_omniglot_image_is_read_again_not_taken_from_the_cache(tmp_p
 
 @pytest.mark.parametrize("case", ["an empty character folder", "images of two sizes"])
 def test_an_incomplete_omniglot_character_is_named_not_stacked_inside_torch(tmp_path, monkeypatch, case):
-    import io
-
-    from PIL import Image
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "omniglot" / "omniglot-py"
 
-    def write_png(path: Path, size: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.new("L", (size, size), 255).save(buffer, format="PNG")
-        path.write_bytes(buffer.getvalue())
-
-    write_png(root / "images_background" / "Latin" / "character01" / "0001.png", 105)
-    write_png(root / "images_evaluation" / "Greek" / "character01" / "0001.png", 105)
+    write_omniglot_png(root / "images_background" / "Latin" / "character01" / "0001.png")
+    write_omniglot_png(root / "images_evaluation" / "Greek" / "character01" / "0001.png")
     if case == "an empty character folder":  # an interrupted extraction
         (root / "images_background" / "Latin" / "character02").mkdir()
         expected = r"Latin/character02 in .* holds no .png image; the copy is incomplete"
     else:
-        write_png(root / "images_background" / "Latin" / "character01" / "0002.png", 64)
+        write_omniglot_png(root / "images_background" / "Latin" / "character01" / "0002.png", size=64)
         expected = r"Latin/character01 in .* holds images of several sizes \(\(64, 64\), \(105, 105\)\)"
     with pytest.raises(D.DatasetError, match=expected):
         D.load_omniglot(tmp_path / "omniglot", download=False)
@@ -542,21 +533,13 @@ def test_options_that_would_be_ignored_or_fail_late_are_refused_up_front(tmp_pat
     assert "--compile has no quick version" in capsys.readouterr().err
     assert report.main(["--update-readme", "--profile", "Smoke"]) == 2  # any case, as elsewhere; then refused
     assert "--profile smoke would replace them" in capsys.readouterr().err
-    spec = importlib.util.spec_from_file_location("validate_context", repo_root() / "tools" / "validate_context.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    blocker = tmp_path / "grids.png"
-    blocker.write_text("a file")
-    with pytest.raises(SystemExit):  # was a FileExistsError after the meta-training
-        tool.main(["--rules", "fomaml", "--samples", str(blocker / "more")])
-    assert f"--samples {blocker / 'more'}: {blocker} is a file" in capsys.readouterr().err
 
 
 def test_a_package_outside_a_checkout_warns_that_it_trains_every_network(tmp_path, monkeypatch):
     from metagan_lib import artifacts, paths
 
     monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)  # as a non-editable install: no artifacts/ beside it
-    monkeypatch.setattr(artifacts, "_warned_no_shipped_folder", False)
+    artifacts.warn_no_shipped_folder.cache_clear()
     with pytest.warns(UserWarning, match=r"No shipped networks at .*: every network is trained here"):
         assert artifacts.shipped_dir() == tmp_path / "artifacts"
     with warnings.catch_warnings():

@@ -506,3 +506,12 @@ def test_build_digits_round_trips_the_shipped_format_and_names_bad_arguments(tmp
     with pytest.raises(SystemExit):
         tool.main([str(source), str(source / "0.json")])
     assert "is a file; give the folder" in capsys.readouterr().err
+
+
+def test_validate_context_refuses_a_samples_path_under_a_file_before_training(tmp_path, capsys):
+    tool = load_tool("validate_context")
+    blocker = tmp_path / "grids.png"
+    blocker.write_text("a file")
+    with pytest.raises(SystemExit):  # was a FileExistsError after the meta-training
+        tool.main(["--rules", "fomaml", "--samples", str(blocker / "more")])
+    assert f"--samples {blocker / 'more'}: {blocker} is a file" in capsys.readouterr().err
