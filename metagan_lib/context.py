@@ -444,7 +444,12 @@ def guide_network(
     scoring network's (``scoring_seed + 1``), so the inner loop never sees the scoring network (cached at ``path``)."""
     seed = scoring_seed + 1
     net = train_or_load_feature_net(path, dataset, steps, seed=seed, width=width, device=device, progress=progress)
-    return net, feature_net_key(dataset, steps, seed, width)
+    return net, guide_network_key(dataset, steps, scoring_seed=scoring_seed, width=width)
+
+
+def guide_network_key(dataset, steps: int, *, scoring_seed: int = 0, width: int = GUIDE_WIDTH) -> dict:
+    """The cache key of :func:`guide_network`'s network (trained from the seed after the scoring network's)."""
+    return feature_net_key(dataset, steps, scoring_seed + 1, width)
 
 
 def guide_features(model: ContextMetaGAN, images: torch.Tensor) -> torch.Tensor:
@@ -1210,11 +1215,10 @@ def train_or_load_context_gan(
             meta_steps, progress=progress, description=description
         )
 
-    key = meta_training_key("context-gan", config, sampler, meta_steps, seed)
-    if warm_start is not None:
-        key["warm_start"] = warm_start[1]
-    if guide is not None:
-        key["guide"] = guide[1]
+    key = context_gan_key(
+        config, sampler, meta_steps, seed,
+        warm_start_key=None if warm_start is None else warm_start[1], guide_key=None if guide is None else guide[1],
+    )  # fmt: skip
     return load_or_build(
         path,
         key,
@@ -1223,3 +1227,22 @@ def train_or_load_context_gan(
         from_payload=lambda payload: _context_gan_from_payload(payload, device),
         device=device,
     )
+
+
+def context_gan_key(
+    config: ContextConfig,
+    sampler,
+    meta_steps: int,
+    seed: int,
+    *,
+    warm_start_key: dict | None = None,
+    guide_key: dict | None = None,
+) -> dict:
+    """The cache key of :func:`train_or_load_context_gan`'s model: :func:`~metagan_lib.artifacts.meta_training_key`,
+    and the keys of the pretrained generator it started from and of its guide network, where it has them."""
+    key = meta_training_key("context-gan", config, sampler, meta_steps, seed)
+    if warm_start_key is not None:
+        key["warm_start"] = warm_start_key
+    if guide_key is not None:
+        key["guide"] = guide_key
+    return key

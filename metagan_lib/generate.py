@@ -1,0 +1,299 @@
+"""Few-shot generation from the command line: K images of a class the network never saw in, new images of it out.
+
+    python -m metagan_lib.generate my_shots/ --out samples.png          # a folder of K images (PNG, JPEG, ...)
+    python -m metagan_lib.generate a.png b.png c.png --out samples.png  # or the files themselves
+    python -m metagan_lib.generate --unseen-class Q --out q.png         # K images of an unseen class of the dataset
+    python -m metagan_lib.generate --list-unseen                        # the names --unseen-class takes
+
+It loads notebook 05's fifth learner for ``--dataset`` (the context meta-GAN meta-trained on the dataset's seen
+classes: shipped in ``artifacts/`` for glyphs; for digits and Omniglot trained by notebook 05 into this machine's cache
+first, or here with ``--train``), adapts its
+context to the shots as notebook 06 tests it (the dataset's chosen steps and, on Omniglot, its sample filter) and
+writes the shots, as the network sees them, above the samples in one PNG; ``--save`` also writes both as ``uint8``
+tensors.
+
+Images are read as the dataset's own were made: grey levels, dark strokes on a light background or light on dark (the
+border decides), then for glyphs and digits cropped to the strokes and centred in a 20-pixel box of a 28x28 canvas
+(:func:`~metagan_lib.images.fit_to_canvas`), for Omniglot padded to a square and shrunk whole, as its 105x105 scans are;
+an image already 28x28 is taken as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import context, methods, profiles
+from .data import DatasetError, ImageDataset, dataset_name, load_dataset
+from .images import IMAGE_SIZE, fit_to_canvas, to_signed, to_uint8
+from .runtime import choose_device
+from .seeds import derive_seed
+from .tasks import TaskSampler
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+LAYOUTS = {"glyphs": "fit", "digits": "fit", "mnist": "fit", "omniglot": "whole"}
+"""How each dataset's images were made from a drawing: ``"fit"`` crops to the strokes and centres them in a 20-pixel
+box (the glyph renderer, MNIST), ``"whole"`` shrinks the whole square drawing (Omniglot's scans)."""
+MIN_CONTRAST = 0.1  # an image whose grey levels span less than this holds no strokes
+
+
+class ShotError(ValueError):
+    """A shot image that cannot be read as a drawing of a class; the message names the file and the fix."""
+
+
+class NotTrainedError(RuntimeError):
+    """No meta-trained network for the dataset here; the message names what to run."""
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """``paths`` with each folder replaced by its image files (sorted by name); refuses a missing path, a file that is
+    not an image and a folder without images."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ShotError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)}); put the K shots there.")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ShotError(f"{path} does not exist; give image files or a folder of them.")
+    return files
+
+
+def read_gray(path: Path) -> torch.Tensor:
+    """The image at ``path`` as grey levels ``[H, W]`` in [0, 1] (transparent pixels count as the background: white)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                image = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
+            gray = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32).copy())
+    except (UnidentifiedImageError, OSError) as error:
+        raise ShotError(f"{path} cannot be read as an image ({error}); give PNG, JPEG or another format Pillow opens.")
+    return gray / 255.0
+
+
+def ink_of(gray: torch.Tensor, what: str = "image") -> torch.Tensor:
+    """Grey levels ``[H, W]`` -> ink in [0, 1] (strokes 1, background 0): inverted when the border, the background,
+    is lighter than mid-grey (dark strokes on paper); then rescaled so that the background (the border's median) is 0
+    and full ink stays 1."""
+    if gray.max() - gray.min() < MIN_CONTRAST:
+        raise ShotError(
+            f"{what} is one flat grey level (range {float(gray.max() - gray.min()):.3f}): no strokes to learn from; "
+            "give a drawing of the character, dark on light or light on dark."
+        )
+    border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    ink = 1.0 - gray if border.median() > 0.5 else gray
+    background = torch.cat([ink[0], ink[-1], ink[:, 0], ink[:, -1]]).median()
+    return ((ink - background) / (1.0 - background)).clamp(0.0, 1.0)
+
+
+def to_canvas(ink: torch.Tensor, layout: str) -> torch.Tensor:
+    """Ink ``[H, W]`` -> ``uint8`` ``[1, 28, 28]`` laid out as the dataset's images are (:data:`LAYOUTS`); ink already
+    28x28 is taken as it is (an image of the dataset's own format reads back unchanged)."""
+    if tuple(ink.shape) == (IMAGE_SIZE, IMAGE_SIZE):
+        return to_uint8(ink)[None]
+    if layout == "fit":
+        return to_uint8(fit_to_canvas(ink))[None]
+    if layout != "whole":
+        raise ValueError(f"Unknown layout {layout!r}; choose one of {', '.join(sorted(set(LAYOUTS.values())))}.")
+    height, width = ink.shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    square = F.pad(ink, (left, side - width - left, top, side - height - top))  # background ink 0
+    return to_uint8(F.interpolate(square[None, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="area")[0])
+
+
+def read_shots(paths: list[Path], dataset: str) -> torch.Tensor:
+    """The shot images at ``paths`` (files or folders) as the dataset's images: ``uint8`` ``[K, 1, 28, 28]``."""
+    layout = LAYOUTS[dataset_name(dataset)]
+    files = image_files(paths)
+    return torch.stack([to_canvas(ink_of(read_gray(f), str(f)), layout) for f in files])
+
+
+def unseen_class(data: ImageDataset, name: str) -> int:
+    """The index of the unseen class called ``name``: its whole name (``"U+0051 Q"``), the part after the code
+    (``"Q"``) or the code (``"U+0051"``); refuses a seen class and a name no unseen class has."""
+    unseen = data.unseen_classes.tolist()
+    matches = [c for c in unseen if name in (data.class_names[c], *data.class_names[c].split(" ", 1))]
+    if len(matches) == 1:
+        return matches[0]
+    if any(name == data.class_names[c] for c in data.seen_classes.tolist()):
+        raise ShotError(
+            f"{name!r} is one of {data.name}'s seen classes, which the network was meta-trained on; pick an unseen "
+            "one (--list-unseen names them)."
+        )
+    if matches:
+        raise ShotError(f"{name!r} names {len(matches)} unseen classes of {data.name}; give the whole name.")
+    examples = ", ".join(repr(data.class_names[c]) for c in unseen[:5])
+    raise ShotError(f"{data.name} has no unseen class {name!r} (e.g. {examples}; --list-unseen names all).")
+
+
+def class_shots(data: ImageDataset, index: int, shots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class's first ``shots`` images and the rest (held out): ``uint8`` ``[K, 1, 28, 28]``, ``[M, 1, 28, 28]``."""
+    images = data.images[data.labels == index]
+    if not 1 <= shots < len(images):
+        raise ShotError(f"--shots must be between 1 and {len(images) - 1} for this class ({len(images)} images).")
+    return images[:shots], images[shots:]
+
+
+def load_fifth_learner(
+    data: ImageDataset, *, device: torch.device, profile: str = "full", seed: int = 0, train: bool = False
+) -> context.ContextMetaGAN:
+    """Notebook 05's fifth learner for ``data`` (:data:`~metagan_lib.context.CHOSEN_CONTEXT_LEARNER`, and its guide
+    network), from the cache or ``artifacts/`` under the keys notebooks 05-06 train it with; when neither holds it,
+    meta-trained here if ``train``, else :class:`NotTrainedError`."""
+    steps_05, steps_06 = profiles.settings("05", profile), profiles.settings("06", profile)
+    ((name, config),) = context.chosen_context_configs(tasks=steps_06.tasks, shots=steps_06.shots).items()
+    seen = TaskSampler(data, data.seen_classes, device=device, seed=seed)
+    guide_path = profiles.artifact_path(profile, data.name, seed, "05_guide_net")
+    path = profiles.artifact_path(profile, data.name, seed, "05_" + name.replace(" ", "_").lower())  # as 05-06 name it
+    guide_key = context.guide_network_key(data, steps_05.guide_steps, scoring_seed=seed)
+    key = context.context_gan_key(config, seen, steps_05.chosen_context_steps, seed, guide_key=guide_key)
+    from .artifacts import is_current
+
+    if not train and not (is_current(guide_path, guide_key) and is_current(path, key)):
+        raise NotTrainedError(
+            f"No meta-trained {name} for {data.name} ({profile} profile) in artifacts/ or this machine's cache. Run "
+            f"notebook 05 on it first (python -m metagan_lib.reproduce --profile {profile} --dataset {data.name} "
+            "--only 05), or add --train to meta-train it here (tens of minutes on a 2-core CPU; cached afterwards)."
+        )
+    guide = context.guide_network(guide_path, data, steps_05.guide_steps, scoring_seed=seed, device=device)
+    return context.train_or_load_context_gan(
+        path, config, seen, steps_05.chosen_context_steps, seed=seed, device=device, description=name, guide=guide
+    )
+
+
+def generate_from_shots(
+    model: context.ContextMetaGAN, dataset: str, shots: torch.Tensor, n: int, seed: int = 0
+) -> tuple[torch.Tensor, float]:
+    """``n`` images ``[n, 1, 28, 28]`` in [-1, 1] of the class of ``shots`` (``uint8`` ``[K, 1, 28, 28]``), the fifth
+    learner adapted as notebook 06 tests it on ``dataset`` (:func:`~metagan_lib.methods.context_method`); and the share
+    of samples whose adaptation diverged (drawn blank)."""
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n (images to generate) must be a positive integer, got {n!r}.")
+    method = methods.context_method(context.CHOSEN_CONTEXT_LEARNER, model, dataset_name(dataset))
+    support = to_signed(shots)[None].to(model.device)  # one class: [1, K, 1, 28, 28]
+    images = methods.generate(method, support, support, n, None, derive_seed(seed, "generate from shots"))
+    images, diverged = methods.replace_diverged(images)
+    return images[0], diverged
+
+
+def adaptation_summary(model: context.ContextMetaGAN, dataset: str) -> str:
+    """How the fifth learner adapts on ``dataset``, in words (its test steps and sample filter)."""
+    method = methods.context_method(context.CHOSEN_CONTEXT_LEARNER, model, dataset_name(dataset))
+    kept = context.chosen_test_filter(model.config, dataset_name(dataset))
+    filtered = "" if kept is None else f", {kept.oversample}x the samples drawn and 1 in {kept.oversample} kept"
+    return f"{method.steps} context steps{filtered}"
+
+
+def save_grid(
+    path: Path, shots: torch.Tensor, samples: torch.Tensor, title: str, held_out: torch.Tensor | None = None
+) -> Path:
+    """One PNG: the shots (as the network sees them), the samples, and held-out real images of the class if given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plotting import save_figure, show_grid
+
+    per_row = 10
+    panels = [("the shots, as the network sees them", to_signed(shots)), ("generated", samples.cpu())]
+    if held_out is not None:
+        panels.append(("real images of the class the network was not shown", to_signed(held_out[:per_row])))
+    rows = [(len(images) + per_row - 1) // per_row for _, images in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(per_row * 0.6, sum(rows) * 0.6 + 0.5 * len(panels) + 0.4),
+                             gridspec_kw={"height_ratios": rows}, squeeze=False)  # fmt: skip
+    for ax, (label, images) in zip(axes[:, 0], panels):
+        show_grid(images, nrow=per_row, title=label, ax=ax)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return save_figure(fig, path.parent, path.stem)
+    finally:
+        plt.close(fig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m metagan_lib.generate", allow_abbrev=False,
+        description="Generate new images of a class from K images of it, with the fifth learner meta-trained on the "
+        "dataset's seen classes (notebooks 05-06).",
+    )  # fmt: skip
+    parser.add_argument("images", nargs="*", type=Path, help="the shots: image files, or folders of them")
+    parser.add_argument("--unseen-class", metavar="NAME", help="take the shots from this unseen class of the dataset")
+    parser.add_argument("--list-unseen", action="store_true", help="print the dataset's unseen classes and stop")
+    parser.add_argument("--shots", type=int, default=5, help="with --unseen-class: how many of its images (default 5)")
+    parser.add_argument("--dataset", default="glyphs", help="whose network: glyphs (default), digits, omniglot, mnist")
+    parser.add_argument("--n", type=int, default=20, help="images to generate (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="the sampling seed (default 0)")
+    parser.add_argument("--out", type=Path, default=Path("generated.png"), help="the PNG to write (generated.png)")
+    parser.add_argument("--save", type=Path, help="also write the shots and samples as uint8 tensors to this .pt file")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--train", action="store_true", help="meta-train the network here if none is shipped or cached")
+    return parser
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.list_unseen:
+        return
+    if bool(args.images) == bool(args.unseen_class):
+        parser.error("give the shots as image files or folders, or --unseen-class NAME (one of the two)")
+    if args.n < 1:
+        parser.error(f"--n must be at least 1, got {args.n}")
+    if args.out.suffix.lower() != ".png" or args.out.is_dir():
+        parser.error(f"--out {args.out}: give a .png file name")
+    if args.save is not None and (args.save.suffix != ".pt" or args.save.is_dir()):
+        parser.error(f"--save {args.save}: give a .pt file name")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_arguments(parser, args)
+    try:
+        device = choose_device(args.device)
+        data = load_dataset(args.dataset)
+        if args.list_unseen:
+            print("\n".join(data.class_names[c] for c in data.unseen_classes.tolist()))
+            return 0
+        held_out = None
+        if args.unseen_class:
+            shots, held_out = class_shots(data, unseen_class(data, args.unseen_class), args.shots)
+        else:
+            shots = read_shots(args.images, data.name)
+        model = load_fifth_learner(data, device=device, train=args.train)
+    except (ShotError, NotTrainedError, DatasetError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    samples, diverged = generate_from_shots(model, data.name, shots, args.n, args.seed)
+    what = args.unseen_class or f"{len(shots)} images"
+    title = f"{data.name}, {what}: {args.n} samples of the {context.CHOSEN_CONTEXT_LEARNER} meta-learner"
+    save_grid(args.out, shots, samples, title, held_out)
+    print(
+        f"adapted {context.CHOSEN_CONTEXT_LEARNER} ({data.name}) to {len(shots)} shots: "
+        f"{adaptation_summary(model, data.name)}; wrote {args.n} samples to {args.out}"
+        + (f" ({diverged:.0%} diverged, drawn blank)" if diverged else "")
+    )
+    if args.save is not None:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        samples_uint8 = to_uint8(samples.add(1).div(2)).cpu()
+        torch.save({"dataset": data.name, "shots": shots, "samples": samples_uint8, "seed": args.seed}, args.save)
+        print(f"wrote the shots and samples (uint8, [K or n, 1, 28, 28]) to {args.save}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""python -m metagan_lib.generate: shots read as the dataset's images are made, the shipped fifth learner loaded under
+the notebooks' keys, samples of the shown class, and a clear error for each bad input."""
+
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from metagan_lib import context, data, evaluation, profiles
+from metagan_lib import generate as G
+from metagan_lib.data import load_dataset
+from metagan_lib.images import to_uint8
+
+
+@pytest.fixture(scope="module")
+def glyphs():
+    return load_dataset("glyphs")
+
+
+@pytest.fixture(scope="module")
+def fifth_learner(glyphs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shipped file loads under the key the notebooks trained it with: no warning
+        return G.load_fifth_learner(glyphs, device=torch.device("cpu"))
+
+
+def _write_png(path, pixels, mode="L"):
+    Image.fromarray(pixels.numpy(), mode=mode).save(path)
+    return path
+
+
+def test_a_dataset_image_written_to_png_reads_back_unchanged_in_either_polarity(glyphs, tmp_path):
+    images = glyphs.images[glyphs.labels == glyphs.unseen_classes[0]][:3]  # [3, 1, 28, 28], strokes 255 on 0
+    light = [_write_png(tmp_path / f"light{i}.png", image[0]) for i, image in enumerate(images)]
+    dark = [_write_png(tmp_path / f"dark{i}.png", 255 - image[0]) for i, image in enumerate(images)]  # ink on paper
+    assert torch.equal(G.read_shots(light, "glyphs"), images)
+    assert torch.equal(G.read_shots(dark, "glyphs"), images)
+    assert torch.equal(G.read_shots([tmp_path], "glyphs"), torch.cat([images, images]))  # a folder: its files, sorted
+
+
+def test_a_larger_drawing_is_cropped_and_centred_as_the_glyphs_are(tmp_path):
+    paper = torch.full((90, 60), 255, dtype=torch.uint8)
+    paper[10:70, 20:30] = 0  # a dark bar, 60 x 10, off centre, on white paper
+    shot = G.read_shots([_write_png(tmp_path / "bar.png", paper)], "glyphs")[0, 0]
+    rows, cols = torch.nonzero(shot > 127, as_tuple=True)
+    assert rows.max() - rows.min() + 1 == 20 and 3 <= cols.max() - cols.min() + 1 <= 4  # longer side in a 20-px box
+    assert (rows.min() + rows.max()) / 2 == pytest.approx(13.5, abs=0.5)  # centred on the 28x28 canvas
+    assert (cols.min() + cols.max()) / 2 == pytest.approx(13.5, abs=1.0)
+
+
+def test_transparent_pixels_count_as_the_background(tmp_path):
+    rgba = torch.zeros(28, 28, 4, dtype=torch.uint8)  # transparent black everywhere ...
+    rgba[8:20, 12:16] = torch.tensor([0, 0, 0, 255], dtype=torch.uint8)  # ... but an opaque black stroke
+    shot = G.read_shots([_write_png(tmp_path / "stroke.png", rgba, "RGBA")], "glyphs")[0, 0]
+    assert shot.max() == 255 and shot[0, 0] == 0  # the stroke is ink, the transparent paper background
+
+
+def test_omniglot_shots_are_shrunk_whole_as_its_scans_are(tmp_path):
+    scan = torch.full((105, 105), 255, dtype=torch.uint8)
+    scan[20:80, 40:47] = 0  # a black stroke on white, as Omniglot's PNGs
+    path = _write_png(tmp_path / "scan.png", scan)
+    expected = to_uint8(data._omniglot_resize([data._omniglot_png_to_ink(path.read_bytes())]))
+    assert torch.equal(G.read_shots([path], "omniglot"), expected)
+
+
+def test_the_shipped_fifth_learner_draws_the_class_it_is_shown(glyphs, fifth_learner):
+    net = evaluation.train_or_load_feature_net(
+        profiles.artifact_path("full", "glyphs", 0, "06_feature_net"), glyphs, 2000, progress=False
+    )  # notebook 06's scoring network, shipped
+    classes = glyphs.unseen_classes[:5].tolist()
+    features, prototypes = [], []
+    for index in classes:
+        shots, held_out = G.class_shots(glyphs, index, 5)
+        samples, diverged = G.generate_from_shots(fifth_learner, "glyphs", shots, 10, seed=0)
+        assert samples.shape == (10, 1, 28, 28) and diverged == 0.0
+        features.append(evaluation.embed(net, samples))
+        prototypes.append(evaluation.embed(net, held_out).mean(0))
+    labels = torch.arange(len(classes)).repeat_interleave(10)
+    fidelity = evaluation.class_fidelity(torch.cat(features), labels, torch.stack(prototypes))
+    assert fidelity >= 0.6  # 5-way, chance 0.2; notebook 06 measures 0.865 at 20-way
+
+
+def test_the_command_writes_the_grid_and_tensors_and_repeats_with_its_seed(glyphs, tmp_path, capsys):
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        argv = ["--unseen-class", "Q", "--n", "12", "--seed", str(seed), "--out", str(tmp_path / f"{name}.png")]
+        assert G.main([*argv, "--save", str(tmp_path / f"{name}.pt")]) == 0
+        runs.append(torch.load(tmp_path / f"{name}.pt"))
+        assert Image.open(tmp_path / f"{name}.png").size[0] > 300
+    assert "5 context steps; wrote 12 samples" in capsys.readouterr().out
+    assert runs[0]["samples"].shape == (12, 1, 28, 28) and runs[0]["samples"].dtype == torch.uint8
+    assert torch.equal(runs[0]["samples"], runs[1]["samples"]) and not torch.equal(
+        runs[0]["samples"], runs[2]["samples"]
+    )
+    assert torch.equal(runs[0]["shots"], G.class_shots(glyphs, G.unseen_class(glyphs, "Q"), 5)[0])
+
+
+def test_image_files_give_the_same_samples_as_the_same_images_taken_from_the_dataset(glyphs, tmp_path):
+    index = G.unseen_class(glyphs, "Q")
+    shots, _ = G.class_shots(glyphs, index, 5)
+    for i, shot in enumerate(shots):
+        _write_png(tmp_path / f"shot{i}.png", 255 - shot[0])  # as a user would draw them: dark on white
+    from_files, from_class = tmp_path / "files.pt", tmp_path / "class.pt"
+    assert G.main([str(tmp_path), "--out", str(tmp_path / "f.png"), "--save", str(from_files)]) == 0
+    assert G.main(["--unseen-class", "U+0051 Q", "--out", str(tmp_path / "c.png"), "--save", str(from_class)]) == 0
+    assert torch.equal(torch.load(from_files)["shots"], shots)
+    assert torch.equal(torch.load(from_files)["samples"], torch.load(from_class)["samples"])
+
+
+def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_asked(glyphs, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(
+        G.NotTrainedError, match=r"reproduce --profile smoke --dataset glyphs --only 05\), or add --train"
+    ):
+        G.load_fifth_learner(glyphs, device=torch.device("cpu"), profile="smoke")  # nothing ships for smoke
+    trained = G.load_fifth_learner(glyphs, device=torch.device("cpu"), profile="smoke", train=True)
+    loaded = G.load_fifth_learner(glyphs, device=torch.device("cpu"), profile="smoke")  # now cached: no error
+    assert all(torch.equal(trained.meta_params[k], loaded.meta_params[k]) for k in trained.meta_params)
+    assert isinstance(trained, context.ContextMetaGAN)
+    shots, _ = G.class_shots(glyphs, G.unseen_class(glyphs, "Q"), 5)
+    filtered, _ = G.generate_from_shots(trained, "omniglot", shots, 3)  # Omniglot's test setting: its sample filter
+    assert filtered.shape == (3, 1, 28, 28) and context.chosen_test_filter(trained.config, "omniglot") is not None
+    assert "40 context steps, 4x the samples drawn and 1 in 4 kept" == G.adaptation_summary(trained, "omniglot")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give the shots as image files or folders, or --unseen-class NAME"),
+        (["x.png", "--unseen-class", "Q"], "give the shots as image files or folders, or --unseen-class NAME"),
+        (["--unseen-class", "Q", "--n", "0"], "--n must be at least 1, got 0"),
+        (["--unseen-class", "Q", "--out", "q.jpg"], "--out q.jpg: give a .png file name"),
+        (["--unseen-class", "Q", "--save", "q.npz"], "--save q.npz: give a .pt file name"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        G.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def _error_of(argv, capsys) -> str:
+    assert G.main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_bad_shots_get_one_line_naming_the_file_and_the_fix(tmp_path, capsys):
+    missing = tmp_path / "missing.png"
+    assert f"error: {missing} does not exist; give image files or a folder" in _error_of([str(missing)], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "holds no image files" in _error_of([str(tmp_path / "empty")], capsys)
+    (tmp_path / "notes.png").write_text("not an image")
+    assert "notes.png cannot be read as an image" in _error_of([str(tmp_path / "notes.png")], capsys)
+    flat = _write_png(tmp_path / "flat.png", torch.full((28, 28), 200, dtype=torch.uint8))
+    assert "flat.png is one flat grey level" in _error_of([str(flat)], capsys)
+
+
+def test_class_names_are_checked_against_the_unseen_classes(glyphs, capsys):
+    seen_name = glyphs.class_names[glyphs.seen_classes[0]]
+    assert "is one of glyphs's seen classes" in _error_of(["--unseen-class", seen_name], capsys)
+    assert "glyphs has no unseen class 'no such class'" in _error_of(["--unseen-class", "no such class"], capsys)
+    assert "--shots must be between 1 and 19" in _error_of(["--unseen-class", "Q", "--shots", "20"], capsys)
+    assert G.main(["--list-unseen"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed == [glyphs.class_names[c] for c in glyphs.unseen_classes.tolist()] and "U+0051 Q" in listed
+
+
+def test_an_unknown_dataset_is_named(capsys):
+    assert "Unknown dataset 'fonts'" in _error_of(["--unseen-class", "Q", "--dataset", "fonts"], capsys)
