@@ -67,44 +67,76 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def read_gray(path: Path) -> torch.Tensor:
-    """The image at ``path`` as grey levels ``[H, W]`` in [0, 1] (transparent pixels count as the background: white)."""
-    from PIL import Image, UnidentifiedImageError
+def read_image(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The image at ``path``, turned upright by its EXIF orientation, as grey levels ``[H, W]`` in [0, 1], and its
+    opacity ``[H, W]`` in [0, 1] when it has an alpha channel (else ``None``)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            image.load()
+            image = ImageOps.exif_transpose(image)
+            alpha = None
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 image = image.convert("RGBA")
-                image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
-            gray = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32).copy())
+                alpha = torch.from_numpy(np.asarray(image.getchannel("A"), dtype=np.float32).copy()) / 255.0
+            gray = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32).copy()) / 255.0
     except (UnidentifiedImageError, OSError) as error:
         raise ShotError(f"{path} cannot be read as an image ({error}); give PNG, JPEG or another format Pillow opens.")
-    return gray / 255.0
+    return gray, alpha
 
 
-def ink_of(gray: torch.Tensor, what: str = "image") -> torch.Tensor:
-    """Grey levels ``[H, W]`` -> ink in [0, 1] (strokes 1, background 0): inverted when the border, the background,
-    is lighter than mid-grey (dark strokes on paper); then rescaled so that the background (the border's median) is 0
-    and full ink stays 1."""
-    if gray.max() - gray.min() < MIN_CONTRAST:
-        raise ShotError(
-            f"{what} is one flat grey level (range {float(gray.max() - gray.min()):.3f}): no strokes to learn from; "
-            "give a drawing of the character, dark on light or light on dark."
-        )
-    border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    ink = 1.0 - gray if border.median() > 0.5 else gray
-    background = torch.cat([ink[0], ink[-1], ink[:, 0], ink[:, -1]]).median()
-    return ((ink - background) / (1.0 - background)).clamp(0.0, 1.0)
+def _border(image: torch.Tensor) -> torch.Tensor:
+    return torch.cat([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def ink_of(gray: torch.Tensor, alpha: torch.Tensor | None = None, what: str = "image") -> torch.Tensor:
+    """Grey levels (and opacity) ``[H, W]`` -> ink in [0, 1], strokes 1 and background 0.
+
+    With an alpha channel that varies, the opaque pixels are the strokes, whatever their colour. Otherwise the grey
+    levels are inverted when the border, the background, is lighter than mid-grey (dark strokes on paper), and
+    rescaled so that the background (the border's median) is 0 and full ink stays 1. Then the background's noise (4
+    standard deviations of the border's, from its median absolute deviation) is taken off the same way: a clean image,
+    whose border is mostly blank, is unchanged."""
+    if alpha is not None and alpha.max() - alpha.min() >= MIN_CONTRAST:
+        ink = alpha
+    else:
+        if gray.max() - gray.min() < MIN_CONTRAST:
+            raise ShotError(
+                f"{what} is one flat grey level (range {float(gray.max() - gray.min()):.3f}): no strokes to learn "
+                "from; give a drawing of the character, dark on light or light on dark."
+            )
+        ink = 1.0 - gray if _border(gray).median() > 0.5 else gray
+        background = _border(ink).median()
+        ink = (ink - background) / (1.0 - background)  # unclamped: the border's noise keeps both its sides
+    border = _border(ink)
+    noise = 4 * 1.4826 * (border - border.median()).abs().median()  # 4 standard deviations, robustly (MAD)
+    if noise >= 0.8:
+        raise ShotError(f"{what}: its border is covered in strokes or noise; crop it so the character has a margin.")
+    ink = ((ink - noise) / (1.0 - noise)).clamp(0.0, 1.0)
+    if ink.max() < MIN_CONTRAST:
+        raise ShotError(f"{what}: no strokes stand out from its background's noise; give a cleaner drawing.")
+    return ink
+
+
+def _strokes_box(ink: torch.Tensor) -> torch.Tensor:
+    """``ink`` cropped to the pixels above half its maximum, with a margin of 3% of its size (at least 1 pixel)."""
+    rows = torch.nonzero(ink.amax(dim=1) > 0.5 * ink.max()).flatten()
+    cols = torch.nonzero(ink.amax(dim=0) > 0.5 * ink.max()).flatten()
+    margin = max(1, round(0.03 * max(ink.shape)))
+    top, left = max(0, int(rows[0]) - margin), max(0, int(cols[0]) - margin)
+    return ink[top : int(rows[-1]) + margin + 1, left : int(cols[-1]) + margin + 1]
 
 
 def to_canvas(ink: torch.Tensor, layout: str) -> torch.Tensor:
     """Ink ``[H, W]`` -> ``uint8`` ``[1, 28, 28]`` laid out as the dataset's images are (:data:`LAYOUTS`); ink already
-    28x28 is taken as it is (an image of the dataset's own format reads back unchanged)."""
+    28x28 is taken as it is (an image of the dataset's own format reads back unchanged). ``"fit"`` crops to the strokes
+    (:func:`_strokes_box`, so that faint specks do not widen the crop) and rescales the result so its darkest stroke
+    is full ink (thin strokes stay visible once shrunk)."""
     if tuple(ink.shape) == (IMAGE_SIZE, IMAGE_SIZE):
         return to_uint8(ink)[None]
     if layout == "fit":
-        return to_uint8(fit_to_canvas(ink))[None]
+        canvas = fit_to_canvas(_strokes_box(ink))
+        return to_uint8(canvas / canvas.max())[None]
     if layout != "whole":
         raise ValueError(f"Unknown layout {layout!r}; choose one of {', '.join(sorted(set(LAYOUTS.values())))}.")
     height, width = ink.shape
@@ -118,24 +150,26 @@ def read_shots(paths: list[Path], dataset: str) -> torch.Tensor:
     """The shot images at ``paths`` (files or folders) as the dataset's images: ``uint8`` ``[K, 1, 28, 28]``."""
     layout = LAYOUTS[dataset_name(dataset)]
     files = image_files(paths)
-    return torch.stack([to_canvas(ink_of(read_gray(f), str(f)), layout) for f in files])
+    return torch.stack([to_canvas(ink_of(*read_image(f), what=str(f)), layout) for f in files])
 
 
 def unseen_class(data: ImageDataset, name: str) -> int:
     """The index of the unseen class called ``name``: its whole name (``"U+0051 Q"``), the part after the code
     (``"Q"``) or the code (``"U+0051"``); refuses a seen class and a name no unseen class has."""
-    unseen = data.unseen_classes.tolist()
-    matches = [c for c in unseen if name in (data.class_names[c], *data.class_names[c].split(" ", 1))]
+    named = lambda classes: [
+        c for c in classes.tolist() if name in (data.class_names[c], *data.class_names[c].split(" ", 1))
+    ]
+    matches = named(data.unseen_classes)
     if len(matches) == 1:
         return matches[0]
-    if any(name == data.class_names[c] for c in data.seen_classes.tolist()):
+    if not matches and named(data.seen_classes):
         raise ShotError(
-            f"{name!r} is one of {data.name}'s seen classes, which the network was meta-trained on; pick an unseen "
-            "one (--list-unseen names them)."
+            f"{name!r} is a seen class of {data.name}, one the network was meta-trained on; pick an unseen one "
+            "(--list-unseen names them)."
         )
     if matches:
         raise ShotError(f"{name!r} names {len(matches)} unseen classes of {data.name}; give the whole name.")
-    examples = ", ".join(repr(data.class_names[c]) for c in unseen[:5])
+    examples = ", ".join(repr(data.class_names[c]) for c in data.unseen_classes[:5].tolist())
     raise ShotError(f"{data.name} has no unseen class {name!r} (e.g. {examples}; --list-unseen names all).")
 
 
@@ -226,6 +260,10 @@ def save_grid(
         plt.close(fig)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m metagan_lib.generate", allow_abbrev=False,
@@ -251,11 +289,13 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         return
     if bool(args.images) == bool(args.unseen_class):
         parser.error("give the shots as image files or folders, or --unseen-class NAME (one of the two)")
+    if args.images and args.shots != parser.get_default("shots"):
+        parser.error("--shots picks how many images of --unseen-class to show; with files, K is the number given")
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
-    if args.out.suffix.lower() != ".png" or args.out.is_dir():
-        parser.error(f"--out {args.out}: give a .png file name")
-    if args.save is not None and (args.save.suffix != ".pt" or args.save.is_dir()):
+    if args.out.suffix != ".png" or args.out.is_dir():
+        parser.error(f"--out {args.out}: give a file name ending in .png")
+    if args.save is not None and (args.save.suffix.lower() != ".pt" or args.save.is_dir()):
         parser.error(f"--save {args.save}: give a .pt file name")
 
 
@@ -279,12 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     samples, diverged = generate_from_shots(model, data.name, shots, args.n, args.seed)
-    what = args.unseen_class or f"{len(shots)} images"
-    title = f"{data.name}, {what}: {args.n} samples of the {context.CHOSEN_CONTEXT_LEARNER} meta-learner"
-    save_grid(args.out, shots, samples, title, held_out)
+    what = args.unseen_class or f"{_count(len(shots), 'image')} given"
+    title = f"{data.name}, {what}: {_count(args.n, 'sample')} of the {context.CHOSEN_CONTEXT_LEARNER} meta-learner"
+    written = save_grid(args.out, shots, samples, title, held_out)
     print(
-        f"adapted {context.CHOSEN_CONTEXT_LEARNER} ({data.name}) to {len(shots)} shots: "
-        f"{adaptation_summary(model, data.name)}; wrote {args.n} samples to {args.out}"
+        f"adapted {context.CHOSEN_CONTEXT_LEARNER} ({data.name}) to {_count(len(shots), 'shot')}: "
+        f"{adaptation_summary(model, data.name)}; wrote {_count(args.n, 'sample')} to {written}"
         + (f" ({diverged:.0%} diverged, drawn blank)" if diverged else "")
     )
     if args.save is not None:

@@ -49,11 +49,54 @@ def test_a_larger_drawing_is_cropped_and_centred_as_the_glyphs_are(tmp_path):
     assert (cols.min() + cols.max()) / 2 == pytest.approx(13.5, abs=1.0)
 
 
-def test_transparent_pixels_count_as_the_background(tmp_path):
-    rgba = torch.zeros(28, 28, 4, dtype=torch.uint8)  # transparent black everywhere ...
-    rgba[8:20, 12:16] = torch.tensor([0, 0, 0, 255], dtype=torch.uint8)  # ... but an opaque black stroke
+@pytest.mark.parametrize("colour", [0, 255])
+def test_on_a_transparent_canvas_the_opaque_pixels_are_the_strokes_whatever_their_colour(colour, tmp_path):
+    rgba = torch.zeros(28, 28, 4, dtype=torch.uint8)  # transparent everywhere ...
+    rgba[8:20, 12:16] = torch.tensor([colour, colour, colour, 255], dtype=torch.uint8)  # ... but an opaque stroke
     shot = G.read_shots([_write_png(tmp_path / "stroke.png", rgba, "RGBA")], "glyphs")[0, 0]
-    assert shot.max() == 255 and shot[0, 0] == 0  # the stroke is ink, the transparent paper background
+    assert shot[8:20, 12:16].eq(255).all() and shot.sum() == 255 * 12 * 4
+
+
+def _drawing(size=(200, 200), paper=255, ink=0, width=12):
+    """A dark 'L' on light paper, as a user would draw it: ``[H, W]`` uint8."""
+    image = torch.full(size, paper, dtype=torch.float32)
+    image[40:160, 60 : 60 + width] = ink
+    image[160 - width : 160, 60:140] = ink
+    return image
+
+
+def _fitted_box(shot):
+    rows, cols = torch.nonzero(shot > 64, as_tuple=True)
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def test_a_noisy_background_is_not_taken_for_strokes(tmp_path):
+    clean = G.read_shots([_write_png(tmp_path / "clean.png", _drawing().to(torch.uint8))], "glyphs")[0, 0]
+    noisy_paper = _drawing(paper=150) + 20 * torch.randn(200, 200, generator=torch.Generator().manual_seed(0))
+    noisy = G.read_shots([_write_png(tmp_path / "noisy.png", noisy_paper.clamp(0, 255).to(torch.uint8))], "glyphs")[
+        0, 0
+    ]
+    assert _fitted_box(clean) == (20, 13) and _fitted_box(noisy)[0] == 20  # cropped to the L, not to the noise
+    assert abs(_fitted_box(noisy)[1] - 13) <= 1
+    near_the_l = torch.nn.functional.max_pool2d((clean > 0).float()[None], 3, stride=1, padding=1)[0] > 0
+    assert not (noisy > 64)[~near_the_l].any()  # no visible specks on the canvas
+
+
+def test_thin_strokes_stay_visible_once_shrunk(tmp_path):
+    thin = G.read_shots([_write_png(tmp_path / "thin.png", _drawing(width=1).to(torch.uint8))], "glyphs")[0, 0]
+    assert thin.max() == 255 and _fitted_box(thin)[0] == 20
+
+
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    upright = _drawing().to(torch.uint8)
+    stored = torch.rot90(upright, 1)  # a camera stores the pixels turned and names the turn in EXIF
+    image = Image.fromarray(stored.numpy(), mode="L")
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation 6: turn 90 degrees clockwise to view
+    image.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    shot = G.read_shots([tmp_path / "photo.jpg"], "glyphs")[0, 0]
+    expected = G.read_shots([_write_png(tmp_path / "upright.png", upright)], "glyphs")[0, 0]
+    assert (shot.float() - expected.float()).abs().mean() < 8  # the same L, up to JPEG's loss (turned: ~60)
 
 
 def test_omniglot_shots_are_shrunk_whole_as_its_scans_are(tmp_path):
@@ -130,7 +173,9 @@ def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_ask
         ([], "give the shots as image files or folders, or --unseen-class NAME"),
         (["x.png", "--unseen-class", "Q"], "give the shots as image files or folders, or --unseen-class NAME"),
         (["--unseen-class", "Q", "--n", "0"], "--n must be at least 1, got 0"),
-        (["--unseen-class", "Q", "--out", "q.jpg"], "--out q.jpg: give a .png file name"),
+        (["--unseen-class", "Q", "--out", "q.jpg"], "--out q.jpg: give a file name ending in .png"),
+        (["--unseen-class", "Q", "--out", "q.PNG"], "--out q.PNG: give a file name ending in .png"),
+        (["a.png", "b.png", "--shots", "2"], "--shots picks how many images of --unseen-class to show"),
         (["--unseen-class", "Q", "--save", "q.npz"], "--save q.npz: give a .pt file name"),
     ],
 )
@@ -158,7 +203,8 @@ def test_bad_shots_get_one_line_naming_the_file_and_the_fix(tmp_path, capsys):
 
 def test_class_names_are_checked_against_the_unseen_classes(glyphs, capsys):
     seen_name = glyphs.class_names[glyphs.seen_classes[0]]
-    assert "is one of glyphs's seen classes" in _error_of(["--unseen-class", seen_name], capsys)
+    assert f"{seen_name!r} is a seen class of glyphs" in _error_of(["--unseen-class", seen_name], capsys)
+    assert "'A' is a seen class of glyphs" in _error_of(["--unseen-class", "A"], capsys)  # its short name too
     assert "glyphs has no unseen class 'no such class'" in _error_of(["--unseen-class", "no such class"], capsys)
     assert "--shots must be between 1 and 19" in _error_of(["--unseen-class", "Q", "--shots", "20"], capsys)
     assert G.main(["--list-unseen"]) == 0
