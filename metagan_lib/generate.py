@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import context, methods, profiles
+from .artifacts import is_current
 from .data import DatasetError, ImageDataset, dataset_name, load_dataset
 from .images import IMAGE_SIZE, fit_to_canvas, to_signed, to_uint8
 from .runtime import choose_device
@@ -194,8 +195,6 @@ def load_fifth_learner(
     path = profiles.artifact_path(profile, data.name, seed, "05_" + name.replace(" ", "_").lower())  # as 05-06 name it
     guide_key = context.guide_network_key(data, steps_05.guide_steps, scoring_seed=seed)
     key = context.context_gan_key(config, seen, steps_05.chosen_context_steps, seed, guide_key=guide_key)
-    from .artifacts import is_current
-
     if not train and not (is_current(guide_path, guide_key) and is_current(path, key)):
         raise NotTrainedError(
             f"No meta-trained {name} for {data.name} ({profile} profile) in artifacts/ or this machine's cache. Run "
@@ -235,9 +234,6 @@ def save_grid(
     path: Path, shots: torch.Tensor, samples: torch.Tensor, title: str, held_out: torch.Tensor | None = None
 ) -> Path:
     """One PNG: the shots (as the network sees them), the samples, and held-out real images of the class if given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .plotting import save_figure, show_grid
