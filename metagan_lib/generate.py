@@ -41,6 +41,7 @@ LAYOUTS = {"glyphs": "fit", "digits": "fit", "mnist": "fit", "omniglot": "whole"
 """How each dataset's images were made from a drawing: ``"fit"`` crops to the strokes and centres them in a 20-pixel
 box (the glyph renderer, MNIST), ``"whole"`` shrinks the whole square drawing (Omniglot's scans)."""
 MIN_CONTRAST = 0.1  # an image whose grey levels span less than this holds no strokes
+DEFAULT_SHOTS = 5  # --unseen-class shows this many of the class's images: the K the fifth learner is meta-trained with
 
 
 class ShotError(ValueError):
@@ -269,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="*", type=Path, help="the shots: image files, or folders of them")
     parser.add_argument("--unseen-class", metavar="NAME", help="take the shots from this unseen class of the dataset")
     parser.add_argument("--list-unseen", action="store_true", help="print the dataset's unseen classes and stop")
-    parser.add_argument("--shots", type=int, default=5, help="with --unseen-class: how many of its images (default 5)")
+    parser.add_argument("--shots", type=int, help="with --unseen-class: how many of its images (default 5)")
     parser.add_argument("--dataset", default="glyphs", help="whose network: glyphs (default), digits, omniglot, mnist")
     parser.add_argument("--n", type=int, default=20, help="images to generate (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="the sampling seed (default 0)")
@@ -285,7 +286,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         return
     if bool(args.images) == bool(args.unseen_class):
         parser.error("give the shots as image files or folders, or --unseen-class NAME (one of the two)")
-    if args.images and args.shots != parser.get_default("shots"):
+    if args.images and args.shots is not None:
         parser.error("--shots picks how many images of --unseen-class to show; with files, K is the number given")
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
@@ -307,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         held_out = None
         if args.unseen_class:
-            shots, held_out = class_shots(data, unseen_class(data, args.unseen_class), args.shots)
+            shots, held_out = class_shots(
+                data, unseen_class(data, args.unseen_class), DEFAULT_SHOTS if args.shots is None else args.shots
+            )
         else:
             shots = read_shots(args.images, data.name)
         model = load_fifth_learner(data, device=device, train=args.train)

@@ -176,6 +176,7 @@ def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_ask
         (["--unseen-class", "Q", "--out", "q.jpg"], "--out q.jpg: give a file name ending in .png"),
         (["--unseen-class", "Q", "--out", "q.PNG"], "--out q.PNG: give a file name ending in .png"),
         (["a.png", "b.png", "--shots", "2"], "--shots picks how many images of --unseen-class to show"),
+        (["a.png", "--shots", "5"], "--shots picks how many images of --unseen-class to show"),  # even at its default
         (["--unseen-class", "Q", "--save", "q.npz"], "--save q.npz: give a .pt file name"),
     ],
 )
@@ -207,6 +208,7 @@ def test_class_names_are_checked_against_the_unseen_classes(glyphs, capsys):
     assert "'A' is a seen class of glyphs" in _error_of(["--unseen-class", "A"], capsys)  # its short name too
     assert "glyphs has no unseen class 'no such class'" in _error_of(["--unseen-class", "no such class"], capsys)
     assert "--shots must be between 1 and 19" in _error_of(["--unseen-class", "Q", "--shots", "20"], capsys)
+    assert "--shots must be between 1 and 19" in _error_of(["--unseen-class", "Q", "--shots", "0"], capsys)
     assert G.main(["--list-unseen"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert listed == [glyphs.class_names[c] for c in glyphs.unseen_classes.tolist()] and "U+0051 Q" in listed
