@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import context, methods, profiles
+from . import checks, context, methods, profiles
 from .artifacts import is_current
-from .data import DatasetError, ImageDataset, dataset_name, load_dataset
+from .data import DatasetError, ImageDataset, _omniglot_resize, dataset_name, load_dataset
 from .images import IMAGE_SIZE, fit_to_canvas, to_signed, to_uint8
 from .runtime import choose_device
 from .seeds import derive_seed
@@ -145,7 +145,7 @@ def to_canvas(ink: torch.Tensor, layout: str) -> torch.Tensor:
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
     square = F.pad(ink, (left, side - width - left, top, side - height - top))  # background ink 0
-    return to_uint8(F.interpolate(square[None, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="area")[0])
+    return to_uint8(_omniglot_resize([square])[0])  # Omniglot's own shrink of its 105x105 scans
 
 
 def read_shots(paths: list[Path], dataset: str) -> torch.Tensor:
@@ -214,8 +214,7 @@ def generate_from_shots(
     """``n`` images ``[n, 1, 28, 28]`` in [-1, 1] of the class of ``shots`` (``uint8`` ``[K, 1, 28, 28]``), the fifth
     learner adapted as notebook 06 tests it on ``dataset`` (:func:`~metagan_lib.methods.context_method`); and the share
     of samples whose adaptation diverged (drawn blank)."""
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n (images to generate) must be a positive integer, got {n!r}.")
+    checks.positive_int("n", n)
     method = methods.context_method(context.CHOSEN_CONTEXT_LEARNER, model, dataset_name(dataset))
     support = to_signed(shots)[None].to(model.device)  # one class: [1, K, 1, 28, 28]
     images = methods.generate(method, support, support, n, None, derive_seed(seed, "generate from shots"))

@@ -122,6 +122,8 @@ def test_the_shipped_fifth_learner_draws_the_class_it_is_shown(glyphs, fifth_lea
     labels = torch.arange(len(classes)).repeat_interleave(10)
     fidelity = evaluation.class_fidelity(torch.cat(features), labels, torch.stack(prototypes))
     assert fidelity >= 0.6  # 5-way, chance 0.2; notebook 06 measures 0.865 at 20-way
+    with pytest.raises(ValueError, match=r"n=0 is not accepted: n must be a positive integer"):
+        G.generate_from_shots(fifth_learner, "glyphs", shots, 0)
 
 
 def test_the_command_writes_the_grid_and_tensors_and_repeats_with_its_seed(glyphs, tmp_path, capsys):
