@@ -4,13 +4,15 @@
     python -m metagan_lib.generate a.png b.png c.png --out samples.png  # or the files themselves
     python -m metagan_lib.generate --unseen-class Q --out q.png         # K images of an unseen class of the dataset
     python -m metagan_lib.generate --list-unseen                        # the names --unseen-class takes
+    python -m metagan_lib.generate --unseen-class Q --method fifth-learner latent-inversion  # the baseline beside it
 
 It loads notebook 05's fifth learner for ``--dataset`` (the context meta-GAN meta-trained on the dataset's seen
 classes: shipped in ``artifacts/`` for glyphs; for digits and Omniglot trained by notebook 05 into this machine's cache
 first, or here with ``--train``), adapts its
 context to the shots as notebook 06 tests it (the dataset's chosen steps and, on Omniglot, its sample filter) and
 writes the shots, as the network sees them, above the samples in one PNG; ``--save`` also writes both as ``uint8``
-tensors.
+tensors. ``--method latent-inversion`` draws notebook 06's latent-inversion baseline instead or beside it
+(:func:`load_latent_inversion`: loaded, never trained or tuned here).
 
 Images are read as the dataset's own were made: grey levels, dark strokes on a light background or light on dark (the
 border decides), then for glyphs and digits cropped to the strokes and centred in a 20-pixel box of a 28x28 canvas
@@ -28,13 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checks, context, methods, profiles
-from .artifacts import is_current
+from . import checks, context, evaluation, fewshot, inversion, methods, profiles
+from .artifacts import is_current, read_payload, shipped_path
 from .data import DatasetError, ImageDataset, _omniglot_resize, dataset_name, load_dataset
 from .images import IMAGE_SIZE, fit_to_canvas, to_signed, to_uint8
 from .runtime import choose_device
 from .seeds import derive_seed
 from .tasks import TaskSampler
+from .train import run_key
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LAYOUTS = {"glyphs": "fit", "digits": "fit", "mnist": "fit", "omniglot": "whole"}
@@ -42,6 +45,9 @@ LAYOUTS = {"glyphs": "fit", "digits": "fit", "mnist": "fit", "omniglot": "whole"
 box (the glyph renderer, MNIST), ``"whole"`` shrinks the whole square drawing (Omniglot's scans)."""
 MIN_CONTRAST = 0.1  # an image whose grey levels span less than this holds no strokes
 DEFAULT_SHOTS = 5  # --unseen-class shows this many of the class's images: the K the fifth learner is meta-trained with
+METHODS = ("fifth-learner", "latent-inversion")
+"""What ``--method`` takes: notebook 05's fifth learner (the meta-learner) and notebook 06's latent-inversion baseline
+(the shots inverted into a GAN pretrained on the seen classes, samples drawn around them)."""
 
 
 class ShotError(ValueError):
@@ -208,40 +214,110 @@ def load_fifth_learner(
     )
 
 
+def fifth_learner_method(model: context.ContextMetaGAN, dataset: str) -> methods.Method:
+    """The fifth learner as notebook 06 tests it on ``dataset`` (:func:`~metagan_lib.methods.context_method`: the
+    dataset's chosen test steps and, where validation adopted one, its sample filter)."""
+    return methods.context_method(context.CHOSEN_CONTEXT_LEARNER, model, dataset_name(dataset))
+
+
+def _stored_grids(path: Path) -> list[list[float]]:
+    """The grids of the settings stored at ``path`` and its shipped counterpart (read from their keys; the caller
+    checks the whole key with :func:`~metagan_lib.artifacts.is_current` before trusting one)."""
+    grids = []
+    for file in (path, shipped_path(path)):
+        payload = None if file is None else read_payload(file)
+        try:
+            grids.append([float(value) for value in payload["key"]["settings"]["grid"]])
+        except (TypeError, KeyError, ValueError):  # no file, or not a stored setting
+            continue
+    return grids
+
+
+def load_latent_inversion(
+    data: ImageDataset, *, device: torch.device, profile: str = "full", seed: int = 0
+) -> methods.Method:
+    """Notebook 06's latent-inversion baseline for ``data``: notebook 02's GAN pretrained on the seen classes, the
+    sampling noise notebook 06 chose for it on seen-class tasks, and its Adam steps. Everything is loaded (cache or
+    ``artifacts/``), each file checked against the key notebook 06 made it under; nothing is trained or chosen here:
+    when a file is missing or stale, :class:`NotTrainedError` names the notebook to run."""
+    cfg = profiles.settings("06", profile)
+    gan_path, gan_config = methods.pretrained_gan_job(profile, data.name, seed)
+    net_path = profiles.artifact_path(profile, data.name, seed, "06_feature_net")
+    setting_path = profiles.artifact_path(profile, data.name, seed, "06_setting_inversion_noise")
+    missing = NotTrainedError(
+        f"No latent-inversion setting for {data.name} ({profile} profile) in artifacts/ or this machine's cache: "
+        f"notebook 06 chooses its noise on seen-class tasks. Run it first (python -m metagan_lib.reproduce --profile "
+        f"{profile} --dataset {data.name} --only 06); --train meta-trains the fifth learner only."
+    )
+    seen_images, _ = data.subset(data.seen_classes)
+    net_key = evaluation.feature_net_key(data, cfg.feature_steps, seed)
+    if not (is_current(gan_path, run_key(seen_images, gan_config, seed)) and is_current(net_path, net_key)):
+        raise missing
+    generator = methods.pretrain_on_seen(data, gan_config, gan_path, seed=seed, device=device).sampling_generator
+    net = evaluation.train_or_load_feature_net(net_path, data, cfg.feature_steps, seed=seed, device=device)
+
+    def at_noise(noise: float) -> methods.Method:  # as notebook 06 makes the baseline (the key check holds it to that)
+        model = inversion.LatentInversion(generator, noise)
+        return methods.Method("latent inversion", kind="invert", model=model, steps=cfg.inversion_steps)
+
+    budget = dict(shots=cfg.default_shots, classes=cfg.classes, generated_per_class=cfg.generated_per_class, seed=seed)
+    for grid in _stored_grids(setting_path):
+        key = fewshot.evaluation_key("setting", [at_noise(v) for v in grid], data, [net], {"grid": grid, **budget})
+        if is_current(setting_path, key):
+            noise, _ = fewshot.select_setting_or_load(setting_path, at_noise, data, net, grid, **budget)  # loads it
+            return at_noise(noise)
+    raise missing
+
+
+def load_method(name: str, data: ImageDataset, *, device: torch.device, train: bool = False) -> methods.Method:
+    """The generating method ``name`` (one of :data:`METHODS`) for ``data``, as notebook 06 tests it."""
+    if name == "fifth-learner":
+        return fifth_learner_method(load_fifth_learner(data, device=device, train=train), data.name)
+    if name == "latent-inversion":
+        return load_latent_inversion(data, device=device)
+    raise ValueError(f"Unknown method {name!r}; choose one of {', '.join(METHODS)}.")
+
+
 def generate_from_shots(
-    model: context.ContextMetaGAN, dataset: str, shots: torch.Tensor, n: int, seed: int = 0
+    method: methods.Method, shots: torch.Tensor, n: int, *, device: torch.device, seed: int = 0
 ) -> tuple[torch.Tensor, float]:
-    """``n`` images ``[n, 1, 28, 28]`` in [-1, 1] of the class of ``shots`` (``uint8`` ``[K, 1, 28, 28]``), the fifth
-    learner adapted as notebook 06 tests it on ``dataset`` (:func:`~metagan_lib.methods.context_method`); and the share
-    of samples whose adaptation diverged (drawn blank)."""
+    """``n`` images ``[n, 1, 28, 28]`` in [-1, 1] of the class of ``shots`` (``uint8`` ``[K, 1, 28, 28]``) by
+    ``method`` (:func:`load_method`), and the share of samples whose adaptation diverged (drawn blank). Every method
+    draws from the same seed."""
     checks.positive_int("n", n)
-    method = methods.context_method(context.CHOSEN_CONTEXT_LEARNER, model, dataset_name(dataset))
-    support = to_signed(shots)[None].to(model.device)  # one class: [1, K, 1, 28, 28]
+    support = to_signed(shots)[None].to(device)  # one class: [1, K, 1, 28, 28]
     images = methods.generate(method, support, support, n, None, derive_seed(seed, "generate from shots"))
     images, diverged = methods.replace_diverged(images)
     return images[0], diverged
 
 
-def adaptation_summary(model: context.ContextMetaGAN, dataset: str) -> str:
-    """How the fifth learner adapts on ``dataset``, in words (its test steps and sample filter)."""
-    method = methods.context_method(context.CHOSEN_CONTEXT_LEARNER, model, dataset_name(dataset))
-    kept = context.chosen_test_filter(model.config, dataset_name(dataset))
+def adaptation_summary(method: methods.Method) -> str:
+    """How ``method`` adapts to the shots, in words (its steps, and the fifth learner's sample filter or inversion's
+    noise)."""
+    if method.kind == "invert":
+        noise = method.model.noise_scale
+        return f"{method.steps} Adam steps on each shot's latent, noise {noise:g} around them"
+    kept = method.model if isinstance(method.model, context.SampleSelection) else None
     filtered = "" if kept is None else f", {kept.oversample}x the samples drawn and 1 in {kept.oversample} kept"
     return f"{method.steps} context steps{filtered}"
 
 
 def save_grid(
-    path: Path, shots: torch.Tensor, samples: torch.Tensor, title: str, held_out: torch.Tensor | None = None
+    path: Path, shots: torch.Tensor, samples: dict[str, torch.Tensor], title: str, held_out: torch.Tensor | None = None
 ) -> Path:
-    """One PNG: the shots (as the network sees them), the samples, and held-out real images of the class if given."""
+    """One PNG: the shots (as the networks see them), each method's samples (``{label: [n, 1, 28, 28]}``, a panel
+    each), and held-out real images of the class if given."""
     import matplotlib.pyplot as plt
 
     from .plotting import save_figure, show_grid
 
     per_row = 10
-    panels = [("the shots, as the network sees them", to_signed(shots)), ("generated", samples.cpu())]
+    networks = "the networks" if len(samples) > 1 else "the network"
+    panels = [(f"the shots, as {networks} {'see' if len(samples) > 1 else 'sees'} them", to_signed(shots))]
+    panels += [(label, images.cpu()) for label, images in samples.items()]
     if held_out is not None:
-        panels.append(("real images of the class the network was not shown", to_signed(held_out[:per_row])))
+        panels.append((f"real images of the class {networks} {'were' if len(samples) > 1 else 'was'} not shown",
+                       to_signed(held_out[:per_row])))  # fmt: skip
     rows = [(len(images) + per_row - 1) // per_row for _, images in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(per_row * 0.6, sum(rows) * 0.6 + 0.5 * len(panels) + 0.4),
                              gridspec_kw={"height_ratios": rows}, squeeze=False)  # fmt: skip
@@ -264,12 +340,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m metagan_lib.generate", allow_abbrev=False,
         description="Generate new images of a class from K images of it, with the fifth learner meta-trained on the "
-        "dataset's seen classes (notebooks 05-06).",
+        "dataset's seen classes (notebooks 05-06), or with notebook 06's latent-inversion baseline beside it.",
     )  # fmt: skip
     parser.add_argument("images", nargs="*", type=Path, help="the shots: image files, or folders of them")
     parser.add_argument("--unseen-class", metavar="NAME", help="take the shots from this unseen class of the dataset")
     parser.add_argument("--list-unseen", action="store_true", help="print the dataset's unseen classes and stop")
     parser.add_argument("--shots", type=int, help="with --unseen-class: how many of its images (default 5)")
+    parser.add_argument("--method", nargs="+", choices=METHODS, default=[METHODS[0]], metavar="NAME",
+                        help=f"who generates, one or both: {', '.join(METHODS)} (default {METHODS[0]})")  # fmt: skip
     parser.add_argument("--dataset", default="glyphs", help="whose network: glyphs (default), digits, omniglot, mnist")
     parser.add_argument("--n", type=int, default=20, help="images to generate (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="the sampling seed (default 0)")
@@ -287,12 +365,20 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("give the shots as image files or folders, or --unseen-class NAME (one of the two)")
     if args.images and args.shots is not None:
         parser.error("--shots picks how many images of --unseen-class to show; with files, K is the number given")
+    if len(set(args.method)) < len(args.method):
+        parser.error(f"--method names each method once, got {' '.join(args.method)}")
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
     if args.out.suffix != ".png" or args.out.is_dir():
         parser.error(f"--out {args.out}: give a file name ending in .png")
     if args.save is not None and (args.save.suffix.lower() != ".pt" or args.save.is_dir()):
         parser.error(f"--save {args.save}: give a .pt file name")
+
+
+METHOD_LABELS = {
+    "fifth-learner": f"the fifth learner ({context.CHOSEN_CONTEXT_LEARNER})",
+    "latent-inversion": "latent inversion",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,24 +398,27 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             shots = read_shots(args.images, data.name)
-        model = load_fifth_learner(data, device=device, train=args.train)
+        chosen = {name: load_method(name, data, device=device, train=args.train) for name in args.method}
     except (ShotError, NotTrainedError, DatasetError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    samples, diverged = generate_from_shots(model, data.name, shots, args.n, args.seed)
+    samples = {}
+    for name, method in chosen.items():
+        images, diverged = generate_from_shots(method, shots, args.n, device=device, seed=args.seed)
+        samples[name] = images
+        print(
+            f"{METHOD_LABELS[name]} ({data.name}), {_count(len(shots), 'shot')}: {adaptation_summary(method)}; "
+            f"{_count(args.n, 'sample')}" + (f" ({diverged:.0%} diverged, drawn blank)" if diverged else "")
+        )
     what = args.unseen_class or f"{_count(len(shots), 'image')} given"
-    title = f"{data.name}, {what}: {_count(args.n, 'sample')} of the {context.CHOSEN_CONTEXT_LEARNER} meta-learner"
-    written = save_grid(args.out, shots, samples, title, held_out)
-    print(
-        f"adapted {context.CHOSEN_CONTEXT_LEARNER} ({data.name}) to {_count(len(shots), 'shot')}: "
-        f"{adaptation_summary(model, data.name)}; wrote {_count(args.n, 'sample')} to {written}"
-        + (f" ({diverged:.0%} diverged, drawn blank)" if diverged else "")
-    )
+    panels = {f"{METHOD_LABELS[name]}: {adaptation_summary(chosen[name])}": images for name, images in samples.items()}
+    written = save_grid(args.out, shots, panels, f"{data.name}, {what}: {_count(args.n, 'sample')} each", held_out)
+    print(f"wrote {written}")
     if args.save is not None:
         args.save.parent.mkdir(parents=True, exist_ok=True)
-        samples_uint8 = to_uint8(samples.add(1).div(2)).cpu()
-        torch.save({"dataset": data.name, "shots": shots, "samples": samples_uint8, "seed": args.seed}, args.save)
-        print(f"wrote the shots and samples (uint8, [K or n, 1, 28, 28]) to {args.save}")
+        as_uint8 = {name: to_uint8(images.add(1).div(2)).cpu() for name, images in samples.items()}
+        torch.save({"dataset": data.name, "shots": shots, "samples": as_uint8, "seed": args.seed}, args.save)
+        print(f"wrote the shots and each method's samples (uint8, [K or n, 1, 28, 28]) to {args.save}")
     return 0
 
 

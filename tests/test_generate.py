@@ -1,16 +1,19 @@
 """python -m metagan_lib.generate: shots read as the dataset's images are made, the shipped fifth learner loaded under
 the notebooks' keys, samples of the shown class, and a clear error for each bad input."""
 
+import json
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
 
-from metagan_lib import context, data, evaluation, profiles
+from metagan_lib import context, data, evaluation, paths, profiles
 from metagan_lib import generate as G
+from metagan_lib.artifacts import StaleArtifactWarning, shipped_dir
 from metagan_lib.data import load_dataset
-from metagan_lib.images import to_uint8
+from metagan_lib.images import to_signed, to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,14 @@ def glyphs():
 def fifth_learner(glyphs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the shipped file loads under the key the notebooks trained it with: no warning
-        return G.load_fifth_learner(glyphs, device=torch.device("cpu"))
+        return G.fifth_learner_method(G.load_fifth_learner(glyphs, device=torch.device("cpu")), "glyphs")
+
+
+@pytest.fixture(scope="module")
+def latent_inversion(glyphs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shipped GAN, feature network and setting load under notebook 06's keys
+        return G.load_latent_inversion(glyphs, device=torch.device("cpu"))
 
 
 def _write_png(path, pixels, mode="L"):
@@ -107,7 +117,9 @@ def test_omniglot_shots_are_shrunk_whole_as_its_scans_are(tmp_path):
     assert torch.equal(G.read_shots([path], "omniglot"), expected)
 
 
-def test_the_shipped_fifth_learner_draws_the_class_it_is_shown(glyphs, fifth_learner):
+@pytest.mark.parametrize("method_fixture", ["fifth_learner", "latent_inversion"])
+def test_each_shipped_method_draws_the_class_it_is_shown(glyphs, method_fixture, request):
+    method = request.getfixturevalue(method_fixture)
     net = evaluation.train_or_load_feature_net(
         profiles.artifact_path("full", "glyphs", 0, "06_feature_net"), glyphs, 2000, progress=False
     )  # notebook 06's scoring network, shipped
@@ -115,7 +127,7 @@ def test_the_shipped_fifth_learner_draws_the_class_it_is_shown(glyphs, fifth_lea
     features, prototypes = [], []
     for index in classes:
         shots, held_out = G.class_shots(glyphs, index, 5)
-        samples, diverged = G.generate_from_shots(fifth_learner, "glyphs", shots, 10, seed=0)
+        samples, diverged = G.generate_from_shots(method, shots, 10, device=torch.device("cpu"), seed=0)
         assert samples.shape == (10, 1, 28, 28) and diverged == 0.0
         features.append(evaluation.embed(net, samples))
         prototypes.append(evaluation.embed(net, held_out).mean(0))
@@ -123,7 +135,53 @@ def test_the_shipped_fifth_learner_draws_the_class_it_is_shown(glyphs, fifth_lea
     fidelity = evaluation.class_fidelity(torch.cat(features), labels, torch.stack(prototypes))
     assert fidelity >= 0.6  # 5-way, chance 0.2; notebook 06 measures 0.865 at 20-way
     with pytest.raises(ValueError, match=r"n=0 is not accepted: n must be a positive integer"):
-        G.generate_from_shots(fifth_learner, "glyphs", shots, 0)
+        G.generate_from_shots(method, shots, 0, device=torch.device("cpu"))
+
+
+def test_latent_inversion_is_notebook_06s_baseline_and_draws_around_each_shot(glyphs, latent_inversion):
+    stored = torch.load(shipped_dir() / "full" / "glyphs" / "seed0" / "06_setting_inversion_noise.pt")
+    assert latent_inversion.model.noise_scale == stored["artefact"]["best"]  # the noise 06 chose on seen classes
+    committed = json.loads((paths.repo_root() / "results" / "full" / "few_shot.json").read_text())["methods"]
+    assert committed["latent inversion"] == {"kind": "invert", "role": "baseline", "steps": latent_inversion.steps}
+    assert G.adaptation_summary(latent_inversion) == "200 Adam steps on each shot's latent, noise 0.1 around them"
+    shots, _ = G.class_shots(glyphs, G.unseen_class(glyphs, "Q"), 5)
+    samples, _ = G.generate_from_shots(latent_inversion, shots, 10, device=torch.device("cpu"))
+    distances = torch.cdist(samples.flatten(1), to_signed(shots).flatten(1))  # [10 samples, 5 shots]
+    assert torch.equal(distances.argmin(1), torch.arange(10) % 5)  # sample i is drawn around shot i mod K
+
+
+def test_latent_inversion_is_loaded_only_under_notebook_06s_key(glyphs, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(G.NotTrainedError, match=r"reproduce --profile smoke --dataset glyphs --only 06\); --train"):
+        G.load_latent_inversion(glyphs, device=torch.device("cpu"), profile="smoke")  # nothing ships for smoke
+    settings = profiles.settings
+
+    def other_steps(
+        notebook, profile
+    ):  # as if notebook 06 now ran inversion for 100 steps: the shipped choice is stale
+        found = settings(notebook, profile)
+        return SimpleNamespace(**{**vars(found), "inversion_steps": 100}) if notebook == "06" else found
+
+    monkeypatch.setattr(profiles, "settings", other_steps)
+    with pytest.warns(StaleArtifactWarning), pytest.raises(G.NotTrainedError, match="No latent-inversion setting"):
+        G.load_latent_inversion(glyphs, device=torch.device("cpu"))
+
+
+def test_both_methods_draw_from_the_same_shots_into_one_grid(glyphs, tmp_path, capsys):
+    argv = ["--unseen-class", "Q", "--n", "6", "--out", str(tmp_path / "both.png"), "--save", str(tmp_path / "both.pt")]
+    assert G.main([*argv, "--method", "fifth-learner", "latent-inversion"]) == 0
+    out = capsys.readouterr().out
+    assert "the fifth learner (context Reptile-query) (glyphs), 5 shots: 5 context steps; 6 samples" in out
+    assert "latent inversion (glyphs), 5 shots: 200 Adam steps on each shot's latent, noise 0.1 around them" in out
+    both = torch.load(tmp_path / "both.pt")
+    assert list(both["samples"]) == ["fifth-learner", "latent-inversion"]
+    assert all(samples.shape == (6, 1, 28, 28) for samples in both["samples"].values())
+    one = ["--unseen-class", "Q", "--n", "6", "--out", str(tmp_path / "one.png"), "--save", str(tmp_path / "one.pt")]
+    assert G.main([*one, "--method", "latent-inversion"]) == 0  # a method's samples do not depend on the other's
+    assert torch.equal(
+        torch.load(tmp_path / "one.pt")["samples"]["latent-inversion"], both["samples"]["latent-inversion"]
+    )
+    assert Image.open(tmp_path / "both.png").size[1] > Image.open(tmp_path / "one.png").size[1]  # a panel more
 
 
 def test_the_command_writes_the_grid_and_tensors_and_repeats_with_its_seed(glyphs, tmp_path, capsys):
@@ -133,11 +191,11 @@ def test_the_command_writes_the_grid_and_tensors_and_repeats_with_its_seed(glyph
         assert G.main([*argv, "--save", str(tmp_path / f"{name}.pt")]) == 0
         runs.append(torch.load(tmp_path / f"{name}.pt"))
         assert Image.open(tmp_path / f"{name}.png").size[0] > 300
-    assert "5 context steps; wrote 12 samples" in capsys.readouterr().out
-    assert runs[0]["samples"].shape == (12, 1, 28, 28) and runs[0]["samples"].dtype == torch.uint8
-    assert torch.equal(runs[0]["samples"], runs[1]["samples"]) and not torch.equal(
-        runs[0]["samples"], runs[2]["samples"]
-    )
+    assert "5 shots: 5 context steps; 12 samples" in capsys.readouterr().out
+    samples = [run["samples"]["fifth-learner"] for run in runs]
+    assert list(runs[0]["samples"]) == ["fifth-learner"]
+    assert samples[0].shape == (12, 1, 28, 28) and samples[0].dtype == torch.uint8
+    assert torch.equal(samples[0], samples[1]) and not torch.equal(samples[0], samples[2])
     assert torch.equal(runs[0]["shots"], G.class_shots(glyphs, G.unseen_class(glyphs, "Q"), 5)[0])
 
 
@@ -150,7 +208,9 @@ def test_image_files_give_the_same_samples_as_the_same_images_taken_from_the_dat
     assert G.main([str(tmp_path), "--out", str(tmp_path / "f.png"), "--save", str(from_files)]) == 0
     assert G.main(["--unseen-class", "U+0051 Q", "--out", str(tmp_path / "c.png"), "--save", str(from_class)]) == 0
     assert torch.equal(torch.load(from_files)["shots"], shots)
-    assert torch.equal(torch.load(from_files)["samples"], torch.load(from_class)["samples"])
+    assert torch.equal(
+        torch.load(from_files)["samples"]["fifth-learner"], torch.load(from_class)["samples"]["fifth-learner"]
+    )
 
 
 def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_asked(glyphs, tmp_path, monkeypatch):
@@ -164,9 +224,10 @@ def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_ask
     assert all(torch.equal(trained.meta_params[k], loaded.meta_params[k]) for k in trained.meta_params)
     assert isinstance(trained, context.ContextMetaGAN)
     shots, _ = G.class_shots(glyphs, G.unseen_class(glyphs, "Q"), 5)
-    filtered, _ = G.generate_from_shots(trained, "omniglot", shots, 3)  # Omniglot's test setting: its sample filter
+    omniglot_method = G.fifth_learner_method(trained, "omniglot")  # Omniglot's test setting: its sample filter
+    filtered, _ = G.generate_from_shots(omniglot_method, shots, 3, device=torch.device("cpu"))
     assert filtered.shape == (3, 1, 28, 28) and context.chosen_test_filter(trained.config, "omniglot") is not None
-    assert "40 context steps, 4x the samples drawn and 1 in 4 kept" == G.adaptation_summary(trained, "omniglot")
+    assert "40 context steps, 4x the samples drawn and 1 in 4 kept" == G.adaptation_summary(omniglot_method)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +241,11 @@ def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_ask
         (["a.png", "b.png", "--shots", "2"], "--shots picks how many images of --unseen-class to show"),
         (["a.png", "--shots", "5"], "--shots picks how many images of --unseen-class to show"),  # even at its default
         (["--unseen-class", "Q", "--save", "q.npz"], "--save q.npz: give a .pt file name"),
+        (["--unseen-class", "Q", "--method", "gan"], "argument --method: invalid choice: 'gan'"),
+        (
+            ["--unseen-class", "Q", "--method", "latent-inversion", "latent-inversion"],
+            "--method names each method once",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(argv, message, capsys):
