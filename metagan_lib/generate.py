@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checks, context, evaluation, fewshot, inversion, methods, profiles
-from .artifacts import is_current, read_payload, shipped_path
+from .artifacts import StaleArtifactWarning, is_current, read_payload, shipped_path
 from .data import DatasetError, ImageDataset, _omniglot_resize, dataset_name, load_dataset
 from .images import IMAGE_SIZE, fit_to_canvas, to_signed, to_uint8
 from .runtime import choose_device
@@ -189,6 +190,22 @@ def class_shots(data: ImageDataset, index: int, shots: int) -> tuple[torch.Tenso
     return images[:shots], images[shots:]
 
 
+def _loadable(*files: tuple[Path, dict]) -> tuple[bool, str]:
+    """Whether each ``(path, key)`` holds a current artefact (:func:`~metagan_lib.artifacts.is_current`), and, where
+    a shipped file was made under another key, its warning's words as a sentence for the error (not warned: the
+    warning announces a retraining that this command does not do)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        current = all(is_current(path, key) for path, key in files)
+    stale = []
+    for warning in caught:
+        if issubclass(warning.category, StaleArtifactWarning):
+            stale.append(" " + str(warning.message).replace("; retraining it. ", ". "))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return current, "".join(dict.fromkeys(stale))
+
+
 def load_fifth_learner(
     data: ImageDataset, *, device: torch.device, profile: str = "full", seed: int = 0, train: bool = False
 ) -> context.ContextMetaGAN:
@@ -202,11 +219,13 @@ def load_fifth_learner(
     path = profiles.artifact_path(profile, data.name, seed, "05_" + name.replace(" ", "_").lower())  # as 05-06 name it
     guide_key = context.guide_network_key(data, steps_05.guide_steps, scoring_seed=seed)
     key = context.context_gan_key(config, seen, steps_05.chosen_context_steps, seed, guide_key=guide_key)
-    if not train and not (is_current(guide_path, guide_key) and is_current(path, key)):
+    current, stale = (True, "") if train else _loadable((guide_path, guide_key), (path, key))
+    if not current:
         raise NotTrainedError(
             f"No meta-trained {name} for {data.name} ({profile} profile) in artifacts/ or this machine's cache. Run "
             f"notebook 05 on it first (python -m metagan_lib.reproduce --profile {profile} --dataset {data.name} "
             "--only 05), or add --train to meta-train it here (tens of minutes on a 2-core CPU; cached afterwards)."
+            + stale
         )
     guide = context.guide_network(guide_path, data, steps_05.guide_steps, scoring_seed=seed, device=device)
     return context.train_or_load_context_gan(
@@ -244,15 +263,16 @@ def load_latent_inversion(
     gan_path, gan_config = methods.pretrained_gan_job(profile, data.name, seed)
     net_path = profiles.artifact_path(profile, data.name, seed, "06_feature_net")
     setting_path = profiles.artifact_path(profile, data.name, seed, "06_setting_inversion_noise")
-    missing = NotTrainedError(
+    missing = (
         f"No latent-inversion setting for {data.name} ({profile} profile) in artifacts/ or this machine's cache: "
         f"notebook 06 chooses its noise on seen-class tasks. Run it first (python -m metagan_lib.reproduce --profile "
-        f"{profile} --dataset {data.name} --only 06); --train meta-trains the fifth learner only."
+        f"{profile} --dataset {data.name} --only 06)."
     )
     seen_images, _ = data.subset(data.seen_classes)
     net_key = evaluation.feature_net_key(data, cfg.feature_steps, seed)
-    if not (is_current(gan_path, run_key(seen_images, gan_config, seed)) and is_current(net_path, net_key)):
-        raise missing
+    current, stale = _loadable((gan_path, run_key(seen_images, gan_config, seed)), (net_path, net_key))
+    if not current:
+        raise NotTrainedError(missing + stale)
     generator = methods.pretrain_on_seen(data, gan_config, gan_path, seed=seed, device=device).sampling_generator
     net = evaluation.train_or_load_feature_net(net_path, data, cfg.feature_steps, seed=seed, device=device)
 
@@ -261,12 +281,14 @@ def load_latent_inversion(
         return methods.Method("latent inversion", kind="invert", model=model, steps=cfg.inversion_steps)
 
     budget = dict(shots=cfg.default_shots, classes=cfg.classes, generated_per_class=cfg.generated_per_class, seed=seed)
+    stale = ""
     for grid in _stored_grids(setting_path):
         key = fewshot.evaluation_key("setting", [at_noise(v) for v in grid], data, [net], {"grid": grid, **budget})
-        if is_current(setting_path, key):
+        current, stale = _loadable((setting_path, key))
+        if current:
             noise, _ = fewshot.select_setting_or_load(setting_path, at_noise, data, net, grid, **budget)  # loads it
             return at_noise(noise)
-    raise missing
+    raise NotTrainedError(missing + stale)
 
 
 def load_method(name: str, data: ImageDataset, *, device: torch.device, train: bool = False) -> methods.Method:
@@ -365,6 +387,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("give the shots as image files or folders, or --unseen-class NAME (one of the two)")
     if args.images and args.shots is not None:
         parser.error("--shots picks how many images of --unseen-class to show; with files, K is the number given")
+    if args.train and "fifth-learner" not in args.method:
+        parser.error("--train meta-trains the fifth learner; latent inversion is only loaded (notebook 06 makes it)")
     if len(set(args.method)) < len(args.method):
         parser.error(f"--method names each method once, got {' '.join(args.method)}")
     if args.n < 1:

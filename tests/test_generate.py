@@ -11,7 +11,7 @@ from PIL import Image
 
 from metagan_lib import context, data, evaluation, paths, profiles
 from metagan_lib import generate as G
-from metagan_lib.artifacts import StaleArtifactWarning, shipped_dir
+from metagan_lib.artifacts import shipped_dir
 from metagan_lib.data import load_dataset
 from metagan_lib.images import to_signed, to_uint8
 
@@ -152,7 +152,7 @@ def test_latent_inversion_is_notebook_06s_baseline_and_draws_around_each_shot(gl
 
 def test_latent_inversion_is_loaded_only_under_notebook_06s_key(glyphs, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
-    with pytest.raises(G.NotTrainedError, match=r"reproduce --profile smoke --dataset glyphs --only 06\); --train"):
+    with pytest.raises(G.NotTrainedError, match=r"reproduce --profile smoke --dataset glyphs --only 06\)\.$"):
         G.load_latent_inversion(glyphs, device=torch.device("cpu"), profile="smoke")  # nothing ships for smoke
     settings = profiles.settings
 
@@ -163,8 +163,12 @@ def test_latent_inversion_is_loaded_only_under_notebook_06s_key(glyphs, tmp_path
         return SimpleNamespace(**{**vars(found), "inversion_steps": 100}) if notebook == "06" else found
 
     monkeypatch.setattr(profiles, "settings", other_steps)
-    with pytest.warns(StaleArtifactWarning), pytest.raises(G.NotTrainedError, match="No latent-inversion setting"):
-        G.load_latent_inversion(glyphs, device=torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning announces a retraining that does not happen: the error says it
+        with pytest.raises(G.NotTrainedError) as error:
+            G.load_latent_inversion(glyphs, device=torch.device("cpu"))
+    assert "--only 06). The shipped file " in str(error.value)
+    assert "06_setting_inversion_noise.pt was trained under another key (differing in: methods). " in str(error.value)
 
 
 def test_both_methods_draw_from_the_same_shots_into_one_grid(glyphs, tmp_path, capsys):
@@ -242,6 +246,7 @@ def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_ask
         (["a.png", "--shots", "5"], "--shots picks how many images of --unseen-class to show"),  # even at its default
         (["--unseen-class", "Q", "--save", "q.npz"], "--save q.npz: give a .pt file name"),
         (["--unseen-class", "Q", "--method", "gan"], "argument --method: invalid choice: 'gan'"),
+        (["--unseen-class", "Q", "--method", "latent-inversion", "--train"], "--train meta-trains the fifth learner;"),
         (
             ["--unseen-class", "Q", "--method", "latent-inversion", "latent-inversion"],
             "--method names each method once",
