@@ -264,9 +264,10 @@ def load_latent_inversion(
     net_path = profiles.artifact_path(profile, data.name, seed, "06_feature_net")
     setting_path = profiles.artifact_path(profile, data.name, seed, "06_setting_inversion_noise")
     missing = (
-        f"No latent-inversion setting for {data.name} ({profile} profile) in artifacts/ or this machine's cache: "
-        f"notebook 06 chooses its noise on seen-class tasks. Run it first (python -m metagan_lib.reproduce --profile "
-        f"{profile} --dataset {data.name} --only 06)."
+        f"No latent-inversion baseline for {data.name} ({profile} profile) in artifacts/ or this machine's cache: "
+        "notebook 06 makes it (notebook 02's GAN pretrained on the seen classes, and the noise it chooses on "
+        f"seen-class tasks). Run it first (python -m metagan_lib.reproduce --profile {profile} --dataset {data.name} "
+        "--only 06)."
     )
     seen_images, _ = data.subset(data.seen_classes)
     net_key = evaluation.feature_net_key(data, cfg.feature_steps, seed)
@@ -298,6 +299,23 @@ def load_method(name: str, data: ImageDataset, *, device: torch.device, train: b
     if name == "latent-inversion":
         return load_latent_inversion(data, device=device)
     raise ValueError(f"Unknown method {name!r}; choose one of {', '.join(METHODS)}.")
+
+
+def load_methods(
+    names: list[str], data: ImageDataset, *, device: torch.device, train: bool = False
+) -> dict[str, methods.Method]:
+    """:func:`load_method` for each of ``names``, in their order; those only ever loaded first, so that the fifth
+    learner is meta-trained (``train``) only once every other method is found, and one :class:`NotTrainedError`
+    naming every method that is missing."""
+    loaded, missing = {}, []
+    for name in sorted(names, key=lambda name: name == "fifth-learner"):
+        try:
+            loaded[name] = load_method(name, data, device=device, train=train and not missing)
+        except NotTrainedError as error:
+            missing.append(str(error))
+    if missing:
+        raise NotTrainedError(" ".join(missing))
+    return {name: loaded[name] for name in names}
 
 
 def generate_from_shots(
@@ -368,7 +386,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--unseen-class", metavar="NAME", help="take the shots from this unseen class of the dataset")
     parser.add_argument("--list-unseen", action="store_true", help="print the dataset's unseen classes and stop")
     parser.add_argument("--shots", type=int, help="with --unseen-class: how many of its images (default 5)")
-    parser.add_argument("--method", nargs="+", choices=METHODS, default=[METHODS[0]], metavar="NAME",
+    parser.add_argument("--method", nargs="+", default=[METHODS[0]], metavar="NAME",
                         help=f"who generates, one or both: {', '.join(METHODS)} (default {METHODS[0]})")  # fmt: skip
     parser.add_argument("--dataset", default="glyphs", help="whose network: glyphs (default), digits, omniglot, mnist")
     parser.add_argument("--n", type=int, default=20, help="images to generate (default 20)")
@@ -381,6 +399,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in args.method:  # first: a file name taken into --method's list leaves no shots
+        if name not in METHODS:
+            hint = " (put the image files before --method, or end its list with --)" if Path(name).exists() else ""
+            parser.error(f"--method {name}: no such method; choose from {', '.join(METHODS)}{hint}")
     if args.list_unseen:
         return
     if bool(args.images) == bool(args.unseen_class):
@@ -388,7 +410,10 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.images and args.shots is not None:
         parser.error("--shots picks how many images of --unseen-class to show; with files, K is the number given")
     if args.train and "fifth-learner" not in args.method:
-        parser.error("--train meta-trains the fifth learner; latent inversion is only loaded (notebook 06 makes it)")
+        parser.error(
+            "--train meta-trains the fifth learner, and latent inversion is only loaded (notebook 06 makes it): drop "
+            "--train, or add --method fifth-learner"
+        )
     if len(set(args.method)) < len(args.method):
         parser.error(f"--method names each method once, got {' '.join(args.method)}")
     if args.n < 1:
@@ -422,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             shots = read_shots(args.images, data.name)
-        chosen = {name: load_method(name, data, device=device, train=args.train) for name in args.method}
+        chosen = load_methods(args.method, data, device=device, train=args.train)
     except (ShotError, NotTrainedError, DatasetError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -436,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     what = args.unseen_class or f"{_count(len(shots), 'image')} given"
     panels = {f"{METHOD_LABELS[name]}: {adaptation_summary(chosen[name])}": images for name, images in samples.items()}
-    written = save_grid(args.out, shots, panels, f"{data.name}, {what}: {_count(args.n, 'sample')} each", held_out)
+    each = " each" if len(panels) > 1 else ""
+    written = save_grid(args.out, shots, panels, f"{data.name}, {what}: {_count(args.n, 'sample')}{each}", held_out)
     print(f"wrote {written}")
     if args.save is not None:
         args.save.parent.mkdir(parents=True, exist_ok=True)

@@ -171,6 +171,17 @@ def test_latent_inversion_is_loaded_only_under_notebook_06s_key(glyphs, tmp_path
     assert "06_setting_inversion_noise.pt was trained under another key (differing in: methods). " in str(error.value)
 
 
+def test_nothing_is_trained_until_every_other_method_is_found_and_one_error_names_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(context, "guide_network", lambda *args, **kwargs: pytest.fail("meta-training started"))
+    digits = load_dataset("digits")  # nothing of notebooks 05-06 ships for digits
+    with pytest.raises(G.NotTrainedError) as error:
+        G.load_methods(["fifth-learner", "latent-inversion"], digits, device=torch.device("cpu"), train=True)
+    message = str(error.value)
+    assert "No latent-inversion baseline for digits" in message and "--dataset digits --only 06)." in message
+    assert "No meta-trained context Reptile-query for digits" in message  # found missing, not trained: 06 is missing
+
+
 def test_both_methods_draw_from_the_same_shots_into_one_grid(glyphs, tmp_path, capsys):
     argv = ["--unseen-class", "Q", "--n", "6", "--out", str(tmp_path / "both.png"), "--save", str(tmp_path / "both.pt")]
     assert G.main([*argv, "--method", "fifth-learner", "latent-inversion"]) == 0
@@ -245,8 +256,18 @@ def test_without_a_trained_network_it_names_what_to_run_and_trains_only_when_ask
         (["a.png", "b.png", "--shots", "2"], "--shots picks how many images of --unseen-class to show"),
         (["a.png", "--shots", "5"], "--shots picks how many images of --unseen-class to show"),  # even at its default
         (["--unseen-class", "Q", "--save", "q.npz"], "--save q.npz: give a .pt file name"),
-        (["--unseen-class", "Q", "--method", "gan"], "argument --method: invalid choice: 'gan'"),
-        (["--unseen-class", "Q", "--method", "latent-inversion", "--train"], "--train meta-trains the fifth learner;"),
+        (
+            ["--unseen-class", "Q", "--method", "gan"],
+            "--method gan: no such method; choose from fifth-learner, latent-",
+        ),
+        (
+            ["--method", "latent-inversion", "."],
+            "(put the image files before --method, or end its list with --)",
+        ),
+        (
+            ["--unseen-class", "Q", "--method", "latent-inversion", "--train"],
+            "drop --train, or add --method fifth-learner",
+        ),
         (
             ["--unseen-class", "Q", "--method", "latent-inversion", "latent-inversion"],
             "--method names each method once",
