@@ -349,7 +349,7 @@ def save_grid(
     each), and held-out real images of the class if given."""
     import matplotlib.pyplot as plt
 
-    from .plotting import save_figure, show_grid
+    from .plotting import image_grid, save_figure, show_grid
 
     per_row = 10
     networks = "the networks" if len(samples) > 1 else "the network"
@@ -358,9 +358,13 @@ def save_grid(
     if held_out is not None:
         panels.append((f"real images of the class {networks} {'were' if len(samples) > 1 else 'was'} not shown",
                        to_signed(held_out[:per_row])))  # fmt: skip
-    rows = [(len(images) + per_row - 1) // per_row for _, images in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(per_row * 0.6, sum(rows) * 0.6 + 0.5 * len(panels) + 0.4),
-                             gridspec_kw={"height_ratios": rows}, squeeze=False)  # fmt: skip
+    width = (
+        per_row * 0.6
+    )  # inches; each panel's height follows its grid's shape, so no panel is padded with blank space
+    shapes = [image_grid(images, per_row).shape for _, images in panels]
+    heights = [rows / columns * (width - 0.2) for rows, columns in shapes]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.4 * len(panels) + 0.4),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)  # fmt: skip
     for ax, (label, images) in zip(axes[:, 0], panels):
         show_grid(images, nrow=per_row, title=label, ax=ax)
     fig.suptitle(title, fontsize=10)
