@@ -278,14 +278,25 @@ def check_same_parameters(expected: dict, saved: dict, what: str) -> None:
             raise ValueError(f"{what}: {name} is {found}, the config's is {tuple(expected[name].shape)}")
 
 
-def is_current(path: Path | str, key: dict) -> bool:
-    """Whether ``path`` or its shipped counterpart holds a readable artefact under ``key`` (:func:`load_or_build`)."""
-    return any(True for _ in _current_payloads(Path(path), key, "cpu"))
+def is_current(path: Path | str, key: dict, *, announce_stale: bool = True) -> bool:
+    """Whether ``path`` or its shipped counterpart holds a readable artefact under ``key`` (:func:`load_or_build`);
+    ``announce_stale=False`` for a caller that will not rebuild it (:func:`stale_shipped_reason` says why instead)."""
+    return any(True for _ in _current_payloads(Path(path), key, "cpu", announce_stale=announce_stale))
 
 
-def _current_payloads(path: Path, key: dict, device: torch.device | str):
+def stale_shipped_reason(path: Path | str, key: dict) -> str | None:
+    """Why the shipped counterpart of ``path`` cannot be loaded under ``key`` (:func:`stale_shipped_message`, for a
+    caller that does not rebuild it), or ``None`` when it is current, absent or unreadable."""
+    shipped = None if retraining() else shipped_path(path)
+    payload = None if shipped is None else read_payload(shipped)
+    if payload is None or payload["key"] == full_key(key):
+        return None
+    return stale_shipped_message(shipped, payload["key"], full_key(key), then="not loaded")
+
+
+def _current_payloads(path: Path, key: dict, device: torch.device | str, *, announce_stale: bool = True):
     """Yield ``(file, payload)`` for the cache file, then the shipped file (unless retraining), each holding ``key``;
-    a shipped file under another key is announced (:class:`StaleArtifactWarning`) and skipped."""
+    a shipped file under another key is skipped, and announced (:class:`StaleArtifactWarning`) if ``announce_stale``."""
     wanted = full_key(key)
     shipped = None if retraining() else shipped_path(path)
     payload = read_payload(path, device, _next_after_damage(path))
@@ -295,7 +306,8 @@ def _current_payloads(path: Path, key: dict, device: torch.device | str):
         return
     payload = read_payload(shipped, device, "rebuilding it")
     if payload is not None and payload["key"] != wanted:
-        warnings.warn(stale_shipped_message(shipped, payload["key"], wanted), StaleArtifactWarning, stacklevel=4)
+        if announce_stale:
+            warnings.warn(stale_shipped_message(shipped, payload["key"], wanted), StaleArtifactWarning, stacklevel=4)
     elif payload is not None:
         yield shipped, payload
 
@@ -308,11 +320,11 @@ def differing_fields(found: dict, wanted: dict) -> list[str]:
     )
 
 
-def stale_shipped_message(shipped: Path, found: dict, wanted: dict) -> str:
+def stale_shipped_message(shipped: Path, found: dict, wanted: dict, then: str = "retraining it") -> str:
     """What a :class:`StaleArtifactWarning` says: the file, the key fields that differ, and what to do (for a glyph
     network trained on other training images, a glyph rendering made on another CPU is named as the likely cause)."""
     changed = ", ".join(differing_fields(found, wanted))
-    message = f"The shipped file {shipped} was trained under another key (differing in: {changed}); retraining it. "
+    message = f"The shipped file {shipped} was trained under another key (differing in: {changed}); {then}. "
     if Path(shipped).parent.parent.name == "glyphs" and found.get("data") != wanted.get("data"):  # <dataset>/seed<n>/
         return message + (
             "The glyph images read here differ from those it was trained on: metagan_lib/glyph_data was rendered "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checks, context, evaluation, fewshot, inversion, methods, profiles
-from .artifacts import StaleArtifactWarning, is_current, read_payload, shipped_path
+from .artifacts import is_current, read_payload, shipped_path, stale_shipped_reason
 from .data import DatasetError, ImageDataset, _omniglot_resize, dataset_name, load_dataset
 from .images import IMAGE_SIZE, fit_to_canvas, to_signed, to_uint8
 from .runtime import choose_device
@@ -192,18 +191,10 @@ def class_shots(data: ImageDataset, index: int, shots: int) -> tuple[torch.Tenso
 
 def _loadable(*files: tuple[Path, dict]) -> tuple[bool, str]:
     """Whether each ``(path, key)`` holds a current artefact (:func:`~metagan_lib.artifacts.is_current`), and, where
-    a shipped file was made under another key, its warning's words as a sentence for the error (not warned: the
-    warning announces a retraining that this command does not do)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        current = all(is_current(path, key) for path, key in files)
-    stale = []
-    for warning in caught:
-        if issubclass(warning.category, StaleArtifactWarning):
-            stale.append(" " + str(warning.message).replace("; retraining it. ", ". "))
-        else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return current, "".join(dict.fromkeys(stale))
+    not, why a shipped file there cannot be used, as sentences for the error (not warned: nothing is retrained here)."""
+    current = [is_current(path, key, announce_stale=False) for path, key in files]
+    reasons = [stale_shipped_reason(path, key) for (path, key), ok in zip(files, current) if not ok]
+    return all(current), "".join(" " + reason for reason in reasons if reason)
 
 
 def load_fifth_learner(
@@ -358,9 +349,8 @@ def save_grid(
     if held_out is not None:
         panels.append((f"real images of the class {networks} {'were' if len(samples) > 1 else 'was'} not shown",
                        to_signed(held_out[:per_row])))  # fmt: skip
-    width = (
-        per_row * 0.6
-    )  # inches; each panel's height follows its grid's shape, so no panel is padded with blank space
+    # each panel as tall as its grid is at the figure's width (inches), so no panel is padded with blank space
+    width = per_row * 0.6
     shapes = [image_grid(images, per_row).shape for _, images in panels]
     heights = [rows / columns * (width - 0.2) for rows, columns in shapes]
     fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.4 * len(panels) + 0.4),

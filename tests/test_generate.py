@@ -168,7 +168,9 @@ def test_latent_inversion_is_loaded_only_under_notebook_06s_key(glyphs, tmp_path
         with pytest.raises(G.NotTrainedError) as error:
             G.load_latent_inversion(glyphs, device=torch.device("cpu"))
     assert "--only 06). The shipped file " in str(error.value)
-    assert "06_setting_inversion_noise.pt was trained under another key (differing in: methods). " in str(error.value)
+    assert "06_setting_inversion_noise.pt was trained under another key (differing in: methods); not loaded. " in str(
+        error.value
+    )
 
 
 def test_nothing_is_trained_until_every_other_method_is_found_and_one_error_names_all(tmp_path, monkeypatch):

@@ -60,6 +60,19 @@ def test_a_stale_shipped_file_is_retrained_with_a_warning_naming_it(store):
     assert calls == [1] and A.is_current(path, {"seed": 1})  # the retrained one is in the cache now
 
 
+def test_a_caller_that_does_not_rebuild_asks_quietly_and_gets_the_reason(store):
+    path, shipped = store
+    _ship(shipped, {"seed": 0}, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning announces a retraining that this caller will not do
+        assert not A.is_current(path, {"seed": 1}, announce_stale=False)
+        reason = A.stale_shipped_reason(path, {"seed": 1})
+        assert A.stale_shipped_reason(path, {"seed": 0}) is None  # current: nothing to say
+    assert "net.pt was trained under another key (differing in: seed); not loaded. " in reason
+    with pytest.warns(A.StaleArtifactWarning, match="retraining it"):  # the default still announces it
+        assert not A.is_current(path, {"seed": 1})
+
+
 def test_a_shipped_glyph_file_from_another_rendering_names_the_cpu_as_the_cause(store):
     path, shipped = store
     _ship(shipped, {"data": "645f7b52bce0e3fb", "seed": 0}, 7)  # the store's shipped file is under full/glyphs/seed0/
