@@ -242,6 +242,29 @@ def read_payload(path: Path | str, device: torch.device | str = "cpu", then: str
     return payload
 
 
+LOADERS = (
+    "train.load_run (GAN runs), meta.load_meta (meta-GANs), context.load_context_gan (context meta-GANs), the "
+    "train_or_load_* function that wrote any other"
+)
+
+
+def load_stored(path: Path | str, device: torch.device | str, from_payload: Callable, what: str, how: str) -> Any:
+    """``from_payload(artefact, device)`` of the store file at ``path``: no readable file is a ``FileNotFoundError``
+    saying ``how`` to make one; a file holding another kind of artefact, or tensors of other shapes, is a
+    ``ValueError`` naming the file and the loader for each kind (not a ``KeyError`` from deep inside)."""
+    payload = read_payload(path, device)
+    if payload is None:
+        raise FileNotFoundError(f"No readable {what} at {path}; {how}.")
+    try:
+        return from_payload(payload["artefact"], device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        reason = " ".join(line.strip() for line in str(error).strip().splitlines())[:240]
+        raise ValueError(
+            f"{path} does not hold a {what} that loads here ({type(error).__name__}: {reason}); each kind of file has "
+            f"its loader: {LOADERS}."
+        ) from None
+
+
 def _failed_checksum(path: Path) -> str | None:
     """The first member of the zip archive ``torch.save`` wrote whose CRC-32 does not match, else ``None`` (also for a
     file that is not a zip archive: ``torch.load`` then refuses it)."""
@@ -254,9 +277,11 @@ def _failed_checksum(path: Path) -> str | None:
 def _damaged(path: Path, cause: Exception, then: str) -> None:
     if isinstance(cause, pickle.UnpicklingError):
         reason = "not a torch file of tensors and plain values"
+    elif path.is_file() and path.stat().st_size == 0:
+        reason = "an empty file"
     else:
         reason = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
-    warnings.warn(f"The cached file {path} cannot be used ({reason}); {then}.", DamagedArtifactWarning, stacklevel=3)
+    warnings.warn(f"The stored file {path} cannot be used ({reason}); {then}.", DamagedArtifactWarning, stacklevel=3)
     return None
 
 
@@ -278,10 +303,11 @@ def check_same_parameters(expected: dict, saved: dict, what: str) -> None:
             raise ValueError(f"{what}: {name} is {found}, the config's is {tuple(expected[name].shape)}")
 
 
-def is_current(path: Path | str, key: dict, *, announce_stale: bool = True) -> bool:
+def is_current(path: Path | str, key: dict, *, rebuilds: bool = True) -> bool:
     """Whether ``path`` or its shipped counterpart holds a readable artefact under ``key`` (:func:`load_or_build`);
-    ``announce_stale=False`` for a caller that will not rebuild it (:func:`stale_shipped_reason` says why instead)."""
-    return any(True for _ in _current_payloads(Path(path), key, "cpu", announce_stale=announce_stale))
+    ``rebuilds=False`` for a caller that will not rebuild it: a damaged file's warning then says it is not loaded, and
+    a stale shipped one is not announced (:func:`stale_shipped_reason` says why instead)."""
+    return any(True for _ in _current_payloads(Path(path), key, "cpu", rebuilds=rebuilds))
 
 
 def stale_shipped_reason(path: Path | str, key: dict) -> str | None:
@@ -294,19 +320,21 @@ def stale_shipped_reason(path: Path | str, key: dict) -> str | None:
     return stale_shipped_message(shipped, payload["key"], full_key(key), then="not loaded")
 
 
-def _current_payloads(path: Path, key: dict, device: torch.device | str, *, announce_stale: bool = True):
+def _current_payloads(path: Path, key: dict, device: torch.device | str, *, rebuilds: bool = True):
     """Yield ``(file, payload)`` for the cache file, then the shipped file (unless retraining), each holding ``key``;
-    a shipped file under another key is skipped, and announced (:class:`StaleArtifactWarning`) if ``announce_stale``."""
+    a shipped file under another key is skipped, and announced (:class:`StaleArtifactWarning`) if the caller
+    ``rebuilds`` it. A damaged file's warning says what happens next, and for a shipped one how to restore it."""
     wanted = full_key(key)
     shipped = None if retraining() else shipped_path(path)
-    payload = read_payload(path, device, _next_after_damage(path))
+    payload = read_payload(path, device, _next_after_damage(path) if rebuilds else "not loaded")
     if payload is not None and payload["key"] == wanted:
         yield path, payload
     if shipped is None:
         return
-    payload = read_payload(shipped, device, "rebuilding it")
+    restore = f"restore it: git checkout -- {shipped}"
+    payload = read_payload(shipped, device, f"rebuilding it ({restore})" if rebuilds else f"not loaded ({restore})")
     if payload is not None and payload["key"] != wanted:
-        if announce_stale:
+        if rebuilds:
             warnings.warn(stale_shipped_message(shipped, payload["key"], wanted), StaleArtifactWarning, stacklevel=4)
     elif payload is not None:
         yield shipped, payload

@@ -49,11 +49,12 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from . import checks, seeds
-from .artifacts import KEY_WHEN_SET, check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
+from .artifacts import KEY_WHEN_SET, check_same_parameters, load_or_build, load_stored, meta_training_key, save_payload
 from .evaluation import COPY_FLAG, FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import ADAM_BETAS, UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import monitored_steps
+from .runtime import choose_device
 from .seeds import class_noise
 
 Params = dict[str, torch.Tensor]
@@ -340,6 +341,7 @@ class ContextMetaGAN:
 
 def new_context_gan(config: ContextConfig, device: torch.device | str = "cpu", seed: int = 0) -> ContextMetaGAN:
     """A fresh context meta-GAN with weights from ``seed``, ``c0 = 0`` (and Meta-SGD rates ``= inner_lr``)."""
+    device = choose_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = ContextGenerator(
@@ -1154,10 +1156,8 @@ def _context_gan_payload(model: ContextMetaGAN) -> dict:
 
 def load_context_gan(path: Path | str, device: torch.device | str = "cpu") -> ContextMetaGAN:
     """Read a model written by :func:`save_context_gan` or :func:`train_or_load_context_gan`."""
-    payload = read_payload(path, device)
-    if payload is None:
-        raise FileNotFoundError(f"No readable context meta-GAN at {path}; train it with train_or_load_context_gan.")
-    return _context_gan_from_payload(payload["artefact"], device)
+    how = "train it with train_or_load_context_gan"
+    return load_stored(path, device, _context_gan_from_payload, "context meta-GAN", how)
 
 
 def _context_gan_from_payload(payload: dict, device: torch.device | str) -> ContextMetaGAN:

@@ -51,6 +51,7 @@ from .images import IMAGE_SIZE, to_uint8
 from .paths import DATA_ENV_VAR, DatasetError, cache_dir, data_dir
 
 DATASET_NAMES = ("glyphs", "digits", "omniglot", "mnist")
+EMBEDDED_DATASETS = ("glyphs", "digits")  # shipped in the repository; the others are read from $METAGAN_DATA
 
 OMNIGLOT_SMALL_UNSEEN_ALPHABETS = ("Early_Aramaic", "Greek", "Tagalog")
 MNIST_UNSEEN_DIGITS = (5, 6, 7, 8, 9)
@@ -173,7 +174,9 @@ def load_dataset(
     return load_mnist(base / "mnist", download=download)
 
 
-def _missing_data_error(name: str, folder: Path, expected: str, cause: Exception | None) -> DatasetError:
+def _missing_data_error(
+    name: str, folder: Path, expected: str, cause: Exception | None, hint: str = ""
+) -> DatasetError:
     reason = f" (download failed: {type(cause).__name__}: {cause})" if cause else " (download disabled)"
     if isinstance(cause, PermissionError):  # online, but the folder cannot be written: connecting again will not help
         fix = (
@@ -186,31 +189,84 @@ def _missing_data_error(name: str, folder: Path, expected: str, cause: Exception
             f"'{name}/' with the data (archives extracted there)."
         )
     return DatasetError(
-        f"Dataset {name!r} was not found in {folder}{reason}. Expected {expected}. {fix} It will not be replaced by "
-        "another dataset; use name='glyphs' for the embedded dataset that needs no download."
+        f"Dataset {name!r} was not found in {folder}{reason}. Expected {expected}.{hint} {fix} It will not be replaced "
+        "by another dataset; use name='glyphs' for the embedded dataset that needs no download."
     )
 
 
-def _try_download(download: bool, fetch: Callable[[], None]) -> Exception | None:
-    """Run ``fetch`` when downloads are allowed; return the error it raised (network errors come in many types)."""
+def _try_download(download: bool, fetch: Callable[[], None], folder: Path) -> Exception | None:
+    """Run ``fetch`` (which downloads into ``folder``) when downloads are allowed; return the error it raised (network
+    errors come in many types), after removing the empty folders the failed attempt made there."""
     if not download:
         return None
+    existed = _folders_from(folder)
     try:
         fetch()
     except Exception as error:
+        for made in sorted(_folders_from(folder) - existed, key=lambda p: len(p.parts), reverse=True):
+            if not any(made.iterdir()):
+                made.rmdir()
         return error
     return None
 
 
+def _folders_from(folder: Path) -> set[Path]:
+    """``folder`` and the folders below it that exist now."""
+    return {folder, *(p for p in folder.rglob("*") if p.is_dir())} if folder.is_dir() else set()
+
+
+def _one_level_too_deep(folder: Path, marks: tuple[str, ...]) -> str:
+    """A hint when ``folder``'s parent (the data setting) holds a dataset's files itself (any of ``marks``)."""
+    parent = folder.parent
+    if not any((parent / mark).exists() for mark in marks):
+        return ""
+    return f" {parent} holds these files itself: set {DATA_ENV_VAR} to the folder above it, {parent.parent}."
+
+
 def _cached(path: Path, key: dict, build: Callable[[], dict]) -> dict:
-    """The processed dataset cached at ``path`` under ``key`` (the artefact store), else ``build()``, saved there."""
+    """The processed dataset cached at ``path`` under ``key`` (the artefact store), else ``build()``, saved there; a
+    cached one that is not a dataset of the documented form is rebuilt, with a warning naming it."""
     return load_or_build(
         path,
         {"kind": "dataset", **key},
         build,
         to_payload=lambda payload: payload,
-        from_payload=lambda payload: payload,
+        from_payload=checked_dataset_payload,
     )
+
+
+def checked_dataset_payload(payload: dict) -> dict:
+    """``payload`` if it holds an :class:`ImageDataset`'s fields in their documented form (``uint8`` images ``[N, 1,
+    28, 28]``, ``int64`` labels ``[N]`` naming its classes, disjoint seen and unseen class indices); else a
+    ``ValueError`` naming the first field that is not."""
+    fields = ("images", "labels", "class_names", "seen_classes", "unseen_classes")
+    _require_field(isinstance(payload, dict) and set(payload) == set(fields), "fields", "exactly " + ", ".join(fields))
+    images, labels, names = payload["images"], payload["labels"], payload["class_names"]
+    is_tensor = lambda x, dtype: isinstance(x, torch.Tensor) and x.dtype == dtype
+    shape = (1, IMAGE_SIZE, IMAGE_SIZE)
+    _require_field(
+        is_tensor(images, torch.uint8) and tuple(images.shape[1:]) == shape,
+        "images",
+        f"uint8 [N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}]",
+    )
+    _require_field(
+        isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names), "class_names", "strings"
+    )
+    in_range = lambda x: x.ndim == 1 and (len(x) == 0 or (x.min() >= 0 and x.max() < len(names)))
+    _require_field(
+        is_tensor(labels, torch.int64) and len(labels) == len(images) and in_range(labels),
+        "labels",
+        "int64 [N], class indices",
+    )
+    seen, unseen = payload["seen_classes"], payload["unseen_classes"]
+    split = all(is_tensor(c, torch.int64) and in_range(c) for c in (seen, unseen))
+    _require_field(split and not torch.isin(seen, unseen).any(), "seen/unseen classes", "disjoint class indices")
+    return {**payload, "class_names": tuple(names)}
+
+
+def _require_field(condition: bool, field: str, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"its {field} are not {expected}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,14 +449,18 @@ def load_omniglot(folder: Path, download: bool = True) -> ImageDataset:
             Omniglot(str(folder), background=True, download=True)
             Omniglot(str(folder), background=False, download=True)
 
-        cause = _try_download(download, fetch)
+        cause = _try_download(download, fetch, folder)
         if not (background.is_dir() and evaluation.is_dir()):
+            found = [p.name for p in small if p.exists()]
+            hint = f" Found {found[0]} but not the other one." if found else ""
+            hint += _one_level_too_deep(folder, (*OMNIGLOT_SMALL_ZIPS, "omniglot-py"))
             raise _missing_data_error(
                 "omniglot",
                 folder,
                 "omniglot-py/images_background and images_evaluation (torchvision's layout), "
                 f"or the two files {' and '.join(OMNIGLOT_SMALL_ZIPS)}",
                 cause,
+                hint,
             )
     if background.is_dir() and evaluation.is_dir():
         key = f"full-{_tree_stamp(background)}-{_tree_stamp(evaluation)}"
@@ -534,7 +594,7 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
             MNIST(str(folder), train=True, download=True)
             MNIST(str(folder), train=False, download=True)
 
-        cause = _try_download(download, fetch)
+        cause = _try_download(download, fetch, folder)
         splits = _mnist_splits(raw)
         if not splits:
             raise _missing_data_error(
@@ -543,6 +603,7 @@ def load_mnist(folder: Path, download: bool = True) -> ImageDataset:
                 "the IDX files of at least one split (e.g. t10k-images-idx3-ubyte[.gz] "
                 "and t10k-labels-idx1-ubyte[.gz])",
                 cause,
+                _one_level_too_deep(folder, ("MNIST",)),
             )
     pairs = [_read_mnist_split(*splits[s]) for s in sorted(splits)]
     images = torch.cat([i for i, _ in pairs])

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import seeds
+from . import checks, seeds
 from .artifacts import load_or_build_module, seen_classes_key
 from .data import ImageDataset
-from .images import to_signed
+from .images import check_image_batch, to_signed
+from .runtime import choose_device
 from .tasks import TaskSampler
 
 FEATURE_WIDTH = 32  # the scoring feature network's channels (FeatureNet's default width)
@@ -68,6 +69,7 @@ def train_feature_net(
 ) -> FeatureNet:
     """Train a :class:`FeatureNet` of ``width`` channels to classify the **seen** classes only (unseen images never
     enter)."""
+    device = choose_device(device)
     images, labels = dataset.subset(dataset.seen_classes)
     remap = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
     remap[dataset.seen_classes] = torch.arange(len(dataset.seen_classes))
@@ -89,9 +91,29 @@ def train_feature_net(
     return net.eval()
 
 
+def _image_batch(images: torch.Tensor) -> None:
+    """Refuse what :func:`embed` cannot read as images: not a tensor, not ``[N, 1, 28, 28]``, floats outside [-1, 1].
+    (Floats in [0, 1] pass: a collapsed generator's all-white images are valid input.)"""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"images must be a torch.Tensor [N, 1, 28, 28]; got {type(images).__name__} (torch.from_numpy)."
+        )
+    check_image_batch(images, "images")
+    if images.dtype != torch.uint8:
+        checks.require(images.is_floating_point(), "images.dtype", images.dtype, "uint8 (0-255) or floating point")
+        low, high = (images.min().item(), images.max().item()) if images.numel() else (0.0, 0.0)
+        checks.require(
+            low >= -1 - 1e-4 and high <= 1 + 1e-4,
+            "images range",
+            (round(low, 3), round(high, 3)),
+            "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)",
+        )
+
+
 @torch.no_grad()
 def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Features ``[N, dim]`` of images (``uint8`` or float in [-1, 1]), computed in batches."""
+    """Features ``[N, dim]`` of images ``[N, 1, 28, 28]`` (``uint8`` or float in [-1, 1]), computed in batches."""
+    _image_batch(images)
     device = next(net.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
@@ -105,6 +127,18 @@ def embed(net: FeatureNet, images: torch.Tensor, batch_size: int = 512) -> torch
 # ----------------------------------------------------------------------------------------------
 
 
+def _features(*named: tuple[str, torch.Tensor]) -> None:
+    """Refuse anything but non-empty floating-point feature sets ``[n, d]`` of one width ``d``, naming the argument
+    (images: embed them first)."""
+    for name, x in named:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of features [n, d]; got {type(x).__name__}.")
+        fix = "non-empty features [n, d], floating point (embed images first: evaluation.embed(net, images))"
+        checks.require(x.ndim == 2 and x.is_floating_point() and len(x) > 0, f"{name}.shape", tuple(x.shape), fix)
+    widths = {name: x.shape[1] for name, x in named}
+    checks.require(len(set(widths.values())) == 1, "feature widths", widths, "one width d for every set")
+
+
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` of two feature sets ``[n, d]`` (float64 internally).
 
@@ -112,6 +146,7 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     are the squared singular values of ``A B^T / sqrt((n_a - 1)(n_b - 1))``, so the trace of the matrix
     square root is that matrix's nuclear norm: an SVD, stable even when ``n < d`` or a set has collapsed.
     """
+    _features(("a", a), ("b", b))
     a, b = a.double(), b.double()
     centred_a, centred_b = a - a.mean(0), b - b.mean(0)
     scale_a, scale_b = max(len(a) - 1, 1), max(len(b) - 1, 1)
@@ -131,6 +166,8 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     Precision: share of fake points inside the real manifold (the union of balls around each real
     point reaching its k-th nearest real neighbour); recall: share of real points inside the fake manifold.
     """
+    _features(("real", real), ("fake", fake))
+    checks.positive_int("k", k)
     share_inside = lambda reference, queries: _inside_balls(reference, queries, k).any(dim=1).float().mean().item()
     return share_inside(real, fake), share_inside(fake, real)
 
@@ -149,11 +186,14 @@ def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> float:
     Unlike recall it uses the real points' balls only, so scattered fakes cannot inflate it: it rises when the fakes
     land next to many different real images, and is about 1 for a second sample of the same distribution.
     """
+    _features(("real", real), ("fake", fake))
+    checks.positive_int("k", k)
     return _inside_balls(real, fake, k).any(dim=0).float().mean().item()
 
 
 def mean_pairwise_distance(x: torch.Tensor) -> float:
-    """Mean Euclidean distance over all pairs of distinct rows (diversity)."""
+    """Mean Euclidean distance over all pairs of distinct rows of ``x [n, d]`` (diversity; 0 for one row)."""
+    _features(("x", x))
     n = len(x)
     if n < 2:
         return 0.0
@@ -182,6 +222,14 @@ def sample_quality(net: FeatureNet, fake: torch.Tensor, real: torch.Tensor, k: i
 
 def class_fidelity(fake: torch.Tensor, fake_labels: torch.Tensor, prototypes: torch.Tensor) -> float:
     """Share of generated features whose nearest prototype (``[C, d]``, row = label) is their own label."""
+    _features(("fake", fake), ("prototypes", prototypes))
+    valid = isinstance(fake_labels, torch.Tensor) and not fake_labels.is_floating_point() and fake_labels.ndim == 1
+    valid = (
+        valid
+        and len(fake_labels) == len(fake)
+        and 0 <= int(fake_labels.min()) <= int(fake_labels.max()) < len(prototypes)
+    )
+    checks.require(valid, "fake_labels", fake_labels, f"integer class indices [{len(fake)}] in [0, {len(prototypes)})")
     nearest = torch.cdist(fake, prototypes).argmin(dim=1)
     return (nearest == fake_labels).float().mean().item()
 
@@ -199,6 +247,7 @@ def copy_score(fake: torch.Tensor, reference: torch.Tensor, shots: torch.Tensor)
     instances of the class, up to ``(K + R) / K`` for copies of the shots. Above :data:`COPY_FLAG`
     a method is flagged as copying.
     """
+    _features(("fake", fake), ("reference", reference), ("shots", shots))
     nearest_is_shot = torch.cdist(fake, torch.cat([shots, reference])).argmin(dim=1) < len(shots)
     return nearest_is_shot.float().mean().item() * (len(shots) + len(reference)) / len(shots)
 
@@ -254,6 +303,8 @@ class Estimate:
 
 def mean_confidence_interval(values: list[float]) -> Estimate:
     """Mean and 95% CI half-width ``t_{n-1} * s / sqrt(n)``; ``nan`` half-width for a single value."""
+    numbers = isinstance(values, (list, tuple)) and all(isinstance(v, (int, float)) for v in values)
+    checks.require(numbers and len(values) > 0, "values", values, "a non-empty list of numbers (floats, not tensors)")
     n = len(values)
     mean = sum(values) / n
     if n < 2:

@@ -192,7 +192,7 @@ def class_shots(data: ImageDataset, index: int, shots: int) -> tuple[torch.Tenso
 def _loadable(*files: tuple[Path, dict]) -> tuple[bool, str]:
     """Whether each ``(path, key)`` holds a current artefact (:func:`~metagan_lib.artifacts.is_current`), and, where
     not, why a shipped file there cannot be used, as sentences for the error (not warned: nothing is retrained here)."""
-    current = [is_current(path, key, announce_stale=False) for path, key in files]
+    current = [is_current(path, key, rebuilds=False) for path, key in files]
     reasons = [stale_shipped_reason(path, key) for (path, key), ok in zip(files, current) if not ok]
     return all(current), "".join(" " + reason for reason in reasons if reason)
 

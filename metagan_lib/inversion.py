@@ -63,6 +63,9 @@ def invert(inversion: LatentInversion, images: torch.Tensor, steps: int, seed: i
     """Latents ``[C, K, z_dim]`` that reconstruct images ``[C, K, 1, 28, 28]``: ``steps`` Adam steps from
     ``N(0, I)``."""
     generator = inversion.generator
+    images = checks.signed_images(images, "shots", next(generator.parameters()).dtype)
+    checks.require(images.ndim == 5, "shots shape", tuple(images.shape), "[classes, K, 1, 28, 28]")
+    checks.non_negative_int("steps", steps)
     device = next(generator.parameters()).device
     classes, shots = images.shape[:2]
     start = class_noise(seed, classes, (shots, generator.z_dim), "invert", device).flatten(0, 1)
@@ -94,8 +97,5 @@ def invert_and_sample(
     inversion: LatentInversion, shots: torch.Tensor, steps: int, n: int, seed: int = 0
 ) -> torch.Tensor:
     """Invert each class's shots ``[C, K, ...]`` (``steps`` Adam steps) and draw ``n`` images per class around them."""
-    shots = checks.signed_images(shots, "shots", next(inversion.generator.parameters()).dtype)
-    checks.require(shots.ndim == 5, "shots shape", tuple(shots.shape), "[classes, K, 1, 28, 28]")
-    checks.non_negative_int("steps", steps)
-    checks.positive_int("n", n)
+    checks.positive_int("n", n)  # before the inversion's steps; invert checks the shots and steps
     return sample_around(inversion, invert(inversion, shots, steps, seed), n, seed)

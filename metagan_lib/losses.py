@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .images import IMAGE_SIZE
+
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -143,5 +145,11 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 def chamfer_distance(samples: torch.Tensor, images: torch.Tensor, blur: float = 0.0) -> torch.Tensor:
     """``mean_a min_b d(a, b) + mean_b min_a d(a, b)`` (a scalar) between two sets of images, ``d`` the
     :func:`pyramid_distances` of the images after a :func:`gaussian_blur` of ``blur`` pixels."""
+    for name, x in (("samples", samples), ("images", images)):
+        if not (x.is_floating_point() and x.ndim == 4 and tuple(x.shape[1:]) == (1, IMAGE_SIZE, IMAGE_SIZE)):
+            raise ValueError(
+                f"chamfer_distance: {name} must be float images [B, 1, {IMAGE_SIZE}, {IMAGE_SIZE}] in [-1, 1]; got "
+                f"{x.dtype} {list(x.shape)} (uint8 images: metagan_lib.images.to_signed(x))"
+            )
     d = pyramid_distances(gaussian_blur(samples, blur), gaussian_blur(images, blur))
     return d.min(dim=1).values.mean() + d.min(dim=0).values.mean()

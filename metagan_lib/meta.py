@@ -32,10 +32,11 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from . import checks, seeds
-from .artifacts import check_same_parameters, load_or_build, meta_training_key, read_payload, save_payload
+from .artifacts import check_same_parameters, load_or_build, load_stored, meta_training_key, save_payload
 from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import ADAM_BETAS, build_gan, template
 from .monitor import monitored_steps
+from .runtime import choose_device
 
 Params = dict[str, torch.Tensor]
 MethodName = Literal["maml", "reptile", "meta-sgd"]
@@ -195,6 +196,7 @@ def new_meta_gan(
         )
     if generator is None:
         generator, discriminator = build_gan("conv", config.z_dim, config.width, seed=seed)
+    device = choose_device(device)
     g_params = _leaf_copy(dict(generator.named_parameters()), device)
     d_params = _leaf_copy(dict(discriminator.named_parameters()), device)
     g_lr = constant_rates(g_params, config.inner_lr, config.learns_rates)
@@ -430,12 +432,8 @@ def _meta_payload(meta: MetaGAN) -> dict:
 
 def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
     """Read a meta-GAN written by :func:`save_meta` or :func:`train_or_load_meta`."""
-    payload = read_payload(path, device)
-    if payload is None:
-        raise FileNotFoundError(
-            f"No readable meta-GAN at {path}; train it with train_or_load_meta (it writes the file)."
-        )
-    return _meta_from_payload(payload["artefact"], device)
+    how = "train it with train_or_load_meta (it writes the file)"
+    return load_stored(path, device, _meta_from_payload, "meta-GAN", how)
 
 
 def _meta_from_payload(payload: dict, device: torch.device | str) -> MetaGAN:

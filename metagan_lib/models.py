@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks
 from .checks import GROUPS
 from .images import IMAGE_SIZE
 
@@ -245,6 +246,8 @@ def build_gan(
     """A fresh (generator, discriminator) pair, initialised from ``seed``."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    checks.positive_int("z_dim", z_dim)
+    (checks.positive_int if architecture == "mlp" else checks.conv_width)("width", width)
     gen_cls, disc_cls = ARCHITECTURES[architecture]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

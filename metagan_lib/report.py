@@ -331,18 +331,31 @@ def read_results(path: Path) -> dict:
     missing = {"by_shots", "downstream", "methods", "dataset", "settings"} - set(results)  # what the tables read
     if missing:
         raise ValueError(f"{path} lacks {', '.join(sorted(missing))}; re-run notebook 06 to rewrite it.")
+    scored = {name for rows in results["by_shots"].values() for name in rows if not name.startswith("_")}
+    undescribed = sorted(scored - set(results["methods"]))
+    if undescribed:
+        raise ValueError(
+            f"{path} scores {', '.join(undescribed)} in by_shots but does not describe them in methods; "
+            "re-run notebook 06 to rewrite it."
+        )
     return results
 
 
-def update_readme(readme: Path, results_folder: Path) -> str:
+def update_readme(readme: Path, results_folder: Path, profile: str | None = None) -> str:
     """Replace the README's block between ``<!-- results:start -->`` and ``<!-- results:end -->`` with the tables of
-    ``results_folder``."""
+    ``results_folder``; with ``profile``, every results file must have been written by that profile."""
     files = sorted(Path(results_folder).glob("few_shot*.json"), key=_readme_order)
     if not files:
         raise FileNotFoundError(f"No few_shot*.json in {results_folder}; run the full profile first (make full).")
     blocks = []
     for file in files:
         results = read_results(file)
+        written_by = results.get("profile")
+        if profile is not None and written_by != profile:
+            raise ValueError(
+                f"{file} was written by the {written_by!r} profile, not {profile!r}; rerun notebook 06 with "
+                f"--profile {profile} (make full) or restore the file with git."
+            )
         block = (
             markdown_table(results)
             + "\n\n"
@@ -398,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        update_readme(repo_root() / "README.md", repo_root() / "results" / args.profile)
+        update_readme(repo_root() / "README.md", repo_root() / "results" / args.profile, args.profile)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

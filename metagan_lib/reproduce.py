@@ -31,10 +31,10 @@ from pathlib import Path
 
 import nbformat
 
-from .data import DATASET_NAMES, dataset_name
-from .paths import absolute_path_settings, repo_root
+from .data import DATASET_NAMES, EMBEDDED_DATASETS, dataset_name
+from .paths import absolute_path_settings, data_dir, repo_root
 from .profiles import PROFILE_NAMES, check_profile, resolve_profile
-from .runtime import DEVICE_CHOICES, choose_device
+from .runtime import DEVICE_CHOICES, choose_device, worker_count
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_.+\.ipynb$")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -141,6 +141,17 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, kernel: str = "
     return time.perf_counter() - start
 
 
+def check_environment(dataset: str) -> None:
+    """The environment settings a run reads, checked before its first notebook rather than inside one:
+    ``$METAGAN_WORKERS``, and ``$METAGAN_DATA`` for a dataset read from it (not the embedded ones)."""
+    worker_count(2)  # a value that is not a positive integer is an error naming the variable
+    if dataset not in EMBEDDED_DATASETS:
+        try:
+            data_dir()
+        except FileNotFoundError as error:  # a setting that points nowhere: a bad argument, reported as one
+            raise ValueError(str(error)) from None
+
+
 def reproduce(
     profile: str,
     dataset: str = "glyphs",
@@ -153,7 +164,8 @@ def reproduce(
     """Run the notebooks; return one result per notebook that ran (stopping at the first failure).
 
     Everything is checked before the first notebook starts: the profile (``$METAGAN_PROFILE`` overrides it,
-    with a notice), the dataset name (any case), the device (``cuda`` needs CUDA) and the notebook numbers.
+    with a notice), the dataset name (any case), the device (``cuda`` needs CUDA), the settings the notebooks read
+    (:func:`check_environment`) and the notebook numbers.
     ``retrain``: every notebook trains its networks instead of loading those shipped in ``artifacts/``."""
     profile = resolve_profile(
         check_profile(profile), retrain=retrain
@@ -162,6 +174,7 @@ def reproduce(
     dataset = dataset_name(dataset)
     device = device.strip().lower() if isinstance(device, str) else device  # names in any case, as for the dataset
     choose_device(device)  # refuses unknown names, and cuda without CUDA, here, not inside the first notebook
+    check_environment(dataset)
     folder = repo_root() / "notebooks" / "solutions" if solutions else None
     notebooks = find_notebooks(folder, only=only)
     out_dir = output_root or repo_root() / "runs" / profile / ("solutions" if solutions else "")

@@ -47,12 +47,17 @@ class TaskSampler:
 
     def __init__(self, dataset: ImageDataset, classes: torch.Tensor, device: torch.device | str = "cpu", seed: int = 0):
         self.device = choose_device(device)
-        given = torch.as_tensor(classes)
+        try:
+            given = torch.as_tensor(classes) if not isinstance(classes, str) else None
+        except (TypeError, ValueError, RuntimeError):
+            given = None
+        if given is None:
+            raise TypeError(f"classes must be class indices, e.g. dataset.seen_classes; got {classes!r}.")
+        if given.numel() == 0:
+            raise ValueError("TaskSampler needs at least one class; classes is empty.")
         if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
             raise TypeError(f"classes must be integer class indices; got a {given.dtype} tensor ({given.tolist()}).")
         self.classes = given.to(torch.int64).flatten()
-        if len(self.classes) == 0:
-            raise ValueError("TaskSampler needs at least one class.")
         if len(torch.unique(self.classes)) != len(self.classes):
             raise ValueError(f"classes holds duplicates ({self.classes.tolist()}); pass each class index once.")
         if self.classes.min() < 0 or self.classes.max() >= dataset.num_classes:

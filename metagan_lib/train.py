@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checks, losses, seeds
-from .artifacts import config_key, fingerprint, is_current, load_or_build, read_payload, save_payload
+from .artifacts import config_key, fingerprint, is_current, load_or_build, load_stored, save_payload
 from .augment import diff_augment
 from .images import check_image_batch
 from .models import ADAM_BETAS, build_gan
@@ -136,6 +136,7 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 def new_run(config: GANConfig, device: torch.device | str = "cpu", seed: int = 0) -> GANRun:
     """Fresh networks for ``config`` on ``device``, initialised from ``seed``."""
+    device = choose_device(device)  # a clear error for a device this machine lacks, before any tensor moves
     generator, discriminator = build_gan(config.architecture, config.z_dim, config.width, seed=seed)
     generator, discriminator = generator.to(device), discriminator.to(device)
     ema = copy.deepcopy(generator) if config.ema_decay is not None else None
@@ -292,10 +293,7 @@ def _run_payload(run: GANRun) -> dict:
 
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> GANRun:
     """Read a run written by :func:`save_run` or :func:`train_or_load` onto ``device``."""
-    payload = read_payload(path, device)
-    if payload is None:
-        raise FileNotFoundError(f"No readable GAN run at {path}; train it with train_or_load (it writes the file).")
-    return _run_from_payload(payload["artefact"], device)
+    return load_stored(path, device, _run_from_payload, "GAN run", "train it with train_or_load (it writes the file)")
 
 
 def run_key(images: torch.Tensor, config: GANConfig, seed: int) -> dict:

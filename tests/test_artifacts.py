@@ -1,5 +1,6 @@
 """The artefact store: one key rule, atomic writes, damaged files rebuilt with a warning naming them."""
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -9,7 +10,10 @@ import pytest
 import torch
 
 from metagan_lib import artifacts as A
+from metagan_lib import context, meta, train
 from metagan_lib import data as D
+from metagan_lib.context import ContextConfig
+from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig, load_run, run_key, train_or_load
 
 
@@ -129,19 +133,106 @@ def test_gan_cache_key_holds_config_seed_and_training_images(tmp_path):
     assert not torch.equal(retrained.generator.project.weight, run.generator.project.weight)
 
 
+def _dataset_payload(images=None, **changes):
+    """The fields of a two-class dataset in the form the dataset cache stores."""
+    images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8) if images is None else images
+    fields = {
+        "images": images,
+        "labels": torch.tensor([0, 0, 1, 1]),
+        "class_names": ("a", "b"),
+        "seen_classes": torch.tensor([0]),
+        "unseen_classes": torch.tensor([1]),
+    }
+    return {**fields, **changes}
+
+
 def test_dataset_cache_from_an_older_format_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     calls = []
     path = tmp_path / "processed.pt"
     torch.save({"images": torch.zeros(1)}, path)  # written by an older version: no key
     with pytest.warns(A.DamagedArtifactWarning, match="processed.pt"):
-        D._cached(path, {"name": "test"}, lambda: calls.append(1) or {"images": torch.ones(1)})
+        D._cached(path, {"name": "test"}, lambda: calls.append(1) or _dataset_payload())
     assert calls == [1] and torch.equal(
-        D._cached(path, {"name": "test"}, lambda: pytest.fail("rebuilt twice"))["images"], torch.ones(1)
+        D._cached(path, {"name": "test"}, lambda: pytest.fail("rebuilt twice"))["images"], _dataset_payload()["images"]
     )
+
+
+@pytest.mark.parametrize(
+    "changes,named",
+    [
+        ({"images": torch.zeros(4, 1, 14, 14, dtype=torch.uint8)}, "its images are not uint8 \\[N, 1, 28, 28\\]"),
+        ({"images": torch.zeros(4, 1, 28, 28)}, "its images are not uint8"),  # float32 images
+        ({"labels": torch.tensor([0, 0, 1, 1000])}, "its labels are not int64 \\[N\\], class indices"),
+        ({"labels": torch.tensor([0, 1])}, "its labels are not"),  # fewer labels than images
+        ({"unseen_classes": torch.tensor([0])}, "its seen/unseen classes are not disjoint class indices"),
+        ({"extra": 1}, "its fields are not exactly images, labels"),
+    ],
+)
+def test_a_dataset_cache_whose_contents_were_changed_under_its_key_is_rebuilt(tmp_path, changes, named):
+    """A file that reads, under the right key, but whose fields are not a dataset's (written by hand, or by a bug):
+    a warning naming the file and the field, then the dataset is built again, not loaded as if it were good."""
+    path, key = tmp_path / "processed.pt", {"name": "test"}
+    D._cached(path, key, _dataset_payload)
+    A.save_payload({"key": A.full_key({"kind": "dataset", **key}), "artefact": _dataset_payload(**changes)}, path)
+    with pytest.warns(A.DamagedArtifactWarning, match=f"processed.pt cannot be used \\(ValueError: {named}"):
+        rebuilt = D._cached(path, key, lambda: _dataset_payload(images=torch.ones(4, 1, 28, 28, dtype=torch.uint8)))
+    assert torch.equal(rebuilt["images"], torch.ones(4, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_an_empty_cache_file_is_named_as_empty(tmp_path):
+    path = tmp_path / "processed.pt"
+    path.write_bytes(b"")
+    with pytest.warns(A.DamagedArtifactWarning, match=r"processed.pt cannot be used \(an empty file\)"):
+        D._cached(path, {"name": "test"}, _dataset_payload)
 
 
 def test_fingerprints_tell_values_apart_and_take_a_zero_dim_tensor():
     assert A.fingerprint(torch.tensor(1.0)) != A.fingerprint(torch.tensor(2.0))
     assert A.fingerprint(torch.tensor(1.0)) != A.fingerprint(torch.tensor([1.0]))  # the shape counts
     assert A.content_hash({"weight": torch.tensor(0.5)}) == A.content_hash({"weight": torch.tensor(0.5)})
+
+
+def test_meta_training_and_seen_class_keys_change_with_everything_that_trains_differently(glyphs):
+    """A meta-learner trained on other classes, from another sampler seed, config, length or seed, and a network
+    trained on other seen classes, labels or images, must never be loaded in place of the one asked for."""
+    config = ContextConfig(width=8)
+    sampler = TaskSampler(glyphs, glyphs.seen_classes, seed=0)
+    key = A.meta_training_key("context-gan", config, sampler, 10, 0)
+    changed = [
+        A.meta_training_key("context-gan", config, TaskSampler(glyphs, glyphs.seen_classes, seed=1), 10, 0),
+        A.meta_training_key("context-gan", config, TaskSampler(glyphs, glyphs.seen_classes[:-1], seed=0), 10, 0),
+        A.meta_training_key("context-gan", ContextConfig(width=16), sampler, 10, 0),
+        A.meta_training_key("context-gan", config, sampler, 11, 0),
+        A.meta_training_key("context-gan", config, sampler, 10, 1),
+        A.meta_training_key("meta-gan", config, sampler, 10, 0),
+    ]
+    assert A.meta_training_key("context-gan", config, TaskSampler(glyphs, glyphs.seen_classes, seed=0), 10, 0) == key
+    assert all(other != key for other in changed)
+    seen = A.seen_classes_key(glyphs)
+    images = glyphs.images.clone()
+    images[-1, 0, 0, 0] ^= 1  # one pixel of one image
+    variants = [
+        dataclasses.replace(glyphs, seen_classes=glyphs.seen_classes[:-1]),
+        dataclasses.replace(glyphs, labels=glyphs.labels.roll(1)),
+        dataclasses.replace(glyphs, images=images),
+    ]
+    assert A.seen_classes_key(dataclasses.replace(glyphs)) == seen
+    assert all(A.seen_classes_key(v) != seen for v in variants)
+
+
+def test_each_loader_refuses_another_kind_of_file_by_name(tmp_path):
+    """A GAN run read as a meta-GAN, a context meta-GAN read as a GAN run, ...: a ValueError naming the file and the
+    loader of each kind, not a KeyError or a TypeError from inside the loader."""
+    files = {"run": tmp_path / "run.pt", "meta": tmp_path / "meta.pt", "context": tmp_path / "context.pt"}
+    train.save_run(train.new_run(GANConfig(width=8, z_dim=4), seed=0), files["run"])
+    meta.save_meta(meta.new_meta_gan(meta.MetaConfig(width=8)), files["meta"])
+    context.save_context_gan(context.new_context_gan(context.ContextConfig(width=8)), files["context"])
+    loaders = {"run": train.load_run, "meta": meta.load_meta, "context": context.load_context_gan}
+    for kind, loader in loaders.items():
+        assert loader(files[kind]) is not None  # its own kind loads
+        for other in set(files) - {kind}:
+            with pytest.raises(ValueError, match=f"{files[other].name} does not hold a .* that loads here.*load_run"):
+                loader(files[other])
+    with pytest.raises(FileNotFoundError, match="No readable GAN run at .*missing.pt; train it with train_or_load"):
+        train.load_run(tmp_path / "missing.pt")

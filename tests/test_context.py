@@ -13,6 +13,7 @@ from metagan_lib.artifacts import DamagedArtifactWarning, meta_training_key
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.images import to_signed
 from metagan_lib.models import ConvGenerator
+from metagan_lib.runtime import limited_threads
 from metagan_lib.tasks import TaskSampler
 
 
@@ -97,6 +98,27 @@ def test_chamfer_distance_closed_forms():
     # a sample set that covers the images plus an extra far sample pays only for the extra one (on the sample side)
     far = torch.ones(1, 1, 28, 28)
     assert C.chamfer_distance(torch.cat([x[:1], far]), x[:1]).item() == pytest.approx(3 * 1.0 / 2)
+
+
+def test_pyramid_distances_are_mean_squared_differences_at_three_scales_written_out():
+    """``d(a_i, b_j) = sum over s in (1, 2, 4) of mean((pool_s a_i - pool_s b_j)^2)`` on random images, pair by pair."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 1, 28, 28, generator=g, dtype=torch.float64) * 2 - 1
+    b = torch.rand(2, 1, 28, 28, generator=g, dtype=torch.float64) * 2 - 1
+    pool = lambda x, s: x if s == 1 else torch.nn.functional.avg_pool2d(x, s)
+    expected = torch.tensor(
+        [
+            [
+                sum((pool(a[i : i + 1], s) - pool(b[j : j + 1], s)).pow(2).mean().item() for s in (1, 2, 4))
+                for j in range(2)
+            ]
+            for i in range(3)
+        ],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(losses.pyramid_distances(a, b), expected, rtol=1e-12, atol=0)
+    d = losses.pyramid_distances(a, b)  # chamfer: each image's nearest neighbour in the other set, both ways
+    assert C.chamfer_distance(a, b).item() == pytest.approx((d.min(1).values.mean() + d.min(0).values.mean()).item())
 
 
 def test_gaussian_blur_is_the_separable_normalised_kernel():
@@ -272,6 +294,33 @@ def test_the_inner_trajectory_sums_its_gradients_so_that_the_adapted_context_is_
     assert torch.equal(context, C.inner_adapt(model, model.meta_params, support[0], inner[0], True, d_params))
 
 
+def test_the_inner_loop_is_the_documented_step_written_out_on_each_steps_noise():
+    """Two inner steps by hand, ``c <- c - alpha * grad_c L(c)`` on step ``t``'s own noise, ``L`` written from its
+    parts: the chamfer distance to the shots, ``w_adv`` x ``softplus(-D([shot_(i mod K), G(z_i, c)]))`` averaged, and
+    ``w_guide`` x ``|mean_i f(G(z_i, c)) - mean_j f(shot_j)|^2`` (``f`` the guide's L2-normalised features)."""
+    model = tiny_model("fomaml", inner_adv_weight=0.5, inner_guide_weight=2.0)
+    support, _, inner, _ = tiny_batch(model)
+    shots, noise = support[0], inner[0]
+    d_params = {k: v.detach() for k, v in model.d_params.items()}
+    g_params = {k: v.detach() for k, v in model.generator_params().items()}
+    features = lambda x: torch.nn.functional.normalize(functional_call(model.guide, model.guide_params, (x,)), dim=1)
+
+    def loss(c, z):
+        samples = functional_call(model.generator, g_params, (z, c))
+        pairs = torch.cat([shots[torch.arange(len(samples)) % len(shots)], samples], dim=1)
+        adversarial = torch.nn.functional.softplus(-functional_call(model.discriminator, d_params, (pairs,))).mean()
+        guide = (features(samples).mean(0) - features(shots).mean(0)).pow(2).sum()
+        return losses.chamfer_distance(samples, shots) + 0.5 * adversarial + 2.0 * guide
+
+    context = model.meta_params["context"].detach()
+    for z in noise:
+        c = context.clone().requires_grad_(True)
+        context = context - model.config.inner_lr * torch.autograd.grad(loss(c, z), c)[0]
+    assert len(noise) == 2 and not torch.equal(noise[0], noise[1])
+    got = C.inner_adapt(model, model.meta_params, shots, noise, first_order=True, d_params=d_params)
+    torch.testing.assert_close(got, context, rtol=0, atol=1e-12)
+
+
 def test_learned_rates_get_their_first_order_meta_gradient_checked_by_finite_differences():
     """``reptile-query-sgd``: the rates' direction is the mean over tasks of ``d/d rates`` of the weights step's loss
     at ``c_init - rates * G``, ``G`` (the inner gradients' sum) held constant; float64 central differences."""
@@ -410,10 +459,13 @@ TEST_TIME_VARIANTS = [  # the default, the fifth learner's inner terms and upsam
 @pytest.mark.parametrize("variant", TEST_TIME_VARIANTS, ids=["default", "fifth-learner-terms", "ema"])
 def test_adapting_many_classes_equals_one_by_one(strokes, variant):
     model = C.new_context_gan(C.ContextConfig(width=8, **variant), seed=0)
-    if model.config.inner_guide_weight:
-        model = C.attach_guide(model, FeatureNet(num_classes=3))
+    if model.config.inner_guide_weight:  # a seeded guide: its weights must not depend on what ran before this test
+        model = C.attach_guide(model, tiny_guide(torch.float32, seed=3))
     support = TaskSampler(strokes, strokes.unseen_classes, seed=0).sample(1, 3, 5).support[0]
-    together = C.adapt_and_sample(model, support, steps=2, n=4, seed=11)
+    # one thread: on two, batched and single convolutions split their sums differently, which two inner steps
+    # amplify past 1e-5 for some weights; the comparison is of the arithmetic, not of the rounding
+    with limited_threads(1):
+        together = C.adapt_and_sample(model, support, steps=2, n=4, seed=11)
     assert together.shape == (3, 4, 1, 28, 28)
     params, d_params = model.test_params(), {k: v.detach() for k, v in model.d_params.items()}
     g_params = model.generator_params(params)
@@ -421,8 +473,9 @@ def test_adapting_many_classes_equals_one_by_one(strokes, variant):
     sample_noise = C.class_noise(11, 3, (4, model.config.z_dim), "sample")
     assert not torch.equal(adapt_noise[1], adapt_noise[2]) and not torch.equal(sample_noise[1], sample_noise[2])
     for c in range(3):  # the reference loop: class c alone, with its own "adapt" and "sample" streams
-        context = C.inner_adapt(model, params, support[c], adapt_noise[c], first_order=True, d_params=d_params)
-        one = C.generate(model, g_params, sample_noise[c], context.detach())
+        with limited_threads(1):
+            context = C.inner_adapt(model, params, support[c], adapt_noise[c], first_order=True, d_params=d_params)
+            one = C.generate(model, g_params, sample_noise[c], context.detach())
         assert torch.allclose(together[c], one.detach(), atol=1e-5), f"class {c}"
     assert not torch.allclose(together[0], together[1])  # classes draw different noise
     assert torch.equal(C.adapt_contexts(model, support, 0), model.meta_params["context"].detach().expand(3, -1))
@@ -579,6 +632,40 @@ def test_the_fifth_learner_alone_gets_a_second_test_setting_within_inversions_co
     assert images.shape == (2, 3, 1, 28, 28) and torch.isfinite(images).all()
     with pytest.raises(ValueError, match="compute_within names a method kind"):
         fewshot.Method("x", kind="context", model=guided, compute_within="inversion")
+
+
+def test_inversion_and_the_set_distance_refuse_images_they_cannot_read_by_name():
+    """``invert`` takes the checks ``invert_and_sample`` made (a notebook calls it directly): a [K, 1, 28, 28] batch
+    would have been read as K classes of one shot, uint8 values fitted against tanh outputs; the chamfer distance
+    names the images it was given."""
+    method = inversion.LatentInversion(ConvGenerator(z_dim=8, width=8).eval())
+    shots = torch.rand(2, 3, 1, 28, 28) * 2 - 1
+    with pytest.raises(ValueError, match=r"shots shape=\(3, 1, 28, 28\).*\[classes, K, 1, 28, 28\]"):
+        inversion.invert(method, shots[0], steps=1)
+    with pytest.raises(ValueError, match="look like images in \\[0, 1\\]"):
+        inversion.invert(method, (shots + 1) / 2, steps=1)
+    with pytest.raises(ValueError, match="steps=-1 is not accepted"):
+        inversion.invert(method, shots, steps=-1)
+    uint8 = ((shots + 1) * 127.5).round().to(torch.uint8)  # uint8 shots are converted, as everywhere
+    torch.testing.assert_close(inversion.invert(method, uint8, 2), inversion.invert(method, to_signed(uint8), 2))
+    with pytest.raises(ValueError, match=r"chamfer_distance: images must be float images \[B, 1, 28, 28\].*to_signed"):
+        losses.chamfer_distance(shots[0], uint8[0])
+    with pytest.raises(ValueError, match=r"samples must be float images.*\[3, 1, 32, 32\]"):
+        losses.chamfer_distance(torch.zeros(3, 1, 32, 32), shots[0])
+
+
+def test_inversion_fits_the_mean_squared_error_and_leaves_the_generator_untouched():
+    """``squared_error`` is the per-image mean of squared pixel differences, and inverting moves only the latents: the
+    generator's weights are unchanged and hold no gradient afterwards (its weights are frozen, not trained)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 1, 28, 28, generator=g), torch.rand(2, 1, 28, 28, generator=g)
+    expected = torch.stack([((a[i] - b[i]) ** 2).sum() / 784 for i in range(2)])
+    torch.testing.assert_close(inversion.squared_error(a, b), expected)
+    generator = ConvGenerator(z_dim=8, width=8).eval()
+    before = {k: v.detach().clone() for k, v in generator.state_dict().items()}
+    inversion.invert(inversion.LatentInversion(generator), torch.rand(1, 2, 1, 28, 28) * 2 - 1, steps=3)
+    assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())
+    assert all(p.grad is None for p in generator.parameters())
 
 
 def test_latent_inversion_reconstructs_images_the_generator_can_make():

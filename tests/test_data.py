@@ -1,5 +1,6 @@
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,6 +187,42 @@ def test_missing_data_offline_names_dataset_folder_and_fixes(name, tmp_path, mon
     assert "name resolution" in message  # the download's own failure is reported
     with pytest.raises(DatasetError, match="download disabled"):
         load_dataset(name, download=False)
+
+
+@pytest.mark.parametrize("name,marks", [("omniglot", ("images_background_small1.zip",)), ("mnist", ("MNIST",))])
+def test_a_data_setting_one_level_too_deep_is_named_and_a_failed_download_leaves_no_folders(
+    name, marks, tmp_path, monkeypatch
+):
+    """``$METAGAN_DATA`` pointing at ``omniglot/`` (or ``mnist/``) itself: the message says to set it one level up; the
+    download that failed (offline) leaves no empty folders behind in the user's data folder."""
+    too_deep = tmp_path / name
+    too_deep.mkdir()
+    for mark in marks:
+        (too_deep / mark).mkdir() if mark == "MNIST" else (too_deep / mark).write_bytes(b"zip")
+    monkeypatch.setenv("METAGAN_DATA", str(too_deep))
+    before = sorted(tmp_path.rglob("*"))
+
+    def no_network(root, *args, **kwargs):
+        (Path(root) / "omniglot-py" / "partial").mkdir(parents=True, exist_ok=True)  # as torchvision does, then fails
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    import torchvision.datasets as tv
+
+    monkeypatch.setattr(tv, "Omniglot", no_network)
+    monkeypatch.setattr(tv, "MNIST", no_network)
+    with pytest.raises(
+        DatasetError, match=f"{too_deep} holds these files itself: set METAGAN_DATA to the folder above it, {tmp_path}"
+    ):
+        load_dataset(name)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_one_of_the_two_small_omniglot_files_is_named_as_found(tmp_path):
+    folder = tmp_path / "omniglot"
+    folder.mkdir()
+    (folder / "images_background_small1.zip").write_bytes(b"zip")
+    with pytest.raises(DatasetError, match="Found images_background_small1.zip but not the other one"):
+        load_dataset("omniglot", download=False, root=tmp_path)
 
 
 def test_wrong_image_size_is_a_clear_error():

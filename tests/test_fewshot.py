@@ -9,10 +9,13 @@ from metagan_lib import fewshot, profiles, report
 from metagan_lib import meta as M
 from metagan_lib import methods as method_module
 from metagan_lib.artifacts import content_hash, load_or_build
+from metagan_lib.augment import diff_augment
 from metagan_lib.context import ContextConfig, ScaledSampling, new_context_gan
+from metagan_lib.data import ImageDataset
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.protonet import ProtoNet
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
+from metagan_lib.seeds import generator as seeded_generator
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig
 from metagan_lib.vae import VAE, VAEFewShot
@@ -49,6 +52,13 @@ def test_generate_shapes_for_every_kind(glyphs, methods):
         assert images.shape == (3, 6, 1, 28, 28) and images.abs().max() <= 1
     ceiling = fewshot.generate(methods[2], episode.support[0], episode.query[0], 6, steps=2, seed=0)
     assert torch.equal(ceiling, episode.query[0, :, :6])
+
+
+def test_the_copy_baseline_is_shot_i_mod_k_augmented_from_the_seeds_augment_stream(glyphs, methods):
+    shots = TaskSampler(glyphs, glyphs.unseen_classes, seed=0).sample(1, 3, 5).support[0]  # [3, 5, 1, 28, 28]
+    copies = fewshot.generate(methods[3], shots, None, 7, steps=None, seed=4)
+    repeats = shots[:, torch.arange(7) % 5].flatten(0, 1)
+    assert torch.equal(copies, diff_augment(repeats, seeded_generator(4, "augment")).view(3, 7, 1, 28, 28))
 
 
 @pytest.fixture
@@ -97,6 +107,77 @@ def test_evaluation_draws_unseen_classes_only_and_scores_every_method(glyphs, me
     assert all(0 <= v <= 1 for by_weight in accuracy.values() for v in by_weight.values())
     # weight 0 ignores the generated images: every method's accuracy there is the real-shots-only accuracy
     assert all(by_weight[0.0] == accuracy["none"][0.0] for by_weight in accuracy.values())
+
+
+def test_the_ceiling_is_scored_on_the_held_out_half_that_the_reference_half_is_not(glyphs, methods, net, monkeypatch):
+    """The held-out images split in two disjoint halves: the first (``ceil(Q / 2)``) is every method's reference
+    (prototypes, class FD, copy score), the second the ceiling's "generated" images. Spied on: the episode drawn and
+    what the ceiling method is given."""
+    monkeypatch.setenv(WORKERS_ENV_VAR, "1")
+    episodes, given = [], []
+    original_sample, original_generate = TaskSampler.sample, fewshot.generate
+
+    def sample(self, *args, **kwargs):
+        episodes.append(original_sample(self, *args, **kwargs))
+        return episodes[-1]
+
+    def generate(method, shots, ceiling, n, steps, seed):
+        images = original_generate(method, shots, ceiling, n, steps, seed)
+        given.append((method.kind, shots, ceiling, images))
+        return images
+
+    monkeypatch.setattr(TaskSampler, "sample", sample)
+    monkeypatch.setattr(fewshot, "generate", generate)
+    scores = fewshot.evaluate_seed(
+        [methods[2]], glyphs, net, shots=5, steps=None, classes=3, generated_per_class=6, seed=0
+    )
+    (episode,) = episodes
+    queries = episode.query.shape[2]
+    assert queries == min(20 - 5, fewshot.MAX_HELD_OUT)  # glyph classes hold 20 images
+    half = (queries + 1) // 2
+    ((kind, shots, ceiling, images),) = given
+    assert kind == "ceiling" and torch.equal(shots, episode.support[0])
+    assert torch.equal(ceiling, episode.query[0, :, half:]) and torch.equal(images, ceiling[:, :6])
+    reference_rows, ceiling_rows = episode.query_index[0, :, :half], episode.query_index[0, :, half:]
+    assert not set(reference_rows.flatten().tolist()) & set(ceiling_rows.flatten().tolist())
+    expected = fewshot.method_scores(
+        [E.embed(net, x) for x in images],
+        [E.embed(net, r) for r in episode.query[0, :, :half]],
+        [E.embed(net, s) for s in episode.support[0]],
+        torch.stack([E.embed(net, r).mean(0) for r in episode.query[0, :, :half]]),
+    )
+    assert {k: v for k, v in scores[methods[2].name].items() if k != "diverged"} == expected
+
+
+def test_downstream_labels_line_up_with_their_classes(monkeypatch):
+    """Features that are the class's one-hot code: with the real shots only, every query is classified right (a
+    query label order that did not match the prototypes' would score about 1 / ways)."""
+    monkeypatch.setenv(WORKERS_ENV_VAR, "1")
+    labels = torch.arange(8).repeat_interleave(12)
+    dataset = ImageDataset(
+        name="constant",
+        images=(labels * 30).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).clone(),
+        labels=labels,
+        class_names=tuple(str(c) for c in range(8)),
+        seen_classes=torch.arange(3),
+        unseen_classes=torch.arange(3, 8),
+        source="tests/test_fewshot.py",
+    )
+
+    class ClassCode(torch.nn.Module):  # image of pixel value 30 c -> one-hot of c
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def embed(self, images):
+            codes = ((images[:, 0, 0, 0] + 1) * 127.5 / 30).round().long()
+            return torch.nn.functional.one_hot(codes, 8).float()
+
+    for ways, shots in ((5, 1), (3, 2)):
+        accuracy = fewshot.downstream_seed(
+            [], dataset, ClassCode(), ways=ways, shots=shots, generated_per_class=2, episodes=4, seed=0
+        )
+        assert accuracy == {"none": {0.0: 1.0}}
 
 
 def test_pretrained_gan_is_notebook_02s_long_run_per_profile():
@@ -332,6 +413,21 @@ def test_setting_selection_uses_seen_classes_only(glyphs, net, drawn):
     assert best == min(grid, key=scores.get)
     assert drawn and all(set(d.tolist()) <= set(glyphs.seen_classes.tolist()) for d in drawn)
     assert fewshot.inside_grid(0.01, grid) and not fewshot.inside_grid(0.05, grid)
+
+
+def test_setting_selection_takes_the_lowest_distance_or_the_highest_fidelity(glyphs, net, monkeypatch):
+    """The direction of each metric: lower is better for the Fréchet distances, higher for the others (the scores are
+    stubbed, one per grid value, in the grid's order)."""
+    fidelity = {0.1: 0.5, 0.2: 0.9, 0.4: 0.7}
+    distance = {0.1: 0.3, 0.2: 0.2, 0.4: 0.1}
+    stub = [{"copy": {"class_fidelity": fidelity[v], "class_frechet_distance": distance[v]}} for v in fidelity]
+    monkeypatch.setattr(fewshot, "parallel_calls", lambda calls, device: stub)
+    select = lambda metric: fewshot.select_setting(
+        lambda value: fewshot.Method("copy", kind="copy"), glyphs, net, list(fidelity), shots=1, classes=2,
+        generated_per_class=2, metric=metric,
+    )  # fmt: skip
+    assert select("class_fidelity") == (0.2, fidelity)
+    assert select("class_frechet_distance") == (0.4, distance)
 
 
 def test_mixing_weights_prefer_the_real_shots_on_ties():

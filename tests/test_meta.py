@@ -337,3 +337,34 @@ def test_a_meta_gan_from_one_given_player_is_refused():
     for given in ({"generator": generator}, {"discriminator": discriminator}):
         with pytest.raises(ValueError, match="both players or neither"):
             M.new_meta_gan(M.MetaConfig(), **given)
+
+
+@pytest.mark.parametrize("method", ["maml", "meta-sgd"])  # Meta-SGD: a rate per entry, different for each player
+def test_inner_adapt_is_the_two_player_step_written_out(method):
+    """Each inner step, by hand: ``d <- d - alpha_D * grad_d L_D(D_d(S), D_d(G_g(n_t0)))``, then, against that new
+    discriminator, ``g <- g - alpha_G * grad_g softplus(-D_d(G_g(n_t1)))``; step ``t`` uses its own noise ``n_t``."""
+    meta, support, _, inner, _ = tiny_problem(method, steps=2)
+    if method == "meta-sgd":  # distinct rates, so that swapping the players' rates or entries would show
+        g = torch.Generator().manual_seed(3)
+        for rates in (meta.g_lr, meta.d_lr):
+            for k in rates:
+                rates[k] = 0.1 + 0.5 * torch.rand(rates[k].shape, generator=g, dtype=torch.float64)
+    G = lambda p, z: functional_call(meta.generator, p, (z,))
+    D = lambda p, x: functional_call(meta.discriminator, p, (x,))
+    g_params = {k: v.detach().requires_grad_(True) for k, v in meta.g_params.items()}
+    d_params = {k: v.detach().requires_grad_(True) for k, v in meta.d_params.items()}
+    for t in range(2):
+        d_loss = discriminator_loss(D(d_params, support[0]), D(d_params, G(g_params, inner[0, t, 0])))
+        d_grads = torch.autograd.grad(d_loss, list(d_params.values()))
+        d_params = {
+            k: (v - meta.d_lr[k] * gr).detach().requires_grad_(True) for (k, v), gr in zip(d_params.items(), d_grads)
+        }
+        g_loss = torch.nn.functional.softplus(-D(d_params, G(g_params, inner[0, t, 1]))).mean()
+        g_grads = torch.autograd.grad(g_loss, list(g_params.values()))
+        g_params = {
+            k: (v - meta.g_lr[k] * gr).detach().requires_grad_(True) for (k, v), gr in zip(g_params.items(), g_grads)
+        }
+    g_library, d_library = M.inner_adapt(meta, meta.g_params, meta.d_params, support[0], inner[0], first_order=True)
+    for want, got in ((g_params, g_library), (d_params, d_library)):
+        for k in want:
+            assert torch.allclose(got[k], want[k], rtol=0, atol=1e-12), k

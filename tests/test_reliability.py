@@ -21,6 +21,7 @@ from metagan_lib import data as D
 from metagan_lib.context import ContextConfig
 from metagan_lib.inversion import LatentInversion
 from metagan_lib.meta import MetaConfig
+from metagan_lib.models import build_gan
 from metagan_lib.paths import DATA_ENV_VAR
 from metagan_lib.tasks import TaskSampler
 from metagan_lib.train import GANConfig, new_run
@@ -67,6 +68,15 @@ def test_runner_refuses_bad_settings_before_the_first_notebook(monkeypatch, caps
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU, on every machine
     assert reproduce.main(["--profile", "smoke", "--device", "cuda", "--only", "01"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err and len(calls) == count
+    monkeypatch.setenv("METAGAN_WORKERS", "-3")  # the settings the notebooks read, refused before the first one
+    assert reproduce.main(["--profile", "smoke", "--only", "01"]) == 2
+    assert "METAGAN_WORKERS='-3' is not a positive integer" in capsys.readouterr().err and len(calls) == count
+    monkeypatch.delenv("METAGAN_WORKERS")
+    monkeypatch.setenv("METAGAN_DATA", str(tmp_path / "typo"))
+    assert reproduce.main(["--profile", "smoke", "--dataset", "omniglot", "--only", "01"]) == 2
+    assert "METAGAN_DATA is" in capsys.readouterr().err and len(calls) == count
+    reproduce.reproduce("smoke", dataset="digits", only=["01"], output_root=tmp_path)  # embedded: no data folder read
+    assert calls[-1][1]["dataset"] == "digits"
 
 
 @pytest.mark.parametrize("argv", [["--profil", "smoke"], ["--profile", "smoke", "--dev", "cpu"]])
@@ -165,6 +175,7 @@ def test_sigterm_stops_the_runner_its_kernel_and_its_workers(tmp_path):
 
 
 def test_update_readme_refuses_other_profiles_and_names_a_damaged_results_file(tmp_path, capsys, monkeypatch):
+    update_readme = report.update_readme
     monkeypatch.setattr(report, "update_readme", lambda *args: pytest.fail("the README must not be touched"))
     assert report.main(["--update-readme", "--profile", "smoke"]) == 2
     assert "--force" in capsys.readouterr().err
@@ -178,6 +189,21 @@ def test_update_readme_refuses_other_profiles_and_names_a_damaged_results_file(t
     damaged.write_text("3")
     with pytest.raises(ValueError, match="holds JSON of type int, not notebook 06's results"):
         report.read_results(damaged)
+    described = {
+        "by_shots": {"5": {"a": {}, "_real_diversity": {}}},
+        "downstream": {},
+        "dataset": "glyphs",
+        "settings": {},
+    }
+    damaged.write_text(json.dumps({**described, "methods": {}}))
+    with pytest.raises(ValueError, match="scores a in by_shots but does not describe them in methods"):
+        report.read_results(damaged)
+    damaged.write_text(json.dumps({**described, "methods": {"a": {}}, "profile": "smoke"}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\nfull numbers\n<!-- results:end -->\n")
+    with pytest.raises(ValueError, match="few_shot.json was written by the 'smoke' profile, not 'full'"):
+        update_readme(readme, tmp_path, "full")  # smoke results copied into results/full/ never reach the README
+    assert "full numbers" in readme.read_text()
     with pytest.raises(SystemExit) as stop:  # an unknown profile is named as such, not as one that would replace tables
         report.main(["--update-readme", "--profile", "bogus"])
     assert stop.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
@@ -356,6 +382,26 @@ def test_adapt_converts_uint8_like_training_and_refuses_bad_counts(tiny_meta):
 def test_task_sampler_refuses_bad_classes_and_counts(glyphs, classes, ways, match):
     with pytest.raises((ValueError, TypeError), match=match):
         TaskSampler(glyphs, torch.tensor(classes), seed=0).sample(1, ways=ways, shots=1)
+
+
+@pytest.mark.parametrize(
+    "classes, error, match",
+    [
+        ("seen", TypeError, "classes must be class indices, e.g. dataset.seen_classes; got 'seen'"),
+        ([], ValueError, "needs at least one class; classes is empty"),
+        (torch.tensor([], dtype=torch.int64), ValueError, "classes is empty"),
+    ],
+)
+def test_task_sampler_names_classes_that_are_no_indices_or_none(glyphs, classes, error, match):
+    with pytest.raises(error, match=match):
+        TaskSampler(glyphs, classes, seed=0)
+    assert TaskSampler(glyphs, torch.tensor(3), seed=0).classes.tolist() == [3]  # one index: one class
+
+
+@pytest.mark.parametrize("width, z_dim, match", [(12, 64, "width=12 .* multiple of 8"), (32, -1, "z_dim=-1")])
+def test_build_gan_refuses_sizes_it_cannot_build_by_name(width, z_dim, match):
+    with pytest.raises(ValueError, match=match):
+        build_gan("conv", z_dim=z_dim, width=width)
 
 
 @pytest.mark.parametrize("tasks", [0, -1, 2.0])

@@ -5,6 +5,7 @@ from functools import partial
 import pytest
 import torch
 
+from metagan_lib import context, evaluation, meta, train
 from metagan_lib.runtime import (
     WORKERS_ENV_VAR,
     choose_device,
@@ -71,3 +72,19 @@ def test_a_gpu_index_the_machine_lacks_is_named(monkeypatch):
         choose_device("cuda:7")
     with pytest.raises(ValueError, match="Unknown device 'cudax'"):
         choose_device("cudax")
+
+
+def test_every_constructor_taking_a_device_refuses_a_gpu_the_machine_lacks_by_name(monkeypatch, strokes):
+    """Not torch's "Found no NVIDIA driver" from deep inside ``.to``: the library's message, as for the runner."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU, on every machine
+    images = strokes.images[:8]
+    calls = {
+        "train_gan": lambda: train.train_gan(images, train.GANConfig(steps=1), device="cuda", progress=False),
+        "new_run": lambda: train.new_run(train.GANConfig(), device="cuda"),
+        "new_meta_gan": lambda: meta.new_meta_gan(meta.MetaConfig(), device="cuda"),
+        "new_context_gan": lambda: context.new_context_gan(context.ContextConfig(width=8), device="cuda"),
+        "train_feature_net": lambda: evaluation.train_feature_net(strokes, 1, device="cuda", progress=False),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="no CUDA GPU is available here; use 'cpu' or 'auto'"):
+            call()

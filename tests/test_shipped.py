@@ -65,12 +65,27 @@ def test_a_caller_that_does_not_rebuild_asks_quietly_and_gets_the_reason(store):
     _ship(shipped, {"seed": 0}, 7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning announces a retraining that this caller will not do
-        assert not A.is_current(path, {"seed": 1}, announce_stale=False)
+        assert not A.is_current(path, {"seed": 1}, rebuilds=False)
         reason = A.stale_shipped_reason(path, {"seed": 1})
         assert A.stale_shipped_reason(path, {"seed": 0}) is None  # current: nothing to say
     assert "net.pt was trained under another key (differing in: seed); not loaded. " in reason
     with pytest.warns(A.StaleArtifactWarning, match="retraining it"):  # the default still announces it
         assert not A.is_current(path, {"seed": 1})
+
+
+def test_a_damaged_shipped_file_is_named_as_shipped_with_how_to_restore_it(store):
+    """A truncated shipped file: the loader says it rebuilds, a caller that does not rebuild says it is not loaded,
+    and both give the command that restores the file."""
+    path, shipped = store
+    _ship(shipped, {"seed": 0}, 7)
+    shipped.write_bytes(shipped.read_bytes()[:100])
+    restore = f"restore it: git checkout -- {shipped}"
+    with pytest.warns(A.DamagedArtifactWarning, match=f"stored file {shipped} cannot be used.*not loaded \\({restore}"):
+        assert not A.is_current(path, {"seed": 0}, rebuilds=False)
+    calls = []
+    with pytest.warns(A.DamagedArtifactWarning, match=f"rebuilding it \\({restore}\\)"):
+        assert _load(path, {"seed": 0}, _build(1, calls))["w"].tolist() == [1.0, 1.0]
+    assert calls == [1]
 
 
 def test_a_shipped_glyph_file_from_another_rendering_names_the_cpu_as_the_cause(store):

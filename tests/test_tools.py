@@ -4,6 +4,7 @@
 import dataclasses
 import importlib.util
 import re
+import sys
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from metagan_lib.paths import repo_root
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(name, repo_root() / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -515,3 +517,30 @@ def test_validate_context_refuses_a_samples_path_under_a_file_before_training(tm
     with pytest.raises(SystemExit):  # was a FileExistsError after the meta-training
         tool.main(["--rules", "fomaml", "--samples", str(blocker / "more")])
     assert f"--samples {blocker / 'more'}: {blocker} is a file" in capsys.readouterr().err
+
+
+def test_every_mutant_of_the_mutation_check_applies_to_the_current_source_and_names_real_tests():
+    """``tools/mutation_check.py`` refuses to run a mutant whose text the source no longer holds exactly once; this
+    keeps the whole table in step with the code, so no mutant is skipped silently after an edit."""
+    tool = load_tool("mutation_check")
+    names = [m.name for m in tool.MUTANTS]
+    assert len(names) == len(set(names)) and len(names) >= 60
+    for mutant in tool.MUTANTS:
+        assert tool.unmatched(mutant) == [], mutant.name
+        text = tool.source(mutant).read_text()
+        assert tool.apply(mutant, text) != text, mutant.name
+        assert all((repo_root() / test).is_file() for test in mutant.tests), mutant.name
+
+
+@pytest.mark.slow  # copies the checkout and runs a test file in a subprocess
+def test_the_mutation_check_catches_a_planted_bug_and_leaves_the_checkout_alone(capsys):
+    tool = load_tool("mutation_check")
+    toy = repo_root() / "metagan_lib" / "toy.py"
+    before = toy.read_text()
+    assert tool.main(["S1"]) == 0
+    out = capsys.readouterr().out
+    assert "| S1 | notebook 03's MAML always first order | yes |" in out and "1 of 1 mutants caught" in out
+    assert toy.read_text() == before  # the bug was planted in a copy
+    with pytest.raises(SystemExit):
+        tool.main(["Z9"])
+    assert "unknown mutant(s) Z9" in capsys.readouterr().err

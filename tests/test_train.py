@@ -49,6 +49,30 @@ def test_augmentation_keeps_shape_range_and_gradient(images):
     assert (cutout(x.detach(), generator) == -1).sum() > (x.detach() == -1).sum()
 
 
+def test_translation_and_cutout_match_their_definitions_pixel_by_pixel(images):
+    """translate: image ``b`` shifted by its drawn ``(dx, dy)`` whole pixels (``out[y, x] = in[y - dy, x - dx]``), the
+    uncovered border at the background -1; cutout: one square of side ``round(0.25 x 28) = 7`` at its drawn corner set
+    to -1, the rest unchanged. The draws are repeated from the same generator state."""
+    x = to_signed(images[:6])
+    g = torch.Generator().manual_seed(5)
+    shifts = torch.randint(-4, 5, (6, 2), generator=torch.Generator().manual_seed(5))  # limit round(0.125 x 28) = 4
+    shifted = translate(x, g)
+    for b, (dx, dy) in enumerate(shifts.tolist()):
+        expected = torch.full_like(x[b], -1.0)
+        expected[:, max(dy, 0) : 28 + min(dy, 0), max(dx, 0) : 28 + min(dx, 0)] = x[
+            b, :, max(-dy, 0) : 28 + min(-dy, 0), max(-dx, 0) : 28 + min(-dx, 0)
+        ]
+        assert torch.equal(shifted[b], expected), (b, dx, dy)
+    assert shifts.abs().max() > 0  # the draw moved something
+    g, again = torch.Generator().manual_seed(6), torch.Generator().manual_seed(6)
+    corner_y, corner_x = (torch.randint(0, 28 - 7 + 1, (6,), generator=again) for _ in range(2))
+    cut = cutout(x, g)
+    for b in range(6):
+        expected = x[b].clone()
+        expected[:, corner_y[b] : corner_y[b] + 7, corner_x[b] : corner_x[b] + 7] = -1.0
+        assert torch.equal(cut[b], expected), b
+
+
 def test_training_is_reproducible_for_a_seed(images):
     a = train_gan(images, TINY, seed=3, progress=False)
     b = train_gan(images, TINY, seed=3, progress=False)
@@ -203,3 +227,32 @@ def test_tensorboard_log_holds_the_losses_and_samples_the_run_recorded(tmp_path)
         assert [e.step for e in logged] == [1, 2, 3]
         assert [e.value for e in logged] == pytest.approx(run.history[key], rel=1e-6)
     assert [e.step for e in events.Images("samples")] == [2]
+
+
+@pytest.mark.parametrize(
+    "loss,generator_loss",
+    [
+        ("nonsaturating", lambda logits: torch.nn.functional.softplus(-logits).mean()),  # -log D(G(z))
+        ("saturating", lambda logits: -torch.nn.functional.softplus(logits).mean()),  # log(1 - D(G(z)))
+        ("wgan-gp", lambda scores: -scores.mean()),
+        ("hinge", lambda logits: -logits.mean()),
+    ],
+)
+def test_a_generator_step_descends_its_named_loss_then_moves_the_average(images, loss, generator_loss):
+    """With plain SGD at rate 1 a step changes the generator by minus the gradient of the loss its name stands for
+    (written here from the formulas), returns that loss, and then moves the EMA generator towards the new weights."""
+    run = new_run(TINY.replace(loss=loss, ema_decay=0.75), seed=0)
+    run.generator, run.discriminator, run.ema_generator = (
+        m.double() for m in (run.generator, run.discriminator, run.ema_generator)
+    )
+    z = torch.randn(6, TINY.z_dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected_loss = generator_loss(run.discriminator(run.generator(z)))
+    gradients = torch.autograd.grad(expected_loss, list(run.generator.parameters()))
+    before = [p.detach().clone() for p in run.generator.parameters()]
+    ema_before = [p.detach().clone() for p in run.ema_generator.parameters()]
+    returned = train_module.generator_step(run, torch.optim.SGD(run.generator.parameters(), lr=1.0), z, lambda x: x)
+    assert returned == pytest.approx(expected_loss.item(), rel=1e-12)
+    for old, new, g in zip(before, run.generator.parameters(), gradients):
+        torch.testing.assert_close(new.detach(), old - g, rtol=1e-10, atol=1e-12)
+    for old, new, target in zip(ema_before, run.ema_generator.parameters(), run.generator.parameters()):
+        torch.testing.assert_close(new.detach(), 0.75 * old + 0.25 * target.detach(), rtol=1e-10, atol=1e-12)
