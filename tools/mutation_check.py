@@ -45,7 +45,7 @@ METRICS = ("tests/test_evaluation.py", "tests/test_fewshot.py")
 META = ("tests/test_meta.py",)
 CONTEXT = ("tests/test_context.py",)
 TASKS = ("tests/test_tasks.py", "tests/test_data.py", "tests/test_fewshot.py")
-KEYS = ("tests/test_artifacts.py", "tests/test_tools.py")
+KEYS = ("tests/test_artifacts.py",)
 TRAINING = ("tests/test_train.py",)
 
 
