@@ -754,3 +754,27 @@ def test_a_method_refuses_a_model_of_another_kind_and_the_ceiling_refuses_more_i
         fewshot.generate(ceiling_method, shots, held_out, 5, None, 0)  # it returned 4 images per class silently
     with pytest.raises(ValueError, match="needs held-out real images"):
         fewshot.generate(ceiling_method, shots, None, 4, None, 0)
+
+
+def test_downstream_help_and_hurt_need_the_difference_beyond_both_intervals():
+    """A generator above the real shots by less than the two half-widths together neither helps nor hurts; beyond
+    them it helps (above) or hurts (below); the same rule for the unselected weights."""
+    base = {"mean": 0.70, "ci95": 0.02, "n": 5}
+    entry = lambda mean, by_weight=None: {
+        "mean": mean,
+        "ci95": 0.02,
+        "n": 5,
+        "weight": 0.25,
+        "by_weight": by_weight or {},
+    }
+    downstream = {
+        "20-way 1-shot": {
+            "none": base,
+            "inside": entry(0.73, {"0.5": {"mean": 0.739, "ci95": 0.02, "n": 5}}),  # +0.03, +0.039: inside 0.04
+            "above": entry(0.75),  # +0.05 > 0.04
+            "below": entry(0.65, {"0.5": {"mean": 0.75, "ci95": 0.02, "n": 5}}),  # -0.05; unselected +0.05
+        }
+    }
+    chosen, unselected = report._downstream_lines(downstream)
+    assert "help: above; hurt: below (beyond 95% intervals)" in chosen
+    assert "above real shots only beyond the intervals: below at w=0.5; below: none." in unselected

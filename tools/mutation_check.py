@@ -47,6 +47,7 @@ CONTEXT = ("tests/test_context.py",)
 TASKS = ("tests/test_tasks.py", "tests/test_data.py", "tests/test_fewshot.py")
 KEYS = ("tests/test_artifacts.py",)
 TRAINING = ("tests/test_train.py",)
+REPORT = ("tests/test_fewshot.py", "tests/test_reliability.py")
 
 
 def _m(name, module, edits, tests, breaks):
@@ -208,6 +209,29 @@ MUTANTS = (
     _m("S1", "toy", [("return mse(model, adapt_regression(model, params, x_s, y_s, inner_lr, steps, first_order), x_q, y_q)",
                       "return mse(model, adapt_regression(model, params, x_s, y_s, inner_lr, steps, True), x_q, y_q)")],
        ("tests/test_toy.py",), "notebook 03's MAML always first order"),
+    _m("V1", "report", [('return abs(a["mean"] - b["mean"]) > a["ci95"] + b["ci95"]',
+                         'return abs(a["mean"] - b["mean"]) > max(a["ci95"], b["ci95"])')], REPORT,
+       "a difference called beyond the intervals when it is inside their sum"),
+    _m("V2", "report", [('return 1 if (a["mean"] < b["mean"]) == (metric in LOWER_IS_BETTER) else -1',
+                         'return 1 if a["mean"] < b["mean"] else -1')], REPORT,
+       "the verdict ignores which way the metric is better"),
+    _m("V3", "report", [('above = lambda e: e["mean"] - base["mean"] > e["ci95"] + base["ci95"]',
+                         'above = lambda e: e["mean"] - base["mean"] > 0')], REPORT,
+       "downstream 'helps' without the intervals"),
+    _m("P1", "protonet", [("return -torch.cdist(query_features, class_prototypes).pow(2)",
+                           "return -torch.cdist(query_features, class_prototypes)")], ("tests/test_protonet.py",),
+       "prototype logits from distances, not squared distances"),
+    _m("P2", "protonet", [("labels = torch.arange(ways, device=logits.device).repeat_interleave(query.shape[1])",
+                           "labels = torch.arange(ways, device=logits.device).repeat(query.shape[1])")],
+       ("tests/test_protonet.py",), "episode labels out of order"),
+    _m("A1", "vae", [("return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)",
+                      "return 0.5 * (mu.pow(2) + logvar.exp() - logvar).sum(dim=1)")], ("tests/test_vae.py",),
+       "the Gaussian KL off by a constant"),
+    _m("A2", "vae", [("decoded = vae(mu + (0.5 * logvar).exp() * eps)", "decoded = vae(mu + logvar.exp() * eps)")],
+       ("tests/test_vae.py",), "reparameterisation with the variance, not the standard deviation"),
+    _m("D1", "seeds", [("text = repr((int(seed), *labels)).encode()", "text = repr((int(seed), *labels[:1])).encode()")],
+       ("tests/test_meta.py", "tests/test_context.py"),
+       "streams that differ only after their first label share a seed"),
     _m("K1", "artifacts", [('        "sampler_seed": sampler.seed,\n', "")], KEYS,
        "a meta-learner from another sampler seed loaded as this one"),
     _m("K2", "artifacts", [('        "labels": fingerprint(dataset.labels),\n', "")], KEYS,
