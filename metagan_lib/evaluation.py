@@ -40,6 +40,9 @@ class FeatureNet(nn.Module):
     classifier head."""
 
     def __init__(self, num_classes: int, width: int = FEATURE_WIDTH, dim: int = 128):
+        checks.positive_int("num_classes", num_classes)
+        checks.conv_width("width", width)
+        checks.positive_int("dim", dim)
         super().__init__()
         blocks, channels = [], 1
         for _ in range(3):

@@ -19,6 +19,7 @@ import torch
 from metagan_lib import adaptation, meta, profiles, report, reproduce
 from metagan_lib import data as D
 from metagan_lib.context import ContextConfig
+from metagan_lib.evaluation import FeatureNet
 from metagan_lib.inversion import LatentInversion
 from metagan_lib.meta import MetaConfig
 from metagan_lib.models import build_gan
@@ -396,6 +397,12 @@ def test_task_sampler_names_classes_that_are_no_indices_or_none(glyphs, classes,
     with pytest.raises(error, match=match):
         TaskSampler(glyphs, classes, seed=0)
     assert TaskSampler(glyphs, torch.tensor(3), seed=0).classes.tolist() == [3]  # one index: one class
+
+
+def test_a_feature_network_refuses_sizes_it_cannot_build_by_name():
+    for kwargs, match in (({"num_classes": 0}, "num_classes=0"), ({"num_classes": 3, "width": 12}, "width=12")):
+        with pytest.raises(ValueError, match=match):
+            FeatureNet(**kwargs)
 
 
 @pytest.mark.parametrize("width, z_dim, match", [(12, 64, "width=12 .* multiple of 8"), (32, -1, "z_dim=-1")])

@@ -508,6 +508,12 @@ def test_build_digits_round_trips_the_shipped_format_and_names_bad_arguments(tmp
     with pytest.raises(SystemExit):
         tool.main([str(source), str(source / "0.json")])
     assert "is a file; give the folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a file further up the destination's path
+        tool.main([str(source), str(source / "0.json" / "digits")])
+    assert "0.json is a file; give the folder" in capsys.readouterr().err
+    (source / "3.json").write_text('{"data": [0.1, ')  # cut short
+    with pytest.raises(SystemExit, match=r"3.json is not the package's digit file \(JSONDecodeError"):
+        tool.main([str(source), str(out)])
 
 
 def test_validate_context_refuses_a_samples_path_under_a_file_before_training(tmp_path, capsys):
@@ -544,3 +550,12 @@ def test_the_mutation_check_catches_a_planted_bug_and_leaves_the_checkout_alone(
     with pytest.raises(SystemExit):
         tool.main(["Z9"])
     assert "unknown mutant(s) Z9" in capsys.readouterr().err
+
+
+def test_build_glyphs_names_a_file_on_the_destination_path_before_rendering(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo_root() / "tools"))  # the tool imports build_digits beside it
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        load_tool("build_glyphs").main([str(blocker / "glyph_data")])
+    assert f"{blocker} is a file; give the folder to write the glyph files into" in capsys.readouterr().err

