@@ -32,6 +32,8 @@ from typing import Any, Callable, TypeVar
 import torch
 from torch import nn
 
+from .runtime import choose_device
+
 T = TypeVar("T")
 
 
@@ -252,6 +254,7 @@ def load_stored(path: Path | str, device: torch.device | str, from_payload: Call
     """``from_payload(artefact, device)`` of the store file at ``path``: no readable file is a ``FileNotFoundError``
     saying ``how`` to make one; a file holding another kind of artefact, or tensors of other shapes, is a
     ``ValueError`` naming the file and the loader for each kind (not a ``KeyError`` from deep inside)."""
+    device = choose_device(device)  # a GPU this machine lacks is named here, not read as a damaged file
     payload = read_payload(path, device)
     if payload is None:
         raise FileNotFoundError(f"No readable {what} at {path}; {how}.")

@@ -31,6 +31,7 @@ from .artifacts import config_key, fingerprint, load_or_build_module
 from .images import check_image_batch
 from .inversion import decode_around, fit_latents
 from .models import ADAM_BETAS, ConvDiscriminator, ConvGenerator, strided_conv_features
+from .runtime import choose_device
 from .seeds import derive_seed, generator
 
 
@@ -127,6 +128,7 @@ def training_step(
 
 def new_vae(config: VAEConfig, seed: int = 0, device: torch.device | str = "cpu"):
     """A fresh VAE, its discriminator (used when ``adversarial_weight > 0``) and their two Adam optimisers."""
+    device = choose_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "vae init"))
         vae, critic = VAE(config.z_dim, config.width).to(device), ConvDiscriminator().to(device)

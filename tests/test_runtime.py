@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from metagan_lib import context, evaluation, meta, train
+from metagan_lib import context, evaluation, meta, train, vae
 from metagan_lib.runtime import (
     WORKERS_ENV_VAR,
     choose_device,
@@ -84,6 +84,8 @@ def test_every_constructor_taking_a_device_refuses_a_gpu_the_machine_lacks_by_na
         "new_meta_gan": lambda: meta.new_meta_gan(meta.MetaConfig(), device="cuda"),
         "new_context_gan": lambda: context.new_context_gan(context.ContextConfig(width=8), device="cuda"),
         "train_feature_net": lambda: evaluation.train_feature_net(strokes, 1, device="cuda", progress=False),
+        "new_vae": lambda: vae.new_vae(vae.VAEConfig(z_dim=4, width=8), device="cuda"),
+        "load_run": lambda: train.load_run("any.pt", device="cuda"),  # before reading: not taken for a damaged file
     }
     for name, call in calls.items():
         with pytest.raises(ValueError, match="no CUDA GPU is available here; use 'cpu' or 'auto'"):

@@ -1,18 +1,18 @@
 r"""Plant known bugs in ``metagan_lib`` one at a time and check that the tests catch each (mutation testing, by hand).
 
-Each mutant below replaces exact source text with a plausible bug (a sign, an index, a wrong term, a dropped
-check) in a copy of the checkout under a temporary folder, and runs the tests named for it (``pytest -x``, the copy
-first on ``PYTHONPATH``); the repository itself is never changed. A mutant the tests let through is a test that cannot fail where
-it should: the run lists it and exits 1. Each group of test files first runs with no mutant planted and must pass
-(a failing or order-dependent test would count every mutant as caught)::
+Each mutant below replaces exact source text with a plausible bug (a sign, an index, a wrong term, a dropped check) in
+a copy of the checkout's tracked files under a temporary folder, and runs the tests named for it (``pytest -x``, the
+copy first on ``PYTHONPATH``); the repository itself is never changed. A mutant the tests let through is a test that
+cannot fail where it should: the run lists it and exits 1. Each group of test files first runs with no mutant planted
+and must pass (a failing or order-dependent test would count every mutant as caught)::
 
     python tools/mutation_check.py            # every mutant (about 17 minutes on 2 CPU cores)
     python tools/mutation_check.py L1 E4      # some of them
     python tools/mutation_check.py --list     # what each one breaks
 
-Mutants that change nothing a test could observe are not listed (for instance detaching the spread term's target, the
-query images' spread, which depends on no parameter). ``tests/test_tools.py`` checks that every mutant's text occurs
-exactly once in the current source, so none is skipped silently after an edit.
+Mutants that change nothing a test could observe are not listed (for instance detaching the spread term's target,
+which has no gradient anyway). Only tracked files are copied: ``git add`` a new test file first. ``tests/test_tools.py``
+checks that every mutant's text occurs exactly once in the current source, so none is skipped silently after an edit.
 """
 
 # ruff: noqa: E501  (the mutant table: one exact source text per line reads better than wrapped strings)
