@@ -244,6 +244,12 @@ def read_payload(path: Path | str, device: torch.device | str = "cpu", then: str
     return payload
 
 
+def error_text(error: Exception, limit: int = 240) -> str:
+    """``"Type: message"`` on one line, at most ``limit`` characters of the message (for a warning or an error that
+    quotes what went wrong inside)."""
+    return f"{type(error).__name__}: {' '.join(line.strip() for line in str(error).strip().splitlines())[:limit]}"
+
+
 LOADERS = (
     "train.load_run (GAN runs), meta.load_meta (meta-GANs), context.load_context_gan (context meta-GANs), the "
     "train_or_load_* function that wrote any other"
@@ -261,9 +267,8 @@ def load_stored(path: Path | str, device: torch.device | str, from_payload: Call
     try:
         return from_payload(payload["artefact"], device)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        reason = " ".join(line.strip() for line in str(error).strip().splitlines())[:240]
         raise ValueError(
-            f"{path} does not hold a {what} that loads here ({type(error).__name__}: {reason}); each kind of file has "
+            f"{path} does not hold a {what} that loads here ({error_text(error)}); each kind of file has "
             f"its loader: {LOADERS}."
         ) from None
 
@@ -283,7 +288,7 @@ def _damaged(path: Path, cause: Exception, then: str) -> None:
     elif path.is_file() and path.stat().st_size == 0:
         reason = "an empty file"
     else:
-        reason = f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
+        reason = error_text(cause)
     warnings.warn(f"The stored file {path} cannot be used ({reason}); {then}.", DamagedArtifactWarning, stacklevel=3)
     return None
 

@@ -72,6 +72,18 @@ def same_device(name: str, device: torch.device, expected: torch.device, fix: st
     require(devices_match(device, expected), name, str(device), f"{expected}, where the model is ({fix})")
 
 
+def signed_range(images: torch.Tensor, name: str = "images") -> tuple[float, float]:
+    """``(min, max)`` of float images, refused (naming the fix) unless within [-1, 1] up to rounding."""
+    low, high = (images.min().item(), images.max().item()) if images.numel() else (0.0, 0.0)
+    require(
+        low >= -1.0 - 1e-4 and high <= 1.0 + 1e-4,
+        f"{name} range",
+        (round(low, 3), round(high, 3)),
+        "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)",
+    )
+    return low, high
+
+
 def signed_images(images: torch.Tensor, name: str = "images", dtype: torch.dtype | None = None) -> torch.Tensor:
     """Images as float in [-1, 1], ``[..., 1, 28, 28]``: ``uint8`` (0-255) is converted; a float tensor outside
     [-1, 1] (e.g. 0-255 floats), one with no negative value (images in [0, 1], whose background would read as grey),
@@ -89,13 +101,7 @@ def signed_images(images: torch.Tensor, name: str = "images", dtype: torch.dtype
         tuple(images.shape[-3:]) == size, f"{name}.shape", tuple(images.shape), f"[..., 1, {IMAGE_SIZE}, {IMAGE_SIZE}]"
     )
     require(bool(torch.isfinite(images).all()), name, "<tensor with NaN or inf>", "finite")
-    low, high = images.min().item(), images.max().item()
-    require(
-        low >= -1.0 - 1e-4 and high <= 1.0 + 1e-4,
-        f"{name} range",
-        (round(low, 3), round(high, 3)),
-        "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)",
-    )
+    low, high = signed_range(images, name)
     require(
         not given_as_float or low < 0,
         f"{name} range",

@@ -104,13 +104,7 @@ def _image_batch(images: torch.Tensor) -> None:
     check_image_batch(images, "images")
     if images.dtype != torch.uint8:
         checks.require(images.is_floating_point(), "images.dtype", images.dtype, "uint8 (0-255) or floating point")
-        low, high = (images.min().item(), images.max().item()) if images.numel() else (0.0, 0.0)
-        checks.require(
-            low >= -1 - 1e-4 and high <= 1 + 1e-4,
-            "images range",
-            (round(low, 3), round(high, 3)),
-            "within [-1, 1] (scale uint8-like values with x / 127.5 - 1)",
-        )
+        checks.signed_range(images)
 
 
 @torch.no_grad()

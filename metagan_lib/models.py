@@ -247,7 +247,10 @@ def build_gan(
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
     checks.positive_int("z_dim", z_dim)
-    (checks.positive_int if architecture == "mlp" else checks.conv_width)("width", width)
+    if architecture == "mlp":
+        checks.positive_int("width", width)
+    else:
+        checks.conv_width("width", width)
     gen_cls, disc_cls = ARCHITECTURES[architecture]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -25,6 +25,30 @@ def same_global_rng_state_for_every_test():
     torch.manual_seed(0)
 
 
+PIXEL_PER_LABEL = 30  # constant_classes: every pixel of an image of class c is 30 c
+
+
+@pytest.fixture
+def constant_classes():
+    """A maker of datasets whose images name their class: ``constant_classes(sizes, seen)`` has ``sizes[c]`` images of
+    class ``c``, every pixel at ``30 c``; the first ``seen`` classes seen, the rest unseen."""
+    return _constant_classes
+
+
+def _constant_classes(sizes: list[int], seen: int) -> ImageDataset:
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    images = (labels * PIXEL_PER_LABEL).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).clone()
+    return ImageDataset(
+        name="constant classes",
+        images=images,
+        labels=labels,
+        class_names=tuple(str(c) for c in range(len(sizes))),
+        seen_classes=torch.arange(seen),
+        unseen_classes=torch.arange(seen, len(sizes)),
+        source="tests/conftest.py",
+    )
+
+
 @pytest.fixture(scope="session")
 def glyphs():
     return load_dataset("glyphs")

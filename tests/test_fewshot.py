@@ -11,7 +11,6 @@ from metagan_lib import methods as method_module
 from metagan_lib.artifacts import content_hash, load_or_build
 from metagan_lib.augment import diff_augment
 from metagan_lib.context import ContextConfig, ScaledSampling, new_context_gan
-from metagan_lib.data import ImageDataset
 from metagan_lib.evaluation import FeatureNet
 from metagan_lib.protonet import ProtoNet
 from metagan_lib.runtime import WORKERS_ENV_VAR, limited_threads
@@ -149,20 +148,11 @@ def test_the_ceiling_is_scored_on_the_held_out_half_that_the_reference_half_is_n
     assert {k: v for k, v in scores[methods[2].name].items() if k != "diverged"} == expected
 
 
-def test_downstream_labels_line_up_with_their_classes(monkeypatch):
+def test_downstream_labels_line_up_with_their_classes(monkeypatch, constant_classes):
     """Features that are the class's one-hot code: with the real shots only, every query is classified right (a
     query label order that did not match the prototypes' would score about 1 / ways)."""
     monkeypatch.setenv(WORKERS_ENV_VAR, "1")
-    labels = torch.arange(8).repeat_interleave(12)
-    dataset = ImageDataset(
-        name="constant",
-        images=(labels * 30).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).clone(),
-        labels=labels,
-        class_names=tuple(str(c) for c in range(8)),
-        seen_classes=torch.arange(3),
-        unseen_classes=torch.arange(3, 8),
-        source="tests/test_fewshot.py",
-    )
+    dataset = constant_classes([12] * 8, seen=3)
 
     class ClassCode(torch.nn.Module):  # image of pixel value 30 c -> one-hot of c
         def __init__(self):

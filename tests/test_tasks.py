@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from metagan_lib.data import ImageDataset
 from metagan_lib.images import to_signed, to_unit
 from metagan_lib.tasks import TaskSampler
 
@@ -34,21 +33,11 @@ def test_support_and_query_images_come_from_their_class_and_never_overlap(sample
     assert torch.equal(episode.query, to_signed(images[episode.query_index]))  # the query images are the indexed ones
 
 
-def test_classes_of_different_sizes_never_draw_padding_or_another_class():
+def test_classes_of_different_sizes_never_draw_padding_or_another_class(constant_classes):
     """Classes of 3 to 9 images (Omniglot and MNIST classes differ in size): the sampler pads its index table, and
     with shots + queries equal to the smallest class every class must still give its own distinct images."""
-    sizes = [3, 9, 5, 7, 4]
-    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
-    images = (labels * 40).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).clone()  # pixel value = 40 x label
-    dataset = ImageDataset(
-        name="uneven",
-        images=images,
-        labels=labels,
-        class_names=tuple(str(c) for c in range(5)),
-        seen_classes=torch.arange(5),
-        unseen_classes=torch.arange(0),
-        source="tests/test_tasks.py",
-    )
+    dataset = constant_classes([3, 9, 5, 7, 4], seen=5)
+    labels = dataset.labels
     sampler = TaskSampler(dataset, dataset.seen_classes, seed=0)
     assert sampler.min_count == 3
     episode = sampler.sample(tasks=50, ways=5, shots=2, queries=1)
@@ -58,7 +47,7 @@ def test_classes_of_different_sizes_never_draw_padding_or_another_class():
         for n in range(5):
             assert len(set(index[t, n].tolist())) == 3
             assert set(labels[index[t, n]].tolist()) == {int(episode.classes[t, n])}
-    expected_pixel = to_signed((episode.classes * 40).to(torch.uint8)).view(50, 5, 1, 1, 1, 1)
+    expected_pixel = to_signed((episode.classes * 30).to(torch.uint8)).view(50, 5, 1, 1, 1, 1)
     assert torch.equal(episode.support, expected_pixel.expand_as(episode.support))
     nine = index[episode.classes == 1].flatten()  # the large class: over 50 tasks, every one of its images is drawn
     assert len(set(nine.tolist())) == 9
