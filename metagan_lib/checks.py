@@ -59,6 +59,12 @@ def conv_width(name: str, value: object) -> None:
     )
 
 
+def trailing_shape(name: str, tensor: torch.Tensor, tail: tuple[int, ...], shown: str) -> None:
+    """Refuse ``tensor`` (naming ``shown``, the accepted shape) unless its last dimensions are ``tail``."""
+    fits = tensor.dim() >= len(tail) and tuple(tensor.shape[tensor.dim() - len(tail) :]) == tail
+    require(fits, f"{name}.shape", tuple(tensor.shape), shown)
+
+
 def devices_match(a: torch.device | str, b: torch.device | str) -> bool:
     """Whether ``a`` and ``b`` name one device (``cuda`` without an index is the current GPU, so ``cuda`` and
     ``cuda:0`` are one device where GPU 0 is current)."""

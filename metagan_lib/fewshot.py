@@ -412,20 +412,9 @@ def run_benchmark(
     outputs = parallel_calls(
         [call for _, call in jobs], device=next(net.parameters()).device, description="few-shot benchmark"
     )
-    grouped: dict[tuple[str, str], list] = {}
-    for (key, _), output in zip(jobs, outputs):
-        grouped.setdefault(key, []).append(output)
-    if str(default_shots) in {str(k) for k in shot_counts}:
-        own_budget = grouped[("by_shots", str(default_shots))]
-        for steps in step_counts:
-            scored = grouped[("by_steps", str(steps))]
-            grouped[("by_steps", str(steps))] = [_with_own_budget_scores(s, o) for s, o in zip(scored, own_budget)]
-    validation = {
-        name: {
-            method: {str(w): v for w, v in by_w.items()} for method, by_w in grouped[("validation", name)][0].items()
-        }
-        for name, _ in downstream
-    }
+    grouped = _grouped_outputs(
+        jobs, outputs, default_shots=default_shots, shot_counts=shot_counts, step_counts=step_counts
+    )
     settings_used = dict(
         seeds=list(seeds), shot_counts=list(shot_counts), step_counts=list(step_counts), default_shots=default_shots,
         classes=min(classes, len(dataset.unseen_classes)),  # as drawn (all, when the dataset has fewer unseen classes)
@@ -438,8 +427,34 @@ def run_benchmark(
         "by_shots": {str(k): summarise(grouped[("by_shots", str(k))]) for k in shot_counts},
         "by_steps": {str(steps): summarise(grouped[("by_steps", str(steps))]) for steps in step_counts},
         "downstream": _downstream_summary(grouped, downstream),
-        "downstream_validation": validation,
+        "downstream_validation": _downstream_validation(grouped, downstream),
         "methods": {m.name: _method_entry(m) for m in methods},
+    }
+
+
+def _grouped_outputs(
+    jobs: list, outputs: list, *, default_shots: int, shot_counts: list[int], step_counts: list[int]
+) -> dict[tuple[str, str], list]:
+    """The jobs' outputs by setting key, in seed order; each ``by_steps`` entry takes the scores of methods whose own
+    budget it repeats from the ``by_shots`` entry at ``default_shots`` (:func:`_with_own_budget_scores`)."""
+    grouped: dict[tuple[str, str], list] = {}
+    for (key, _), output in zip(jobs, outputs):
+        grouped.setdefault(key, []).append(output)
+    if str(default_shots) in {str(k) for k in shot_counts}:
+        own_budget = grouped[("by_shots", str(default_shots))]
+        for steps in step_counts:
+            scored = grouped[("by_steps", str(steps))]
+            grouped[("by_steps", str(steps))] = [_with_own_budget_scores(s, o) for s, o in zip(scored, own_budget)]
+    return grouped
+
+
+def _downstream_validation(grouped: dict[tuple[str, str], list], downstream: list) -> dict:
+    """Each downstream setting's seen-class validation accuracies, ``{setting: {method: {weight: accuracy}}}``."""
+    return {
+        name: {
+            method: {str(w): v for w, v in by_w.items()} for method, by_w in grouped[("validation", name)][0].items()
+        }
+        for name, _ in downstream
     }
 
 

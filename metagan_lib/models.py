@@ -47,6 +47,7 @@ class MLPGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        _check_latents(z, self.z_dim)
         return self.net(z).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
@@ -65,6 +66,7 @@ class MLPDiscriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x, 1)
         return self.net(x).squeeze(-1)
 
 
@@ -90,7 +92,19 @@ class ConvGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        _check_latents(z, self.z_dim)
         return self.net(self.project(z).view(-1, 2 * self.width, 7, 7))
+
+
+def _check_latents(z: torch.Tensor, z_dim: int) -> None:
+    checks.trailing_shape(
+        "z", z, (z_dim,), f"[B, {z_dim}] (the generator's z_dim; draw it with torch.randn(B, {z_dim}))"
+    )
+
+
+def _check_images(x: torch.Tensor, channels: int) -> None:
+    shown = f"[B, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE}] ({channels}-channel {IMAGE_SIZE}x{IMAGE_SIZE} images)"
+    checks.trailing_shape("images", x, (channels, IMAGE_SIZE, IMAGE_SIZE), shown)
 
 
 def strided_conv_features(channels: int, width: int) -> list[nn.Module]:
@@ -111,9 +125,11 @@ class ConvDiscriminator(nn.Module):
 
     def __init__(self, width: int = 32, channels: int = 1):
         super().__init__()
+        self.channels = channels
         self.net = nn.Sequential(*strided_conv_features(channels, width), nn.Linear(2 * width * 7 * 7, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x, self.channels)
         return self.net(x).squeeze(-1)
 
 
@@ -198,6 +214,8 @@ class ContextGenerator(nn.Module):
         return h * (1 + scale.view(1, -1, 1, 1)) + shift.view(1, -1, 1, 1)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        _check_latents(z, self.z_dim)
+        checks.trailing_shape("context", context, (self.context_dim,), f"[{self.context_dim}] (one class's context)")
         h = self.project(torch.cat([z, context.expand(len(z), -1)], dim=1)).view(-1, 2 * self.width, 7, 7)
         h = self.up1(F.relu(self._film(self.norm1(h), self.film1(context))))
         h = self.up2(F.relu(self._film(self.norm2(h), self.film2(context))))
@@ -223,6 +241,7 @@ class ShotEncoder(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, shots: torch.Tensor) -> torch.Tensor:
+        _check_images(shots, 1)
         return self.head(self.features(shots).mean(0))
 
 

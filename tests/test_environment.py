@@ -74,3 +74,17 @@ def test_pinned_torch_and_the_tools_the_project_needs():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text() and "make reproduce" in (ROOT / "README.md").read_text()
+
+
+def test_citation_and_licence_agree_with_the_package():
+    """CITATION.cff, LICENSE, pyproject.toml and metagan_lib.__version__ name one version and one licence."""
+    import yaml
+
+    import metagan_lib
+
+    pyproject, _ = load()
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["title"] and citation["authors"]
+    assert citation["version"] == pyproject["version"] == metagan_lib.__version__
+    assert citation["license"] == pyproject["license"]["text"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")

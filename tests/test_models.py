@@ -111,3 +111,32 @@ def test_nearest_doubling_is_upsampling_then_a_3x3_convolution():
     x = torch.randn(2, 5, 7, 7, dtype=torch.float64)
     assert torch.allclose(layer(x), reference(x), atol=1e-12)  # borders included
     assert layer(torch.randn(1, 5, 14, 14, dtype=torch.float64)).shape == (1, 3, 28, 28)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_wrong_input_shapes_are_named_with_the_shape_the_model_takes(architecture):
+    generator, discriminator = build_gan(architecture, z_dim=12, width=8, seed=0)
+    with pytest.raises(ValueError, match=r"z.shape=\(3, 64\) is not accepted: z.shape must be \[B, 12\]"):
+        generator(torch.randn(3, 64))
+    with pytest.raises(ValueError, match=r"images.shape=\(3, 1, 32, 32\) .* must be \[B, 1, 28, 28\]"):
+        discriminator(torch.randn(3, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"images.shape=\(784,\)"):
+        discriminator(torch.randn(784))
+    # a functional call under vmap (as the meta-learners make it) checks each task's shapes, not the batched ones
+    params = {k: v.detach() for k, v in discriminator.named_parameters()}
+    batched = torch.func.vmap(lambda x: functional_call(discriminator, params, (x,)))(torch.randn(2, 3, 1, 28, 28))
+    assert batched.shape == (2, 3)
+
+
+def test_context_networks_name_a_wrong_context_pair_or_shot_shape():
+    from metagan_lib.models import ShotEncoder
+
+    generator = ContextGenerator(z_dim=4, context_dim=6, width=8)
+    with pytest.raises(ValueError, match=r"context.shape=\(5,\) .* must be \[6\]"):
+        generator(torch.randn(2, 4), torch.zeros(5))
+    with pytest.raises(ValueError, match=r"z.shape=\(2, 5\) .* must be \[B, 4\]"):
+        generator(torch.randn(2, 5), torch.zeros(6))
+    with pytest.raises(ValueError, match=r"images.shape=\(2, 1, 28, 28\) .* must be \[B, 2, 28, 28\]"):
+        PairDiscriminator(width=8)(torch.randn(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"images.shape=\(5, 3, 28, 28\)"):
+        ShotEncoder(context_dim=6, width=8)(torch.randn(5, 3, 28, 28))
