@@ -27,12 +27,16 @@ import warnings
 import zipfile
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
 from torch import nn
 
 from .runtime import choose_device
+
+if TYPE_CHECKING:  # annotations only: data and tasks import this module
+    from .data import ImageDataset
+    from .tasks import TaskSampler
 
 T = TypeVar("T")
 
@@ -145,7 +149,7 @@ def _unset_key_when_set(spec, value) -> bool:
     return bool(spec.metadata.get(KEY_WHEN_SET)) and value == spec.default
 
 
-def config_key(config) -> dict:
+def config_key(config: Any) -> dict:
     """A config dataclass as a cache key: ``asdict(config)`` without the fields marked ``KEY_WHEN_SET`` that hold their
     default, so that adding such a field leaves every earlier key (and shipped file) valid (:func:`content_hash`, which
     keys evaluations by the models they score, skips them the same way)."""
@@ -156,7 +160,7 @@ def config_key(config) -> dict:
     return values
 
 
-def meta_training_key(kind: str, config, sampler, meta_steps: int, seed: int) -> dict:
+def meta_training_key(kind: str, config: Any, sampler: TaskSampler, meta_steps: int, seed: int) -> dict:
     """Everything that determines a meta-trained model: its kind, config (a dataclass), meta-steps, seed, and its task
     sampler's images and seed."""
     return {
@@ -169,7 +173,7 @@ def meta_training_key(kind: str, config, sampler, meta_steps: int, seed: int) ->
     }
 
 
-def seen_classes_key(dataset) -> dict:
+def seen_classes_key(dataset: ImageDataset) -> dict:
     """What determines a network trained on a dataset's seen classes: its name, the seen classes, images and labels."""
     return {
         "dataset": dataset.name,

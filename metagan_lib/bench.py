@@ -70,7 +70,7 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step, device: torch.device, warmup: int, repeats: int) -> float:
+def time_steps(step: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
     """Median seconds of one call of ``step`` over ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         step()
@@ -101,7 +101,9 @@ def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.devic
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def make_higher_maml_step(meta, sampler, noise_generator):
+def make_higher_maml_step(
+    meta: MetaTrainer, sampler: TaskSampler, noise_generator: torch.Generator
+) -> Callable[[], None]:
     """A second-order MAML meta-step written with ``higher``, task by task (same losses as metagan_lib.meta).
 
     ``higher`` needs real modules: they start from copies of the meta-GAN's parameter dicts.

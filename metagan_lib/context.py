@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,12 +51,14 @@ from torch.func import functional_call, grad, vmap
 
 from . import checks, seeds
 from .artifacts import KEY_WHEN_SET, check_same_parameters, load_or_build, load_stored, meta_training_key, save_payload
+from .data import ImageDataset
 from .evaluation import COPY_FLAG, FEATURE_WIDTH, FeatureNet, feature_net_key, train_or_load_feature_net
 from .losses import chamfer_distance, pyramid_distances  # noqa: F401  (pyramid_distances: notebook 05 calls it here)
 from .models import ADAM_BETAS, UPSAMPLING, ContextGenerator, ConvGenerator, PairDiscriminator, ShotEncoder, template
 from .monitor import monitored_steps
 from .runtime import choose_device
 from .seeds import class_noise
+from .tasks import TaskSampler
 
 Params = dict[str, torch.Tensor]
 ENCODER = "encoder."  # prefix of the shot encoder's entries in ``meta_params``
@@ -432,8 +435,8 @@ GUIDE_WIDTH = FEATURE_WIDTH // 2  # the guide network's channels, half the scori
 
 
 def guide_network(
-    path,
-    dataset,
+    path: Path | str,
+    dataset: ImageDataset,
     steps: int,
     *,
     scoring_seed: int = 0,
@@ -449,7 +452,7 @@ def guide_network(
     return net, guide_network_key(dataset, steps, scoring_seed=scoring_seed, width=width)
 
 
-def guide_network_key(dataset, steps: int, *, scoring_seed: int = 0, width: int = GUIDE_WIDTH) -> dict:
+def guide_network_key(dataset: ImageDataset, steps: int, *, scoring_seed: int = 0, width: int = GUIDE_WIDTH) -> dict:
     """The cache key of :func:`guide_network`'s network (trained from the seed after the scoring network's)."""
     return feature_net_key(dataset, steps, scoring_seed + 1, width)
 
@@ -646,7 +649,7 @@ def batched_outer_loss(
 # ----------------------------------------------------------------------------------------------
 
 
-def gradient_rule(first_order: bool):
+def gradient_rule(first_order: bool) -> Callable:
     """MAML (second order), FOMAML (``first_order``) and Meta-SGD: gradients of the mean outer loss."""
 
     def meta_gradients(model, support, query, inner_noise, outer_noise, vectorised):
@@ -697,7 +700,7 @@ def reptile_task(
     return adapted, loss, fake
 
 
-def reptile_rule(fit_query: bool):
+def reptile_rule(fit_query: bool) -> Callable:
     """Reptile (``fit_query``: its weights step fits the query images, not the shots): the direction
     ``theta - mean_i theta'_i`` (Adam then moves ``theta`` towards the adapted values)."""
 
@@ -1182,7 +1185,7 @@ def _context_gan_from_payload(payload: dict, device: torch.device | str) -> Cont
 def train_or_load_context_gan(
     path: Path | str,
     config: ContextConfig,
-    sampler,
+    sampler: TaskSampler,
     meta_steps: int,
     *,
     seed: int = 0,
@@ -1231,7 +1234,7 @@ def train_or_load_context_gan(
 
 def context_gan_key(
     config: ContextConfig,
-    sampler,
+    sampler: TaskSampler,
     meta_steps: int,
     seed: int,
     *,

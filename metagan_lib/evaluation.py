@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import scipy.stats
 import torch
@@ -319,7 +320,7 @@ def feature_net_key(dataset: ImageDataset, steps: int, seed: int, width: int = F
 
 
 def train_or_load_feature_net(
-    path,
+    path: Path | str,
     dataset: ImageDataset,
     steps: int,
     *,

@@ -37,6 +37,7 @@ from .losses import discriminator_loss, generator_loss_nonsaturating
 from .models import ADAM_BETAS, build_gan, template
 from .monitor import monitored_steps
 from .runtime import choose_device
+from .tasks import TaskSampler
 
 Params = dict[str, torch.Tensor]
 MethodName = Literal["maml", "reptile", "meta-sgd"]
@@ -314,7 +315,13 @@ def meta_gradients(meta: MetaGAN, losses: torch.Tensor) -> list[torch.Tensor]:
 
 
 def gradient_outer_step(
-    meta: MetaGAN, optimizer, support, query, inner_noise, outer_noise, vectorised
+    meta: MetaGAN,
+    optimizer: torch.optim.Optimizer,
+    support: torch.Tensor,
+    query: torch.Tensor,
+    inner_noise: torch.Tensor,
+    outer_noise: torch.Tensor,
+    vectorised: bool,
 ) -> tuple[float, float]:
     """MAML / FOMAML / Meta-SGD: an optimiser step on the query losses of the adapted networks.
 
@@ -334,7 +341,13 @@ def gradient_outer_step(
 
 
 def reptile_outer_step(
-    meta: MetaGAN, optimizer, support, query, inner_noise, outer_noise, vectorised
+    meta: MetaGAN,
+    optimizer: torch.optim.Optimizer | None,
+    support: torch.Tensor,
+    query: torch.Tensor,
+    inner_noise: torch.Tensor,
+    outer_noise: torch.Tensor,
+    vectorised: bool,
 ) -> tuple[float, float]:
     """Reptile: no optimiser, no query set (see :func:`reptile_step`)."""
     return reptile_step(meta, support, inner_noise, outer_noise, vectorised)
@@ -410,7 +423,7 @@ def reptile_step(
     return discriminator_loss(real_logits, fake_logits).item(), generator_loss_nonsaturating(fake_logits).item()
 
 
-def save_meta(meta: MetaGAN, path) -> None:
+def save_meta(meta: MetaGAN, path: Path | str) -> None:
     """Write a meta-GAN (config, meta-parameters, rates, history) to ``path`` (no cache key: never reused as a
     cache)."""
     save_payload({"key": None, "artefact": _meta_payload(meta)}, path)
@@ -430,7 +443,7 @@ def _meta_payload(meta: MetaGAN) -> dict:
     }
 
 
-def load_meta(path, device: torch.device | str = "cpu") -> MetaGAN:
+def load_meta(path: Path | str, device: torch.device | str = "cpu") -> MetaGAN:
     """Read a meta-GAN written by :func:`save_meta` or :func:`train_or_load_meta`."""
     how = "train it with train_or_load_meta (it writes the file)"
     return load_stored(path, device, _meta_from_payload, "meta-GAN", how)
@@ -447,9 +460,9 @@ def _meta_from_payload(payload: dict, device: torch.device | str) -> MetaGAN:
 
 
 def train_or_load_meta(
-    path,
+    path: Path | str,
     config: MetaConfig,
-    sampler,
+    sampler: TaskSampler,
     meta_steps: int,
     *,
     seed: int = 0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +11,9 @@ import torch
 
 from .images import to_unit
 from .seeds import derive_seed
+
+if TYPE_CHECKING:  # annotations only: adaptation imports the training core, which plotting does not need
+    from .meta import MetaGAN
 
 SAVE_DPI = 110  # the resolution of every saved figure
 THUMBNAIL_INCHES = 0.5  # one 28x28 image in a grid of samples: 55 px at SAVE_DPI
@@ -128,7 +131,7 @@ def save_figure(fig: plt.Figure, folder: Path, name: str) -> Path:
 
 
 def show_adaptation(
-    meta,
+    meta: MetaGAN,
     shots: torch.Tensor,
     steps: Sequence[int] = (0, 5, 20),
     samples: int = 6,

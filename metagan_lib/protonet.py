@@ -26,7 +26,7 @@ from .data import ImageDataset
 from .evaluation import FeatureNet
 from .runtime import choose_device
 from .seeds import derive_seed
-from .tasks import TaskSampler
+from .tasks import Episode, TaskSampler
 
 
 class ProtoNet(FeatureNet):
@@ -63,7 +63,7 @@ def episode_loss(net: ProtoNet, support: torch.Tensor, query: torch.Tensor) -> t
     return F.cross_entropy(logits, labels), accuracy
 
 
-def training_step(net: ProtoNet, optimizer: torch.optim.Optimizer, episode) -> float:
+def training_step(net: ProtoNet, optimizer: torch.optim.Optimizer, episode: Episode) -> float:
     """One Adam step on the episode loss of a one-task :class:`~metagan_lib.tasks.Episode`; returns the loss."""
     loss, _ = episode_loss(net, episode.support[0], episode.query[0])
     optimizer.zero_grad(set_to_none=True)

@@ -126,7 +126,9 @@ def training_step(
     return negative_elbo.item()
 
 
-def new_vae(config: VAEConfig, seed: int = 0, device: torch.device | str = "cpu"):
+def new_vae(
+    config: VAEConfig, seed: int = 0, device: torch.device | str = "cpu"
+) -> tuple[VAE, ConvDiscriminator, tuple[torch.optim.Adam, torch.optim.Adam]]:
     """A fresh VAE, its discriminator (used when ``adversarial_weight > 0``) and their two Adam optimisers."""
     device = choose_device(device)
     with torch.random.fork_rng(devices=[]):
