@@ -79,6 +79,7 @@ def shipped_dir() -> Path:
 
 @functools.cache  # once per folder, not once per network
 def warn_no_shipped_folder(folder: Path) -> None:
+    """Warn that ``folder`` (where the shipped networks would be) is missing, so every network trains here."""
     warnings.warn(
         f"No shipped networks at {folder} (metagan_lib is not imported from a checkout of the repository): every "
         "network is trained here. Install it from a clone with `pip install -e .` to load the shipped ones.",

@@ -81,6 +81,7 @@ class ImageDataset:
 
     @property
     def num_classes(self) -> int:
+        """Classes in the dataset, seen and unseen."""
         return len(self.class_names)
 
     def subset(self, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +94,7 @@ class ImageDataset:
         return torch.bincount(self.labels, minlength=self.num_classes)
 
     def summary(self) -> str:
+        """One line: images, shape, classes (seen / unseen) and images per class."""
         counts = self.class_counts()
         return (
             f"{self.name}: {len(self.images)} images {tuple(self.images.shape[1:])} uint8, "

@@ -47,6 +47,9 @@ class NotebookFailed(RuntimeError):
 
 @dataclass
 class NotebookResult:
+    """One notebook's run as the summary table prints it: its name, wall-clock seconds (NaN when it failed) and
+    ``"ok"`` or ``"FAILED"``."""
+
     notebook: str
     seconds: float
     status: str

@@ -82,6 +82,7 @@ class TaskSampler:
 
     @property
     def num_classes(self) -> int:
+        """Classes the sampler draws tasks from."""
         return len(self.classes)
 
     def restarted(self) -> "TaskSampler":

@@ -54,6 +54,7 @@ def sine_model(seed: int = 0, hidden: int = 40) -> nn.Module:
 
 
 def mse(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``model`` called with ``params`` on the points ``x`` against the targets ``y``."""
     return (functional_call(model, params, (x,)) - y).pow(2).mean()
 
 
@@ -94,6 +95,9 @@ def query_losses(
 
 @dataclass
 class SineRun:
+    """A sine meta-training's result: the meta-parameters and the mean query loss after adaptation at each
+    meta-step (the outer loss)."""
+
     params: Params
     history: list[float] = field(default_factory=list)
 
