@@ -6,6 +6,7 @@ from metagan_lib.models import (
     ContextGenerator,
     NearestDoubling,
     PairDiscriminator,
+    ShotEncoder,
     build_gan,
     doubling,
     materialise,
@@ -129,8 +130,6 @@ def test_wrong_input_shapes_are_named_with_the_shape_the_model_takes(architectur
 
 
 def test_context_networks_name_a_wrong_context_pair_or_shot_shape():
-    from metagan_lib.models import ShotEncoder
-
     generator = ContextGenerator(z_dim=4, context_dim=6, width=8)
     with pytest.raises(ValueError, match=r"context.shape=\(5,\) .* must be \[6\]"):
         generator(torch.randn(2, 4), torch.zeros(5))
